@@ -1,0 +1,50 @@
+# Maskbench: `make demo` and `make test` work on a fresh machine (they set everything up).
+PY ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+# torch/torchvision pinned to the builds this project is tested with; override for your cluster.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+DEBIAN_DATA := dataset-fashion-mnist wordnet-base bible-kjv
+DEMO_OUT ?= results/demo
+
+.PHONY: setup data demo demo-text test lint perf clean-results
+
+setup: $(VENV)/.installed data
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q $(TORCH_SPEC)
+	$(PYTHON) -m pip install -q -e '.[dev]'
+	touch $@
+
+# The embedded datasets come from Debian packages; install them when root and missing.
+data:
+	@missing=""; \
+	[ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing="$$missing dataset-fashion-mnist"; \
+	[ -e /usr/share/wordnet/data.noun ] || missing="$$missing wordnet-base"; \
+	command -v bible >/dev/null || [ -e /usr/bin/bible ] || missing="$$missing bible-kjv"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    (apt-get install -y --no-install-recommends $$missing || \
+	     (apt-get update && apt-get install -y --no-install-recommends $$missing)) >/dev/null; \
+	  else echo "missing data packages:$$missing (run: sudo apt-get install$$missing, or set MASKBENCH_DATA)"; fi; \
+	fi
+
+demo: setup
+	$(PYTHON) -m bench run --methods qbheat,mae,interp,random-init,raw-input \
+	  --dataset fashion-mnist --encoder vit-micro --epochs 4 --train-limit 20000 \
+	  --seeds 0 --out $(DEMO_OUT)
+
+test: setup
+	$(PYTHON) -m pytest -q
+
+lint: setup
+	$(PYTHON) -m ruff check bench methods tests scripts
+
+perf: setup
+	$(PYTHON) -m bench perf --methods qbheat,mae,interp --encoder vit-micro --batch 256
+
+clean-results:
+	rm -rf results/*/

@@ -1,0 +1,21 @@
+"""Dataset cards: TOML files in the top-level `datasets/` folder, one per dataset."""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+CARDS_DIR = Path(__file__).resolve().parents[2] / "datasets"
+
+
+@cache
+def load_card(name: str) -> dict[str, Any]:
+    path = CARDS_DIR / f"{name}.toml"
+    with path.open("rb") as f:
+        return tomllib.load(f)
+
+
+def card_names() -> list[str]:
+    return sorted(p.stem for p in CARDS_DIR.glob("*.toml"))

@@ -1,0 +1,220 @@
+"""In-memory image datasets (Fashion-MNIST from IDX files, scikit-learn digits) and batched
+on-device augmentation. Data that fits in memory lives on the training device as uint8."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from bench.data.cards import load_card
+from bench.errors import DataNotFoundError
+from bench.models.encoders import DataSpec
+
+
+@dataclass
+class EvalSplit:
+    """Inputs and labels of one evaluation split; `pad_mask` marks real tokens (text only)."""
+
+    x: Tensor
+    y: Tensor
+    pad_mask: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class ImageData:
+    """Train/test images as uint8 `[N, C, H, W]` with int64 labels, plus normalisation facts."""
+
+    name: str
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    patch_size: int
+    fingerprint: str
+    modality: str = "image"
+
+    @property
+    def spec(self) -> DataSpec:
+        _, c, h, w = self.train_x.shape
+        p = self.patch_size
+        return DataSpec("image", (h // p, w // p), patch_size=p, in_chans=c)
+
+    def to(self, device: torch.device) -> ImageData:
+        moved = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "test_x", "test_y")}
+        return ImageData(**{**self.__dict__, **moved})
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """uint8 -> standardised float (per channel), on x's device."""
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return (x.float() / 255.0 - mean) / std
+
+    # The data protocol the trainer uses; text data implements the same methods.
+    def n_pretrain(self) -> int:
+        return len(self.train_x)
+
+    def pretrain_batch(self, idx: Tensor, generator: torch.Generator, aug: bool) -> Tensor:
+        x = self.normalize(self.train_x[idx])
+        return augment(x, generator) if aug else x
+
+    def eval_split(self, split: str, limit: int | None = None) -> EvalSplit:
+        x, y = (self.train_x, self.train_y) if split == "train" else (self.test_x, self.test_y)
+        return EvalSplit(x[:limit], y[:limit])
+
+    def eval_batch(self, x: Tensor) -> Tensor:
+        return self.normalize(x)
+
+    def raw_features(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """Standardised input pixels, flattened: the `raw-input` reference row's features."""
+        return self.normalize(x).flatten(1)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped): big-endian dims after a magic number."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file")
+    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _find_file(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def find_idx_root(card: dict, data_root: str | None) -> Path:
+    """First folder holding all four IDX files: --data-root, $MASKBENCH_DATA, Debian's path,
+    or a torchvision-format root (`<root>/FashionMNIST/raw`) under either of the first two."""
+    candidates: list[Path] = []
+    for base in (data_root, os.environ.get(card["env_var"])):
+        if base:
+            candidates += [Path(base), Path(base) / card["torchvision_subdir"]]
+    candidates.append(Path(card["default_location"]))
+    for folder in candidates:
+        if all(_find_file(folder, stem) for stem in card["files"].values()):
+            return folder
+    looked = ", ".join(str(c) for c in candidates)
+    raise DataNotFoundError(
+        f"{card['name']} not found (looked in {looked}); provide it with --data-root DIR, "
+        f"${card['env_var']}=DIR, or `{card['install']}`"
+    )
+
+
+def _pad_to(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = x.shape[-2:]
+    top, left = (size[0] - h) // 2, (size[1] - w) // 2
+    out = np.zeros(x.shape[:-2] + tuple(size), dtype=x.dtype)
+    out[..., top : top + h, left : left + w] = x
+    return out
+
+
+def _fingerprint(*arrays: np.ndarray) -> str:
+    h = hashlib.sha1()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:12]
+
+
+def load_fashion_mnist(data_root: str | None = None) -> ImageData:
+    card = load_card("fashion-mnist")
+    folder = find_idx_root(card, data_root)
+    files = {k: read_idx(_find_file(folder, v)) for k, v in card["files"].items()}
+    size = tuple(card["padded_size"])
+    train_x = _pad_to(files["train_images"], size)[:, None]
+    test_x = _pad_to(files["test_images"], size)[:, None]
+    return ImageData(
+        name="fashion-mnist",
+        train_x=torch.from_numpy(train_x),
+        train_y=torch.from_numpy(files["train_labels"].astype(np.int64)),
+        test_x=torch.from_numpy(test_x),
+        test_y=torch.from_numpy(files["test_labels"].astype(np.int64)),
+        classes=list(card["classes"]),
+        mean=tuple(card["mean"]),
+        std=tuple(card["std"]),
+        patch_size=card["patch_size"],
+        fingerprint=_fingerprint(files["train_labels"], files["test_labels"], train_x[:64]),
+    )
+
+
+def load_digits(data_root: str | None = None) -> ImageData:
+    from sklearn.datasets import load_digits as sk_digits
+
+    card = load_card("digits")
+    d = sk_digits()
+    # Bilinear 8x8 -> 32x32: nearest-neighbour would make every 4-px patch constant, and a
+    # constant patch has no per-patch-normalised target to learn.
+    small = torch.from_numpy(d.images).float()[:, None] / 16.0
+    big = F.interpolate(small, size=(32, 32), mode="bilinear", align_corners=False)
+    x = (big * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    y = d.target.astype(np.int64)
+    test = np.arange(len(y)) % 5 == 0
+    return ImageData(
+        name="digits",
+        train_x=torch.from_numpy(x[~test]),
+        train_y=torch.from_numpy(y[~test]),
+        test_x=torch.from_numpy(x[test]),
+        test_y=torch.from_numpy(y[test]),
+        classes=list(card["classes"]),
+        mean=tuple(card["mean"]),
+        std=tuple(card["std"]),
+        patch_size=card["patch_size"],
+        fingerprint=_fingerprint(x, y),
+    )
+
+
+def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std of uint8 images in [0, 1] (how the cards' numbers were made)."""
+    f = x.double() / 255.0
+    return f.mean(dim=(0, 2, 3)).tolist(), f.std(dim=(0, 2, 3)).tolist()
+
+
+def augment(
+    x: Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.35, 1.0)
+) -> Tensor:
+    """Batched random-resized-crop (area in `scale`, aspect 3/4..4/3) + horizontal flip.
+
+    One affine grid-sample for the whole batch on x's device: no per-sample Python work.
+    """
+    b = x.shape[0]
+    dev = x.device
+
+    def rand(*shape: int) -> Tensor:
+        return torch.rand(*shape, generator=generator, device=generator.device).to(dev)
+
+    area = scale[0] + (scale[1] - scale[0]) * rand(b)
+    log_ratio = (torch.log(torch.tensor(3 / 4)) + rand(b) * torch.log(torch.tensor(16 / 9))).to(dev)
+    ratio = log_ratio.exp()
+    sw = (area * ratio).sqrt().clamp(max=1.0)  # crop width / image width
+    sh = (area / ratio).sqrt().clamp(max=1.0)
+    cx = (rand(b) * 2 - 1) * (1 - sw)  # crop centre in [-1, 1] coordinates, inside the image
+    cy = (rand(b) * 2 - 1) * (1 - sh)
+    flip = torch.where(rand(b) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3, device=dev)
+    theta[:, 0, 0] = sw * flip
+    theta[:, 0, 2] = cx
+    theta[:, 1, 1] = sh
+    theta[:, 1, 2] = cy
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+

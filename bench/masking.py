@@ -1,0 +1,135 @@
+"""Small typed building blocks for choosing visible positions (shared by every method)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Visible:
+    """Which grid positions the encoder sees.
+
+    `index` holds sorted flat positions `[B, K]`. Contiguous strategies also give the block
+    geometry: `origin` `[B, ndim]` (top-left corner, per sample) and `shape` (block extent),
+    so a fill rule can work on the block as a dense array instead of a token list.
+    """
+
+    index: Tensor
+    origin: Tensor | None = None
+    shape: tuple[int, ...] | None = None
+
+    @property
+    def batch(self) -> int:
+        return self.index.shape[0]
+
+    @property
+    def count(self) -> int:
+        return self.index.shape[1]
+
+    def mask(self, n: int) -> Tensor:
+        """Bool `[B, N]`: True at visible positions."""
+        out = torch.zeros(self.batch, n, dtype=torch.bool, device=self.index.device)
+        return out.scatter_(1, self.index, True)
+
+    def to(self, device: torch.device | str) -> Visible:
+        origin = None if self.origin is None else self.origin.to(device)
+        return Visible(self.index.to(device), origin, self.shape)
+
+
+def grid_size(grid: tuple[int, ...]) -> int:
+    n = 1
+    for g in grid:
+        n *= g
+    return n
+
+
+def random_visible(batch: int, n: int, keep: int, generator: torch.Generator) -> Visible:
+    """Per-sample uniform random subset of `keep` of `n` positions (MAE's argsort-of-noise rule)."""
+    if not 0 < keep <= n:
+        raise ValueError(f"keep must be in 1..{n}, got {keep}")
+    noise = torch.rand(batch, n, generator=generator, device=generator.device)
+    index = noise.argsort(dim=1)[:, :keep].sort(dim=1).values
+    return Visible(index)
+
+
+def block_visible(
+    batch: int,
+    grid: tuple[int, ...],
+    shape: tuple[int, ...],
+    position: str,
+    generator: torch.Generator,
+) -> Visible:
+    """One contiguous block of `shape` per sample on `grid` (any number of dims).
+
+    `position`: `random` (uniform over valid origins), `center`, or `quadrant` (one of the
+    corners aligned to the grid's halves; only where the block is exactly half the grid).
+    """
+    if len(shape) != len(grid) or any(s < 1 or s > g for s, g in zip(shape, grid)):
+        raise ValueError(f"block {shape} does not fit grid {grid}")
+    device = generator.device
+    room = torch.tensor([g - s for g, s in zip(grid, shape)], device=device)
+    if position == "random":
+        u = torch.rand(batch, len(grid), generator=generator, device=device)
+        origin = (u * (room + 1)).floor().long().minimum(room)
+    elif position == "center":
+        origin = (room // 2).expand(batch, -1).clone()
+    elif position == "quadrant":
+        corner = torch.randint(0, 2, (batch, len(grid)), generator=generator, device=device)
+        origin = corner * room
+    else:
+        raise ValueError(f"block position {position!r}; known: center, quadrant, random")
+    # Flat indices of the block: offsets inside the block plus the per-sample origin.
+    axes = torch.meshgrid(*[torch.arange(s, device=device) for s in shape], indexing="ij")
+    coords = torch.stack([a.reshape(-1) for a in axes], dim=-1)  # [K, ndim]
+    pos = coords.unsqueeze(0) + origin.unsqueeze(1)  # [B, K, ndim]
+    strides = torch.tensor(
+        [grid_size(grid[i + 1 :]) for i in range(len(grid))], device=device
+    )
+    index = (pos * strides).sum(-1)  # row-major order inside the block is already sorted
+    return Visible(index, origin=origin, shape=tuple(shape))
+
+
+def gather_tokens(x: Tensor, index: Tensor) -> Tensor:
+    """`x[b, index[b, k]]` for `x: [B, N, D]`, `index: [B, K]` -> `[B, K, D]`."""
+    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def scatter_tokens(base: Tensor, index: Tensor, values: Tensor) -> Tensor:
+    """Copy of `base [B, N, D]` with `values [B, K, D]` written at `index [B, K]`."""
+    return base.scatter(1, index.unsqueeze(-1).expand(-1, -1, base.shape[-1]), values)
+
+
+def keep_count(n: int, mask_ratio: float) -> int:
+    """Visible positions for a mask ratio: floor(n * (1 - ratio)) as in MAE, at least one."""
+    return max(1, int(n * (1 - mask_ratio)))
+
+
+def contiguous_block_shape(grid: tuple[int, ...], mask_ratio: float) -> tuple[int, ...]:
+    """Block whose area is (1 - ratio) of the grid, same aspect: 0.75 on (8, 8) -> (4, 4)."""
+    scale = (1 - mask_ratio) ** (1 / len(grid))
+    return tuple(min(g, max(1, round(g * scale))) for g in grid)
+
+
+def visible_for_ratio(
+    batch: int,
+    grid: tuple[int, ...],
+    mask_ratio: float,
+    layout: str,
+    position: str,
+    generator: torch.Generator,
+) -> Visible:
+    """What the encoder sees when `mask_ratio` of `grid` is hidden, one rule for every method.
+
+    `layout="random"`: MAE's random subset of `keep_count` positions; `"block"`: QB-Heat's one
+    contiguous block of `contiguous_block_shape`, placed by `position` (see `block_visible`).
+    """
+    if layout == "block":
+        shape = contiguous_block_shape(grid, mask_ratio)
+        return block_visible(batch, grid, shape, position, generator)
+    if layout == "random":
+        n = grid_size(grid)
+        return random_visible(batch, n, keep_count(n, mask_ratio), generator)
+    raise ValueError(f"visible layout {layout!r}; known: block, random")

@@ -1,0 +1,1 @@
+"""Shared model parts: encoders (timm blocks, CNNs), the decoder, heads and the pretrainer."""

@@ -1,0 +1,116 @@
+"""Dense (CNN) encoders from timm, cut at the stage whose stride equals the patch size so one
+feature vector lands on each grid position.
+
+A CNN cannot drop tokens, so it only serves methods whose visible part is one contiguous
+block (QB-Heat): `forward_visible` crops the block's pixels and runs the CNN on the crop
+alone, so no pixel outside the block can reach its features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import timm
+import torch
+from torch import Tensor, nn
+
+from bench.errors import IncompatibleError
+from bench.masking import Visible
+from bench.models.encoders import DataSpec, Encoder, EncoderSpec, register_encoder
+
+
+@dataclass(frozen=True)
+class TimmTrunk:
+    """A timm architecture (with optional overrides, e.g. narrower stages) to cut at a stride."""
+
+    arch: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    def build(self, in_chans: int, stride: int) -> tuple[nn.Module, int]:
+        """The network up to the stage of output stride `stride` and its channel count."""
+        kwargs = dict(self.overrides, pretrained=False, features_only=True, in_chans=in_chans)
+        # Build the full feature pyramid once only to read which stage has the stride.
+        info = timm.create_model(self.arch, **kwargs).feature_info
+        strides = info.reduction()
+        if stride not in strides:
+            raise IncompatibleError(
+                f"{self.arch} has no stage at stride {stride} (the patch size); strides: "
+                + ", ".join(map(str, strides))
+            )
+        stage = strides.index(stride)
+        # timm stops the feature net after the last requested stage: later ones are not built.
+        return timm.create_model(self.arch, out_indices=(stage,), **kwargs), info.channels()[stage]
+
+
+def crop_blocks(x: Tensor, origin: Tensor, size: tuple[int, int]) -> Tensor:
+    """`x [B, C, H, W]` -> `[B, C, size]`: the window at per-sample pixel `origin [B, 2]`,
+    gathered along rows then columns (no loop over the batch)."""
+    b, c, _, w = x.shape
+    rows = origin[:, :1] + torch.arange(size[0], device=x.device)  # [B, hc]
+    cols = origin[:, 1:] + torch.arange(size[1], device=x.device)  # [B, wc]
+    x = x.gather(2, rows[:, None, :, None].expand(b, c, size[0], w))
+    return x.gather(3, cols[:, None, None, :].expand(b, c, size[0], size[1]))
+
+
+class CNNEncoder(Encoder):
+    """timm CNN trunk at stride = patch size, then a linear map to `dim` and a LayerNorm (like
+    the ViT's final norm, so probes see features on the same scale)."""
+
+    kind = "dense"
+
+    def __init__(self, spec: DataSpec, trunk: TimmTrunk, dim: int):
+        super().__init__()
+        if spec.modality != "image":
+            raise IncompatibleError("CNN encoders take images only")
+        self.dim, self.patch = dim, spec.patch_size
+        self.trunk, channels = trunk.build(spec.in_chans, spec.patch_size)
+        self.proj = nn.Linear(channels, dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+
+    def _features(self, images: Tensor, grid: tuple[int, ...]) -> Tensor:
+        """`[B, gh * gw, dim]` in row-major order for images covering `grid` tokens."""
+        fmap = self.trunk(images)[0]
+        if tuple(fmap.shape[-2:]) != tuple(grid):
+            raise IncompatibleError(
+                f"CNN gave a {tuple(fmap.shape[-2:])} feature map for a {tuple(grid)} grid"
+            )
+        return self.norm(self.proj(fmap.flatten(2).transpose(1, 2)))
+
+    def forward_visible(self, x: Tensor, visible: Visible) -> Tensor:
+        if visible.origin is None or visible.shape is None or len(visible.shape) != 2:
+            raise IncompatibleError(
+                "a dense (CNN) encoder needs one contiguous 2-D block of visible positions; "
+                "use a token encoder (vit-*) for scattered masks"
+            )
+        size = (visible.shape[0] * self.patch, visible.shape[1] * self.patch)
+        return self._features(crop_blocks(x, visible.origin * self.patch, size), visible.shape)
+
+    def forward_tokens(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """Features of the full image; `pad_mask` is unused (images have no padding)."""
+        grid = (x.shape[-2] // self.patch, x.shape[-1] // self.patch)
+        return self._features(x, grid)
+
+
+def _cnn(name: str, trunk: TimmTrunk, dim: int, note: str) -> None:
+    register_encoder(
+        EncoderSpec(
+            name,
+            "dense",
+            f"timm {trunk.arch} cut at stride = patch size, projected to {dim} ({note})",
+            lambda spec: CNNEncoder(spec, trunk, dim),
+            modalities=frozenset({"image"}),
+        )
+    )
+
+
+_NARROW_RESNET = (("stem_width", 32), ("channels", (32, 64, 128, 256)))
+_cnn("cnn-resnet-micro", TimmTrunk("resnet18", _NARROW_RESNET), 128, "widths halved; CPU demo")
+_cnn(
+    "cnn-convnext-micro",
+    TimmTrunk("convnext_atto", (("dims", (32, 64, 128, 256)),)),
+    128,
+    "widths 32..256; CPU demo",
+)
+_cnn("cnn-resnet18", TimmTrunk("resnet18"), 192, "ResNet-18 widths")
+_cnn("cnn-convnext-atto", TimmTrunk("convnext_atto"), 192, "ConvNeXt-atto widths")

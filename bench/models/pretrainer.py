@@ -1,0 +1,79 @@
+"""The shared pretraining model: embed -> choose_visible -> encoder(visible) -> project ->
+method.fill -> decoder(+pos) -> head -> loss on hidden positions.
+
+Only `method` differs between two runs of a comparison; everything here is shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bench.masking import Visible
+from bench.models.encoders import DataSpec, Encoder, init_weights, transformer_blocks
+from bench.models.patches import normalized_patches
+from bench.models.posembed import sincos_table
+from methods.base import MaskingMethod
+
+
+class Decoder(nn.Module):
+    """Transformer decoder over the full grid with fixed sin-cos positions, then a linear head."""
+
+    def __init__(self, spec: DataSpec, dim: int, depth: int, heads: int):
+        super().__init__()
+        self.register_buffer("pos", sincos_table(spec.grid, dim).unsqueeze(0), persistent=False)
+        self.blocks = transformer_blocks(dim, depth, heads)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, spec.target_dim)
+        self.apply(init_weights)
+
+    def forward(self, filled: Tensor) -> Tensor:
+        x = self.blocks(filled + self.pos)
+        return self.head(self.norm(x))
+
+
+@dataclass
+class PretrainOutput:
+    loss: Tensor
+    pred: Tensor  # [B, N, target_dim]
+    visible: Visible
+
+
+class MaskedPretrainer(nn.Module):
+    def __init__(
+        self,
+        spec: DataSpec,
+        encoder: Encoder,
+        method: MaskingMethod,
+        decoder_dim: int,
+        decoder_depth: int,
+        decoder_heads: int,
+    ):
+        super().__init__()
+        self.spec, self.encoder, self.method = spec, encoder, method
+        self.proj = nn.Linear(encoder.dim, decoder_dim)
+        init_weights(self.proj)
+        self.decoder = Decoder(spec, decoder_dim, decoder_depth, decoder_heads)
+
+    def forward(self, x: Tensor, generator: torch.Generator) -> PretrainOutput:
+        visible = self.method.choose_visible(x.shape[0], self.spec.grid, generator)
+        latent = self.proj(self.encoder.forward_visible(x, visible))
+        filled = self.method.fill(latent, visible, self.spec.grid)
+        pred = self.decoder(filled)
+        return PretrainOutput(self.loss(x, pred, visible), pred, visible)
+
+    def loss(self, x: Tensor, pred: Tensor, visible: Visible) -> Tensor:
+        """Mean over hidden positions only: per-patch normalised-pixel MSE, or token CE."""
+        hidden = ~visible.mask(pred.shape[1])
+        if self.spec.modality == "image":
+            target = normalized_patches(x, self.spec.patch_size)
+            per_position = (pred.float() - target).pow(2).mean(dim=-1)
+        else:
+            per_position = F.cross_entropy(
+                pred.float().transpose(1, 2), x, reduction="none"
+            )
+        weight = hidden.to(per_position.dtype)
+        return (per_position * weight).sum() / weight.sum().clamp_min(1.0)

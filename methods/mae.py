@@ -1,0 +1,52 @@
+"""MAE (He et al., 2021): hidden positions are filled with one learned [MASK] token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from bench.masking import (
+    Visible,
+    block_visible,
+    contiguous_block_shape,
+    grid_size,
+    keep_count,
+    random_visible,
+    scatter_tokens,
+)
+from methods.base import MaskingMethod, MethodOptions, register_method
+
+
+@dataclass
+class MAEOptions(MethodOptions):
+    # "block" shows QB-Heat's contiguous block instead (the mask-shape half of the ablation).
+    visible: Literal["random", "block"] = "random"
+    block_position: Literal["random", "center", "quadrant"] = "random"
+
+
+@register_method("mae")
+class MAE(MaskingMethod):
+    """Random visible subset; every hidden position gets the same learned [MASK] token."""
+
+    modalities = frozenset({"image", "text"})
+    Options = MAEOptions
+
+    def __init__(self, options: MAEOptions, dim: int, modality: str):
+        super().__init__(options, dim, modality)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def choose_visible(self, batch: int, grid: tuple[int, ...], generator) -> Visible:
+        if self.options.visible == "block":
+            shape = contiguous_block_shape(grid, self.options.mask_ratio)
+            return block_visible(batch, grid, shape, self.options.block_position, generator)
+        n = grid_size(grid)
+        return random_visible(batch, n, keep_count(n, self.options.mask_ratio), generator)
+
+    def fill(self, latent: Tensor, visible: Visible, grid: tuple[int, ...]) -> Tensor:
+        b, _, d = latent.shape
+        base = self.mask_token.to(latent.dtype).expand(b, grid_size(grid), d)
+        return scatter_tokens(base, visible.index, latent)

@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from bench.masking import (
+    block_visible,
+    contiguous_block_shape,
+    gather_tokens,
+    keep_count,
+    random_visible,
+    scatter_tokens,
+)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_random_visible_exact_ratio_sorted_unique():
+    v = random_visible(8, 64, keep_count(64, 0.75), gen())
+    assert v.index.shape == (8, 16)
+    assert (v.index.diff(dim=1) > 0).all()  # sorted and unique
+    assert v.mask(64).sum(1).eq(16).all()
+    assert not torch.equal(v.index[0], v.index[1])  # per-sample masks
+
+
+def test_random_visible_seeded():
+    a = random_visible(4, 64, 16, gen(3)).index
+    b = random_visible(4, 64, 16, gen(3)).index
+    c = random_visible(4, 64, 16, gen(4)).index
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_keep_count_matches_mae_rounding():
+    assert keep_count(64, 0.75) == 16
+    assert keep_count(64, 0.6) == 25  # int(64 * 0.4) = int(25.6)
+    assert keep_count(10, 0.99) == 1
+
+
+def test_block_shape_quarter_and_span():
+    assert contiguous_block_shape((8, 8), 0.75) == (4, 4)
+    assert contiguous_block_shape((64,), 0.75) == (16,)
+
+
+@pytest.mark.parametrize("position", ["random", "center", "quadrant"])
+def test_block_visible_is_contiguous(position):
+    v = block_visible(16, (8, 8), (4, 4), position, gen())
+    rows, cols = v.index // 8, v.index % 8
+    assert (rows.view(16, 4, 4) == v.origin[:, 0].view(16, 1, 1) + torch.arange(4).view(1, 4, 1)).all()
+    assert (cols.view(16, 4, 4) == v.origin[:, 1].view(16, 1, 1) + torch.arange(4).view(1, 1, 4)).all()
+    if position == "center":
+        assert v.origin.eq(2).all()
+    if position == "quadrant":
+        assert set(v.origin.flatten().tolist()) <= {0, 4}
+
+
+def test_block_visible_random_covers_all_origins():
+    v = block_visible(2000, (8, 8), (4, 4), "random", gen())
+    assert set(map(tuple, v.origin.tolist())) == {(r, c) for r in range(5) for c in range(5)}
+
+
+def test_gather_scatter_round_trip():
+    x = torch.randn(3, 10, 4)
+    idx = torch.tensor([[0, 2], [1, 9], [3, 4]])
+    picked = gather_tokens(x, idx)
+    assert torch.equal(picked[1, 1], x[1, 9])
+    back = scatter_tokens(torch.zeros_like(x), idx, picked)
+    assert torch.equal(gather_tokens(back, idx), picked)
+    assert back.abs().sum() == picked.abs().sum()

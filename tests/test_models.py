@@ -1,0 +1,68 @@
+import math
+
+import torch
+
+from bench.config import RunConfig
+from bench.masking import random_visible
+from bench.models.encoders import DataSpec
+from bench.models.patches import normalized_patches, patchify, unpatchify
+from bench.models.posembed import sincos_1d, sincos_2d
+from bench.train import build_model
+
+SPEC = DataSpec("image", (8, 8), patch_size=4, in_chans=1)
+
+
+def test_patchify_round_trip_and_layout():
+    x = torch.randn(2, 3, 32, 16)
+    t = patchify(x, 4)
+    assert t.shape == (2, 8 * 4, 4 * 4 * 3)
+    assert torch.equal(unpatchify(t, 4, (8, 4), 3), x)
+    # token 5 is row 1, column 1 of the 8x4 grid; its first value is pixel (4, 4) channel 0
+    assert t[0, 5, 0] == x[0, 0, 4, 4]
+
+
+def test_sincos_tables_exact():
+    t = sincos_1d(torch.arange(3), 4)
+    # frequencies 1 and 1/100 for dim 4
+    expected = torch.tensor([[math.sin(p), math.sin(p / 100), math.cos(p), math.cos(p / 100)] for p in range(3)])
+    assert torch.allclose(t, expected, atol=1e-6)
+    t2 = sincos_2d(2, 3, 8)
+    assert t2.shape == (6, 8)
+    assert torch.allclose(t2[4, :4], sincos_1d(torch.tensor([1]), 4)[0])  # row 1
+    assert torch.allclose(t2[4, 4:], sincos_1d(torch.tensor([1]), 4)[0])  # column 1
+
+
+def test_normalized_patches_have_zero_mean_unit_var():
+    t = normalized_patches(torch.rand(2, 1, 32, 32), 4)
+    assert torch.allclose(t.mean(-1), torch.zeros(2, 64), atol=1e-5)
+    assert torch.allclose(t.var(-1), torch.ones(2, 64), atol=1e-3)
+
+
+def _model():
+    return build_model(RunConfig(decoder_dim=32, decoder_depth=1, decoder_heads=2), SPEC)
+
+
+def test_loss_only_on_hidden_positions():
+    model = _model()
+    x = torch.randn(2, 1, 32, 32)
+    visible = random_visible(2, 64, 16, torch.Generator().manual_seed(0))
+    pred = torch.randn(2, 64, 16)
+    altered = pred.clone()
+    mask = visible.mask(64)
+    altered[mask] += 100.0  # change predictions at visible positions only
+    assert torch.equal(model.loss(x, pred, visible), model.loss(x, altered, visible))
+    target = normalized_patches(x, 4)
+    expected = (pred - target).pow(2).mean(-1)[~mask].mean()
+    assert torch.allclose(model.loss(x, pred, visible), expected)
+
+
+def test_encoder_sees_only_visible_tokens():
+    model = _model().eval()
+    x = torch.randn(1, 1, 32, 32)
+    visible = random_visible(1, 64, 16, torch.Generator().manual_seed(1))
+    hidden = (~visible.mask(64))[0].nonzero()[0].item()
+    y = x.clone()
+    r, c = divmod(hidden, 8)
+    y[..., r * 4 : r * 4 + 4, c * 4 : c * 4 + 4] += 5.0  # change one hidden patch
+    with torch.no_grad():
+        assert torch.equal(model.encoder.forward_visible(x, visible), model.encoder.forward_visible(y, visible))

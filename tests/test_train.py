@@ -1,0 +1,71 @@
+import json
+
+import pytest
+import torch
+
+from bench import store
+from bench.evaluate import knn_top1, linear_probe
+from bench.sweep import resolve_run
+from bench.train import RunInterrupted, lr_at, train_run
+from tests.conftest import tiny_config
+
+
+def test_lr_schedule_warmup_then_cosine():
+    assert lr_at(0, 100, 10, 1.0) == pytest.approx(0.1)
+    assert lr_at(9, 100, 10, 1.0) == pytest.approx(1.0)
+    assert lr_at(55, 100, 10, 1.0) == pytest.approx(0.5)
+    assert lr_at(100, 100, 10, 1.0) == pytest.approx(0.0)
+
+
+def test_knn_exact_small_case():
+    train = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    test = torch.tensor([[1.0, 0.05], [0.05, 1.0]])
+    assert knn_top1(train, labels, test, torch.tensor([0, 1]), k=1) == 1.0
+    # k=3: votes exp(sim/T) favour the two close class-0 points for the first query
+    assert knn_top1(train, labels, test, torch.tensor([0, 0]), k=3) == 0.5
+
+
+def test_linear_probe_separable():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 5, generator=g)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    assert linear_probe(x[:300], y[:300], x[300:], y[300:], seed=0) > 0.95
+
+
+def test_resume_equals_uninterrupted(tmp_path, digits):
+    cfg = resolve_run(tiny_config(epochs=3))
+    full = train_run(cfg, tmp_path / "full", progress=False, data=digits)
+    with pytest.raises(RunInterrupted):
+        train_run(cfg, tmp_path / "cut", progress=False, data=digits, interrupt=lambda e: e == 1)
+    assert store.load_torch(tmp_path / "cut" / store.CHECKPOINT)["state"]["epoch"] == 1
+    assert not (tmp_path / "cut" / store.SUMMARY).exists()
+    resumed = train_run(cfg, tmp_path / "cut", progress=False, data=digits)
+    assert resumed["metrics"] == full["metrics"]
+    lines = (tmp_path / "cut" / store.METRICS).read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+    assert lines == (tmp_path / "full" / store.METRICS).read_text().splitlines()
+
+
+def test_summary_matches_design(tmp_path, digits):
+    cfg = resolve_run(tiny_config(epochs=1))
+    s = train_run(cfg, tmp_path / cfg.run_id, progress=False, data=digits)
+    assert s == store.read_json(tmp_path / cfg.run_id / store.SUMMARY)
+    assert {"run_id", "method", "dataset", "encoder", "seed", "status", "metrics", "compute"} <= set(s)
+    assert s["status"] == "ok" and s["run_id"] == cfg.run_id
+    assert {"linear_top1", "knn_top1", "recon_loss"} <= set(s["metrics"])
+    c = s["compute"]
+    assert {"pretrain_flops_per_sample", "train_samples_per_s", "peak_mem_bytes", "wall_s", "device"} <= set(c)
+    assert c["pretrain_flops_per_sample"] > 1e6 and c["train_samples_per_s"] > 0
+    config = store.read_json(tmp_path / cfg.run_id / store.CONFIG)
+    assert config["run_id"] == cfg.run_id and "versions" in config and "data_fingerprint" in config
+    rec = store.load_torch(tmp_path / cfg.run_id / store.RECONSTRUCTIONS)
+    assert rec["images"].shape == rec["recon"].shape == (8, 1, 32, 32)
+
+
+@pytest.mark.parametrize("reference", ["random-init", "raw-input"])
+def test_reference_rows(tmp_path, digits, reference):
+    cfg = resolve_run(tiny_config(method=reference))
+    s = train_run(cfg, tmp_path / cfg.run_id, progress=False, data=digits)
+    assert 0.3 < s["metrics"]["knn_top1"] <= 1.0
+    assert not (tmp_path / cfg.run_id / store.CHECKPOINT).exists()
