@@ -6,6 +6,7 @@ PYTHON := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEBIAN_DATA := dataset-fashion-mnist wordnet-base bible-kjv
 DEMO_OUT ?= results/demo
+DEMO_TEXT_OUT ?= results/demo-text
 
 .PHONY: setup data demo demo-text test lint perf clean-results
 
@@ -36,6 +37,13 @@ demo: setup
 	$(PYTHON) -m bench run --methods qbheat,mae,interp,random-init,raw-input \
 	  --dataset fashion-mnist --encoder vit-micro --epochs 4 --train-limit 20000 \
 	  --seeds 0 --out $(DEMO_OUT)
+
+# Masked language modelling on WordNet glosses at CPU size (small vocabulary and subsets).
+demo-text: setup
+	$(PYTHON) -m bench run --methods qbheat,mae,interp,random-init,raw-input \
+	  --dataset wordnet-glosses --encoder vit-micro --epochs 2 --train-limit 2048 --batch-size 128 \
+	  --eval-train-limit 4000 --eval-test-limit 1000 --seeds 0,1 --out $(DEMO_TEXT_OUT) \
+	  vocab_size=2000
 
 test: setup
 	$(PYTHON) -m pytest -q

@@ -1,4 +1,5 @@
-"""Command line: run, report, list, perf. The only place that turns errors into exit codes."""
+"""Command line: run, sweep, status, report, list, perf. The only place that turns errors into
+exit codes."""
 
 from __future__ import annotations
 
@@ -51,38 +52,155 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-train-limit", type=int, help="fit probes on the first N training samples")
     p.add_argument("--eval-test-limit", type=int, help="evaluate on the first N test samples")
     p.add_argument("--eval-every", type=int, help="kNN every K epochs during pretraining")
-    p.add_argument("--compile", action="store_true", help="torch.compile the pretraining step")
-    p.add_argument("--retry-failed", action="store_true", help="rerun runs that failed before")
+    p.add_argument("--protocols",
+                   help="evaluation protocols, comma list of linear,knn,tran1,finetune "
+                        "(default linear,knn)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="torch.compile the pretraining step (default: on CUDA only)")
+    add_launcher_arguments(p)
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def add_launcher_arguments(p: argparse.ArgumentParser) -> None:
+    """Where and how runs execute: shared by `run` and `sweep` (one code path)."""
+    p.add_argument("--launcher", choices=("local", "slurm", "debug"), default="local",
+                   help="local: here, one run after another (or --workers); slurm: one job "
+                        "array (settings: the spec's [slurm] table or slurm.KEY=VALUE); "
+                        "debug: submitit's in-process executor, errors stop in pdb")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="local: N runs at once in N processes (one GPU each when GPUs exist)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the runs (and for slurm the sbatch script); launch nothing")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="rerun runs that failed or were cancelled before")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("settings", nargs="*", metavar="KEY=VALUE",
-                   help="run fields (epochs=3) or method options (mae.mask_ratio=0.6)")
+                   help="run fields (epochs=3), method options (mae.mask_ratio=0.6) or SLURM "
+                        "settings (slurm.partition=gpu, slurm.sbatch.reservation=x)")
+
+
+def split_launcher_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`slurm.KEY=VALUE` words become the [slurm] table (`slurm.sbatch.KEY` its sbatch table);
+    the rest are run settings."""
+    run: dict[str, Any] = {}
+    slurm: dict[str, Any] = {}
+    for key, value in settings.items():
+        if not key.startswith("slurm."):
+            run[key] = value
+            continue
+        *tables, name = key.split(".")[1:]
+        target = slurm
+        for table in tables:
+            target = target.setdefault(table, {})
+        target[name] = value
+    return run, slurm
 
 
 RUN_FLAGS = ("dataset", "encoder", "epochs", "batch_size", "data_root", "device", "train_limit",
-             "eval_train_limit", "eval_test_limit", "eval_every")
+             "eval_train_limit", "eval_test_limit", "eval_every", "protocols")
 
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     fixed = {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
-    if args.compile:
-        fixed["compile"] = True
+    if args.compile is not None:
+        fixed["compile"] = args.compile
     return {**fixed, **parse_assignments(args.settings)}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench import store
-    from bench.launch import LocalLauncher, check_data, runs_to_do
-    from bench.report import write_report
     from bench.sweep import expand
 
-    runs = expand(run_settings(args), {"method": args.methods}, seeds=args.seeds)
-    datasets = check_data(runs)
-    out = store.ensure_writable(args.out)
-    todo = runs_to_do(runs, out, args.retry_failed)
-    print(f"{len(runs)} runs ({len(runs) - len(todo)} already done) -> {out}")
-    LocalLauncher(progress=not args.no_progress).launch(todo, out, datasets)
-    report = write_report([out], out / "report")
-    print(f"report: {report}")
+    settings, slurm = split_launcher_settings(run_settings(args))
+    runs = expand(settings, {"method": args.methods}, seeds=args.seeds)
+    return launch_runs(runs, args.out, args, slurm, "maskbench-run")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from bench.sweep import load_spec
+
+    settings, slurm = split_launcher_settings(parse_assignments(args.settings))
+    spec = load_spec(args.spec).override(settings)
+    if args.seeds is not None:
+        spec.seeds = args.seeds
+    for key, value in slurm.items():  # the command line wins, table by table
+        spec.slurm[key] = {**spec.slurm.get(key, {}), **value} if isinstance(value, dict) else value
+    out = args.out or spec.out or Path("results") / spec.name
+    return launch_runs(spec.runs(), out, args, spec.slurm, f"maskbench-{spec.name}")
+
+
+def launch_runs(runs: list, out: Path, args: argparse.Namespace, slurm: dict[str, Any],
+                job_name: str) -> int:
+    """List the runs and what each needs, then launch the new, interrupted (and with
+    --retry-failed the failed and cancelled) ones; `run` and `sweep` both end here."""
+    from bench import distributed, store
+    from bench.jobs import run_states
+    from bench.launch import check_data, make_launcher, runs_to_do
+    from bench.report import write_report
+    from bench.slurm import slurm_settings
+
+    dist = distributed.init_from_env()  # under torchrun: one process per device, together (DDP)
+    if dist.world > 1 and (args.launcher != "local" or args.workers > 1):
+        raise BenchError("under torchrun every process trains each run together: use the local "
+                         "launcher with one worker")
+    launcher = make_launcher(args.launcher, not args.no_progress, args.workers,
+                             slurm_settings(slurm), job_name)
+    states = {s.run_id: s for s in run_states(out, [r.run_id for r in runs])}
+    todo = distributed.from_main(runs_to_do(runs, out, args.retry_failed, states))
+    if dist.is_main:
+        print_plan(runs, states, todo, out)
+    if args.dry_run:
+        if args.launcher == "slurm" and todo:
+            print(launcher.script(out, len(todo)))
+        return 0
+    datasets = check_data(todo)
+    out = store.ensure_writable(out)
+    launcher.launch(todo, out, datasets)
+    if not dist.is_main:
+        return 0  # rank 0 reports
+    if launcher.waits:
+        print(f"report: {write_report([out], out / 'report')}")
+    elif todo:
+        print(f"submitted {len(todo)} runs as SLURM job {launcher.jobs[0].job_id.split('_')[0]}; "
+              f"follow them with: python -m bench status {out}")
+    return 0
+
+
+def print_plan(runs: list, states: dict, todo: list, out: Path) -> None:
+    """Count, run ids, state and what differs between the runs; `+` marks those launched now."""
+    from bench.jobs import describe_run
+    from bench.sweep import differing_keys
+
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[states[r.run_id].state] = counts.get(states[r.run_id].state, 0) + 1
+    held = [f"{n} {k}" for k, n in sorted(counts.items()) if k not in ("done", "new", "interrupted")]
+    extra = f", {', '.join(held)}" if held else ""
+    print(f"{len(runs)} runs ({counts.get('done', 0)} already done{extra}, {len(todo)} to run) -> {out}")
+    keys = differing_keys(runs)
+    print(f"runs differ in: {', '.join(keys) or 'nothing'}")
+    launched = {r.run_id for r in todo}
+    for r in runs:
+        mark = "+" if r.run_id in launched else " "
+        print(f"{mark} {r.run_id}  {states[r.run_id].state:<11}  {describe_run(r, keys)}")
+    if any(states[r.run_id].state in ("failed", "cancelled") for r in runs if r.run_id not in launched):
+        print("failed and cancelled runs are kept as they are; rerun them with --retry-failed")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bench.jobs import format_status, run_states
+
+    if not args.dir.is_dir():
+        raise BenchError(f"no such results folder: {args.dir}")
+    states = run_states(args.dir)
+    if args.json:
+        print(json.dumps([vars(s) for s in states], indent=2, default=str))
+    else:
+        print(format_status(states))
     return 0
 
 
@@ -93,7 +211,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not d.is_dir():
             raise BenchError(f"no such results folder: {d}")
     out = args.out or args.dirs[0] / "report"
-    print(f"report: {write_report(args.dirs, out)}")
+    print(f"report: {write_report(args.dirs, out, baseline=args.baseline)}")
     return 0
 
 
@@ -144,6 +262,13 @@ def cmd_perf(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_download(args: argparse.Namespace) -> int:
+    from bench.data.streaming import download
+
+    print(f"{args.dataset}: {download(args.dataset, args.data_root)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -153,9 +278,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(p)
     p.set_defaults(fn=cmd_run)
 
+    p = sub.add_parser("sweep", help="expand a sweep file (sweeps/*.toml) and launch its runs")
+    p.add_argument("spec", type=Path, help="sweep file: fixed settings, [grid], [zip], seeds, [slurm]")
+    p.add_argument("--out", type=Path, help="results folder (default: the spec's out, else results/NAME)")
+    p.add_argument("--seeds", type=seed_list, help="override the spec's seeds (0,1,2)")
+    add_launcher_arguments(p)
+    p.set_defaults(fn=cmd_sweep)
+
+    p = sub.add_parser("status", help="state of every run in a results folder (and its SLURM job)")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_status)
+
     p = sub.add_parser("report", help="aggregate run folders into a report")
     p.add_argument("dirs", nargs="+", type=Path)
     p.add_argument("--out", type=Path, help="report folder (default DIR/report)")
+    p.add_argument("--baseline", default="mae",
+                   help="method every other row is compared with, paired by seed (default mae)")
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("list", help="methods, reference rows, encoders and datasets")
@@ -172,14 +311,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, help="synthetic images of this size (e.g. 224)")
     p.add_argument("--device")
     p.add_argument("--data-root")
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="torch.compile the step (default: on CUDA only)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_perf)
+
+    p = sub.add_parser("download", help="fetch a torchvision dataset (cifar10, cifar100, stl10)")
+    p.add_argument("dataset")
+    p.add_argument("--data-root", help="where to put it (default $MASKBENCH_DATA, else the card's)")
+    p.set_defaults(fn=cmd_download)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE words may follow options (`sweep SPEC --dry-run epochs=1`), which argparse
+    # does not allow after a positional; anything else left over is an error.
+    if extra and (not hasattr(args, "settings") or any(e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.settings = [*args.settings, *extra]
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -67,6 +67,20 @@ def parse_options(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
         raise ConfigError(f"{prefix or cls.__name__}: {err}") from None
 
 
+# Evaluation protocols a run may select; each reports "<name>_top1" (bench/evaluate.py).
+PROTOCOLS = ("linear", "knn", "tran1", "finetune")
+
+
+def protocol_list(text: str) -> tuple[str, ...]:
+    """'linear,knn' -> ('linear', 'knn'); an empty list or an unknown name raises ConfigError."""
+    names = tuple(dict.fromkeys(t.strip() for t in str(text).split(",") if t.strip()))
+    unknown = [n for n in names if n not in PROTOCOLS]
+    if unknown or not names:
+        what = f"unknown evaluation protocol {unknown[0]!r}" if unknown else "no evaluation protocol"
+        raise ConfigError(f"{what} in protocols={text!r}; valid: {', '.join(PROTOCOLS)}")
+    return names
+
+
 @dataclass
 class RunConfig:
     """Everything that decides a run's numbers. Its hash (minus `LOCATION_KEYS`) is the run id."""
@@ -77,7 +91,7 @@ class RunConfig:
     encoder: str = "vit-micro"
     seed: int = 0
     epochs: int = 5
-    batch_size: int = 256
+    batch_size: int = 256  # the global batch: split evenly across data-parallel processes
     base_lr: float = 1.5e-3  # lr = base_lr * batch_size / 256 (linear scaling, stated)
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
@@ -92,12 +106,32 @@ class RunConfig:
     knn_k: int = 20
     knn_temperature: float = 0.07
     eval_every: int = 0  # kNN every K epochs during pretraining (0: only at the end)
-    compile: bool = False
-    # Location and hardware: not part of the run's identity.
+    # Location, hardware and speed knobs: not part of the run's identity.
     device: str = "auto"
     data_root: str | None = None
+    compile: bool | None = None  # torch.compile the pretraining step (None: on CUDA only)
+    log_every: int = 0  # also log the mean loss of every N steps, without a host sync (0: off)
+    # Text data only (None: bench/data/text.py's defaults, stated in the dataset cards).
+    vocab_size: int | None = None  # WordPiece vocabulary, trained on the train split
+    block_length: int | None = None  # tokens per pretraining block = eval truncation length
+    # Evaluation protocols run after pretraining (comma list of PROTOCOLS), fixed recipes.
+    protocols: str = "linear,knn"
+    tran1_epochs: int = 10  # tran1: one transformer block + linear head on frozen tokens
+    finetune_epochs: int = 5  # finetune: end to end, linear head on pooled features
+    finetune_layer_decay: float = 0.75  # lr x decay^(depth - layer) per ViT block (1: none)
 
-    LOCATION_KEYS = ("device", "data_root")
+    LOCATION_KEYS = ("device", "data_root", "compile", "log_every")
+
+    def __post_init__(self) -> None:
+        protocol_list(self.protocols)
+        if self.log_every < 0:
+            raise ConfigError(f"log_every must be >= 0 (0: off), got {self.log_every}")
+        if self.tran1_epochs < 1 or self.finetune_epochs < 1:
+            raise ConfigError("tran1_epochs and finetune_epochs must be >= 1")
+        if not 0.0 < self.finetune_layer_decay <= 1.0:
+            raise ConfigError(
+                f"finetune_layer_decay must be in (0, 1], got {self.finetune_layer_decay}"
+            )
 
     @property
     def lr(self) -> float:

@@ -46,3 +46,7 @@ class DataNotFoundError(BenchError, FileNotFoundError):
 
 class OutputError(BenchError, OSError):
     """The output folder cannot be written."""
+
+
+class SchedulerError(BenchError):
+    """The batch scheduler (SLURM: sbatch, sacct) refused a job or could not be asked."""

@@ -1,10 +1,12 @@
-"""Evaluation of a frozen encoder: linear probe, kNN, and reconstruction loss.
+"""Evaluation of an encoder: linear probe, kNN, tran1 probe, fine-tuning, reconstruction loss.
 
 Every protocol has a fixed recipe (no tuning on test data) and reports final values.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass
 
 import torch
@@ -12,8 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from bench.config import protocol_list
 from bench.data.images import EvalSplit
-from bench.models.encoders import Encoder
+from bench.models.encoders import Encoder, init_weights, mean_pool, transformer_blocks
 from bench.models.pretrainer import MaskedPretrainer
 
 
@@ -83,7 +86,10 @@ def linear_probe(
     """Test top-1 of a linear classifier trained on frozen features (final iterate)."""
     recipe = recipe or ProbeRecipe()
     num_classes = int(max(train_y.max(), test_y.max())) + 1
-    mean, std = train_f.mean(0), train_f.std(0).clamp_min(1e-6)
+    # A feature constant on the train set (a word absent from it) is centred but not scaled:
+    # dividing by ~0 would turn its test values into huge, untrained logits.
+    mean, std = train_f.mean(0), train_f.std(0)
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
     xtr, xte = (train_f - mean) / std, (test_f - mean) / std
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -108,14 +114,203 @@ def linear_probe(
 def probe_metrics(
     train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tensor, cfg
 ) -> dict[str, float]:
-    """The standard probes on one feature set: what every table row reports."""
+    """The feature probes (kNN, linear) the run's `protocols` select, on one feature set."""
     train_y, test_y = train_y.to(train_f.device), test_y.to(test_f.device)
-    return {
-        "knn_top1": knn_top1(train_f, train_y, test_f, test_y, cfg.knn_k, cfg.knn_temperature),
-        "linear_top1": linear_probe(
+    selected = protocol_list(cfg.protocols)
+    out = {}
+    if "knn" in selected:
+        out["knn_top1"] = knn_top1(train_f, train_y, test_f, test_y, cfg.knn_k, cfg.knn_temperature)
+    if "linear" in selected:
+        out["linear_top1"] = linear_probe(
             train_f, train_y, test_f, test_y, cfg.seed, ProbeRecipe(steps=cfg.probe_steps)
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class SupervisedRecipe:
+    """A fixed supervised recipe (never tuned on test data): AdamW (0.9, 0.999), lr =
+    base_lr * batch / 256, cosine decay to zero over every step, no warm-up, no augmentation;
+    the score is the final epoch's test top-1."""
+
+    epochs: int
+    base_lr: float
+    weight_decay: float = 0.05
+    layer_decay: float = 1.0  # lr x layer_decay^(depth + 1 - layer) (BEiT / MAE fine-tuning)
+
+
+TRAN1_BASE_LR = 1e-3
+FINETUNE_BASE_LR = 5e-4  # MAE's fine-tuning base lr
+
+
+def _num_classes(train: EvalSplit, test: EvalSplit) -> int:
+    return int(max(train.y.max(), test.y.max())) + 1
+
+
+def _heads(dim: int) -> int:
+    """Attention heads of width ~64 (ViT's convention), a divisor of `dim`."""
+    heads = max(1, dim // 64)
+    while dim % heads:
+        heads -= 1
+    return heads
+
+
+class Tran1Probe(nn.Module):
+    """QB-Heat's `tran-1` probe: one transformer block, LayerNorm, mean pool over real
+    tokens and a linear head, trained on the frozen encoder's tokens (`forward_tokens`)."""
+
+    def __init__(self, encoder: Encoder, num_classes: int):
+        super().__init__()
+        self.encoder = encoder
+        self.block = transformer_blocks(encoder.dim, 1, _heads(encoder.dim))
+        self.block.apply(init_weights)
+        self.norm = nn.LayerNorm(encoder.dim, eps=1e-6)
+        self.head = nn.Linear(encoder.dim, num_classes)
+
+    def train(self, mode: bool = True) -> Tran1Probe:
+        super().train(mode)
+        self.encoder.eval()  # frozen: its features never change with the probe's mode
+        return self
+
+    def forward(self, x: Tensor, pad_mask: Tensor | None) -> Tensor:
+        with torch.no_grad():
+            tokens = self.encoder.forward_tokens(x, pad_mask)
+        attn_mask = None if pad_mask is None else pad_mask[:, None, None, :]
+        for block in self.block:
+            tokens = block(tokens, attn_mask=attn_mask)
+        return self.head(mean_pool(self.norm(tokens), pad_mask))
+
+    def param_groups(self, recipe: SupervisedRecipe, lr: float) -> list[dict]:
+        trained = [*self.block.parameters(), *self.norm.parameters(), *self.head.parameters()]
+        return _decay_split(trained, lr, recipe.weight_decay)
+
+
+class FinetuneClassifier(nn.Module):
+    """A copy of the encoder (the pretrained one is untouched) + a linear head on its pooled
+    features, all trained end to end."""
+
+    def __init__(self, encoder: Encoder, num_classes: int):
+        super().__init__()
+        self.encoder = copy.deepcopy(encoder)
+        self.head = nn.Linear(encoder.dim, num_classes)
+
+    def forward(self, x: Tensor, pad_mask: Tensor | None) -> Tensor:
+        return self.head(self.encoder.pooled(x, pad_mask))
+
+    def layers(self) -> tuple[dict[int, int], int]:
+        """Layer index of each parameter (by id) and the depth L: embeddings 0, block i
+        i + 1, final norm and head L + 1. Dense (CNN) encoders have no blocks: one layer, the
+        top one (L = 0), so they get a single group at the full lr."""
+        enc = self.encoder
+        blocks = getattr(enc, "blocks", None) if enc.kind == "token" else None
+        if blocks is None:
+            return {id(p): 1 for p in self.parameters()}, 0
+        depth = len(blocks)
+        layer = {id(p): 0 for p in enc.parameters()}
+        for i, block in enumerate(blocks):
+            layer.update((id(p), i + 1) for p in block.parameters())
+        top = [*self.head.parameters(), *getattr(enc, "norm", nn.Identity()).parameters()]
+        layer.update((id(p), depth + 1) for p in top)
+        return layer, depth
+
+    def param_groups(self, recipe: SupervisedRecipe, lr: float) -> list[dict]:
+        layer, depth = self.layers()
+        groups = []
+        for i in sorted(set(layer.values())):
+            params = [p for p in self.parameters() if layer[id(p)] == i]
+            groups += _decay_split(params, lr * recipe.layer_decay ** (depth + 1 - i), recipe.weight_decay)
+        return groups
+
+
+def _decay_split(params: list[nn.Parameter], lr: float, weight_decay: float) -> list[dict]:
+    """Two AdamW groups at `lr`: weight decay on matrices, none on biases and norms."""
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    groups = [
+        {"params": decay, "lr": lr, "weight_decay": weight_decay},
+        {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def _batch(data, split: EvalSplit, idx: Tensor, device: torch.device):
+    """Model input, padding mask and labels of `split[idx]` on `device`."""
+    idx = idx.to(split.y.device)
+    x = data.eval_batch(split.x[idx].to(device))
+    pad = None if split.pad_mask is None else split.pad_mask[idx].to(device)
+    return x, pad, split.y[idx].to(device)
+
+
+@torch.no_grad()
+def _test_top1(model: nn.Module, data, split: EvalSplit, batch_size: int, device) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, len(split), batch_size):
+        x, pad, y = _batch(data, split, torch.arange(i, min(i + batch_size, len(split))), device)
+        with autocast(device):
+            correct += (model(x, pad).argmax(1) == y).sum().item()
+    return correct / len(split)
+
+
+def train_classifier(
+    model: Tran1Probe | FinetuneClassifier,
+    data,
+    train: EvalSplit,
+    test: EvalSplit,
+    recipe: SupervisedRecipe,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    desc: str,
+) -> float:
+    """Train `model` on `train` with `recipe` (seeded batch order), then its test top-1."""
+    lr = recipe.base_lr * batch_size / 256
+    opt = torch.optim.AdamW(model.param_groups(recipe, lr), lr=lr, betas=(0.9, 0.999))
+    steps = recipe.epochs * math.ceil(len(train) / batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in tqdm(range(recipe.epochs), desc=desc, leave=False, unit="epoch"):
+        perm = torch.randperm(len(train), generator=gen)
+        for i in range(0, len(train), batch_size):
+            x, pad, y = _batch(data, train, perm[i : i + batch_size], device)
+            with autocast(device):
+                loss = F.cross_entropy(model(x, pad).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            schedule.step()
+    return _test_top1(model, data, test, batch_size, device)
+
+
+def encoder_protocols(
+    encoder: Encoder, data, train: EvalSplit, test: EvalSplit, cfg, device: torch.device
+) -> dict[str, float]:
+    """The protocols that train on top of (tran1) or through (finetune) the encoder, as the
+    run's `protocols` select; seeded by the run's seed. The encoder itself is not changed."""
+    selected = protocol_list(cfg.protocols)
+    builders = {
+        "tran1": (Tran1Probe, SupervisedRecipe(cfg.tran1_epochs, TRAN1_BASE_LR)),
+        "finetune": (
+            FinetuneClassifier,
+            SupervisedRecipe(
+                cfg.finetune_epochs, FINETUNE_BASE_LR, layer_decay=cfg.finetune_layer_decay
+            ),
         ),
     }
+    out = {}
+    was_training = encoder.training
+    for name, (cls, recipe) in builders.items():
+        if name not in selected:
+            continue
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model = cls(encoder, _num_classes(train, test)).to(device)
+        out[f"{name}_top1"] = train_classifier(
+            model, data, train, test, recipe, cfg.batch_size, device, cfg.seed, name
+        )
+    encoder.train(was_training)
+    return out
 
 
 @torch.no_grad()
@@ -135,3 +330,32 @@ def reconstruction_loss(
         count += len(x)
     model.train(was_training)
     return (total / max(count, 1)).item()
+
+
+@torch.no_grad()
+def masked_token_metrics(
+    model: MaskedPretrainer, blocks: Tensor, batch_size: int, device: torch.device, seed: int
+) -> dict[str, float]:
+    """Held-out masked language modelling under the method's own (seeded) masking: accuracy of
+    the arg-max token, mean cross-entropy (`recon_loss`, nats) and perplexity = exp(mean CE),
+    over every scored (hidden, non-padding) token of `blocks`, each token counting once.
+    Not comparable across methods: each hides different positions (one span vs a subset)."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    nll = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    count = torch.zeros((), dtype=torch.long, device=device)
+    for i in tqdm(range(0, len(blocks), batch_size), desc="masked tokens", leave=False, unit="batch"):
+        x = blocks[i : i + batch_size].to(device)
+        with autocast(device):
+            out = model(x, gen)
+        scored = model.scored(x, out.visible)
+        logits, target = out.pred.float()[scored], x[scored]
+        nll += F.cross_entropy(logits, target, reduction="sum").double()
+        correct += (logits.argmax(-1) == target).sum()
+        count += scored.sum()
+    model.train(was_training)
+    n = int(count.clamp_min(1))
+    ce = nll.item() / n
+    return {"recon_loss": ce, "masked_token_acc": correct.item() / n, "perplexity": math.exp(ce)}

@@ -1,63 +1,181 @@
-"""Launchers: where runs execute. `local` trains in this process, one run after another."""
+"""Launchers: where runs execute.
+
+- `local`: in this process, one run after another, or `workers` processes (each pinned to
+  one GPU through CUDA_VISIBLE_DEVICES when there are GPUs);
+- `slurm`: one submitit job array per sweep;
+- `debug`: submitit's DebugExecutor, the same jobs in this process (for pdb).
+
+Every launcher runs the same job (bench.jobs.RunJob: lock, resume, failure record) and writes
+each run's job.json first, so `bench status` and resubmission see what was launched.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import multiprocessing
+import os
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from bench import store
+from tqdm.auto import tqdm
+
 from bench.config import RunConfig
-from bench.data import load_dataset
-from bench.train import train_run, write_failure
+from bench.data import dataset_key, load_dataset
+from bench.errors import SchedulerError
+from bench.jobs import (
+    RETRY_STATES,
+    TODO_STATES,
+    Holder,
+    JobRecord,
+    RunJob,
+    RunState,
+    run_states,
+    write_record,
+)
+from bench.slurm import SlurmSettings, make_executor, sbatch_script
 
 log = logging.getLogger(__name__)
 
-
-def run_status(run_dir: Path) -> str | None:
-    """'ok' / 'failed' from a finished run's summary.json, None if it has not finished."""
-    try:
-        return store.read_json(run_dir / store.SUMMARY).get("status")
-    except (OSError, ValueError):
-        return None
+SUBMITIT_DIR = ".submitit"  # OUT/.submitit: submitit's pickles, sbatch scripts and job logs
 
 
-def runs_to_do(runs: Sequence[RunConfig], out: Path, retry_failed: bool) -> list[RunConfig]:
-    """Skip finished runs; failed ones only come back with `retry_failed`."""
-    todo = []
-    for cfg in runs:
-        status = run_status(out / cfg.run_id)
-        if status == "ok" or (status == "failed" and not retry_failed):
-            continue
-        todo.append(cfg)
-    return todo
+def runs_to_do(
+    runs: Sequence[RunConfig],
+    out: Path,
+    retry_failed: bool,
+    states: dict[str, RunState] | None = None,
+) -> list[RunConfig]:
+    """New and interrupted runs (these resume from their checkpoint); failed and cancelled
+    ones only with `retry_failed`. Done, pending and running runs are never launched again."""
+    if states is None:
+        states = {s.run_id: s for s in run_states(out, [r.run_id for r in runs])}
+    wanted = TODO_STATES | (RETRY_STATES if retry_failed else frozenset())
+    return [cfg for cfg in runs if states[cfg.run_id].state in wanted]
 
 
-def check_data(runs: Sequence[RunConfig]) -> dict[tuple[str, str | None], Any]:
+def check_data(runs: Sequence[RunConfig]) -> dict[tuple, Any]:
     """Load every dataset the runs need once, before anything is written (fails early)."""
     return {
-        key: load_dataset(*key) for key in dict.fromkeys((r.dataset, r.data_root) for r in runs)
+        key: load_dataset(*key) for key in dict.fromkeys(dataset_key(r) for r in runs)
     }
 
 
-class LocalLauncher:
-    """In-process, sequential. A failing run is recorded as failed and the rest go on."""
+def _record(launcher: str, cfg: RunConfig, out: Path, **fields: Any) -> None:
+    write_record(out / cfg.run_id, JobRecord(
+        launcher, dataclasses.asdict(Holder.me()), cfg.to_dict(), **fields
+    ))
 
-    def __init__(self, progress: bool = True):
+
+class LocalLauncher:
+    """Runs finish before `launch` returns. A failing run is recorded as failed; the rest go on."""
+
+    name = "local"
+    waits = True
+
+    def __init__(self, progress: bool = True, workers: int = 1):
         self.progress = progress
+        self.workers = workers
 
     def launch(self, runs: Sequence[RunConfig], out: Path, datasets: dict | None = None) -> list[dict]:
+        for cfg in runs:
+            _record(self.name, cfg, out)
+        if self.workers > 1:
+            return self._launch_workers(runs, out)
         datasets = datasets if datasets is not None else check_data(runs)
         summaries = []
         for i, cfg in enumerate(runs, 1):
-            run_dir = out / cfg.run_id
-            log.info("run %d/%d %s (%s seed %d) -> %s", i, len(runs), cfg.run_id, cfg.method, cfg.seed, run_dir)
-            try:
-                summaries.append(
-                    train_run(cfg, run_dir, self.progress, data=datasets[(cfg.dataset, cfg.data_root)])
-                )
-            except Exception as err:  # noqa: BLE001  (recorded in summary.json, then go on)
-                log.error("run %s failed: %s", cfg.run_id, err)
-                summaries.append(write_failure(cfg, run_dir, err))
+            log.info("run %d/%d %s (%s seed %d)", i, len(runs), cfg.run_id, cfg.method, cfg.seed)
+            job = RunJob(cfg, out / cfg.run_id, self.progress)
+            summaries.append(job.run(datasets[dataset_key(cfg)]))
         return summaries
+
+    def _launch_workers(self, runs: Sequence[RunConfig], out: Path) -> list[dict]:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        ctx = multiprocessing.get_context("spawn")  # fresh processes: CUDA set up per worker
+        slots = ctx.SimpleQueue()
+        for slot in range(self.workers):
+            slots.put(slot)
+        jobs = [RunJob(cfg, out / cfg.run_id, threads=threads) for cfg in runs]
+        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(slots, gpus)) as pool:
+            futures = [pool.submit(job) for job in jobs]
+            for _ in tqdm(as_completed(futures), total=len(futures), desc="runs", unit="run",
+                          disable=not self.progress):
+                pass
+        return [f.result() for f in futures]
+
+
+def _init_worker(slots, gpus: int) -> None:
+    """Give each worker process its own GPU (round-robin when there are more workers)."""
+    slot = slots.get()
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+
+
+class SubmititLauncher:
+    """`slurm`: one job array per launch, returning once it is submitted. `debug`: submitit's
+    DebugExecutor runs the same jobs here, errors stopping in pdb."""
+
+    def __init__(self, cluster: str, settings: SlurmSettings, job_name: str, progress: bool = True):
+        self.name = cluster
+        self.waits = cluster == "debug"
+        self.settings = settings
+        self.job_name = job_name
+        self.progress = progress
+        self.jobs: list[Any] = []  # submitit Jobs of the last launch
+
+    def executor(self, out: Path):
+        return make_executor(out / SUBMITIT_DIR, self.settings, self.job_name, self.name)
+
+    def script(self, out: Path, n_runs: int) -> str:
+        """The sbatch script a launch of `n_runs` runs would submit."""
+        return sbatch_script(self.executor(out), n_runs)
+
+    def launch(self, runs: Sequence[RunConfig], out: Path, datasets: dict | None = None) -> list[dict]:
+        debug = self.name == "debug"
+        threads = None if debug else self.settings.cpus_per_task
+        return self.submit([
+            RunJob(cfg, out / cfg.run_id, progress=debug and self.progress, threads=threads,
+                   raise_errors=debug)
+            for cfg in runs
+        ], out)
+
+    def submit(self, jobs: Sequence[RunJob], out: Path) -> list[dict]:
+        """Submit jobs as one array and record each in its run's job.json; `debug` then runs
+        them and returns their summaries."""
+        from submitit.core.utils import FailedJobError
+
+        if not jobs:
+            return []
+        executor = self.executor(out)
+        try:
+            with executor.batch():
+                self.jobs = [executor.submit(job) for job in jobs]
+        except FailedJobError as err:  # sbatch's own message, e.g. an unknown partition
+            lines = str(err).strip().splitlines() or ["(no message)"]
+            raise SchedulerError(f"sbatch refused the jobs: {lines[-1]}") from None
+        for run_job, job in zip(jobs, self.jobs):
+            _record(self.name, run_job.cfg, out, job_id=job.job_id, stdout=str(job.paths.stdout),
+                    stderr=str(job.paths.stderr))
+        if self.waits:
+            return [job.result() for job in self.jobs]
+        log.info("submitted %d runs as SLURM job %s", len(jobs), self.jobs[0].job_id.split("_")[0])
+        return []
+
+
+def make_launcher(
+    name: str,
+    progress: bool = True,
+    workers: int = 1,
+    slurm: SlurmSettings | None = None,
+    job_name: str = "maskbench",
+) -> LocalLauncher | SubmititLauncher:
+    if name == "local":
+        return LocalLauncher(progress, workers)
+    return SubmititLauncher(name, slurm or SlurmSettings(), job_name, progress)

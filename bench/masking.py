@@ -70,7 +70,9 @@ def block_visible(
     if len(shape) != len(grid) or any(s < 1 or s > g for s, g in zip(shape, grid)):
         raise ValueError(f"block {shape} does not fit grid {grid}")
     device = generator.device
-    room = torch.tensor([g - s for g, s in zip(grid, shape)], device=device)
+    # Small constants go host -> device without blocking: a blocking copy would make the
+    # host wait for the GPU's queue at every step.
+    room = torch.tensor([g - s for g, s in zip(grid, shape)]).to(device, non_blocking=True)
     if position == "random":
         u = torch.rand(batch, len(grid), generator=generator, device=device)
         origin = (u * (room + 1)).floor().long().minimum(room)
@@ -85,8 +87,8 @@ def block_visible(
     axes = torch.meshgrid(*[torch.arange(s, device=device) for s in shape], indexing="ij")
     coords = torch.stack([a.reshape(-1) for a in axes], dim=-1)  # [K, ndim]
     pos = coords.unsqueeze(0) + origin.unsqueeze(1)  # [B, K, ndim]
-    strides = torch.tensor(
-        [grid_size(grid[i + 1 :]) for i in range(len(grid))], device=device
+    strides = torch.tensor([grid_size(grid[i + 1 :]) for i in range(len(grid))]).to(
+        device, non_blocking=True
     )
     index = (pos * strides).sum(-1)  # row-major order inside the block is already sorted
     return Visible(index, origin=origin, shape=tuple(shape))

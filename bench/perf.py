@@ -1,29 +1,43 @@
-"""`bench perf`: samples/s of a full pretraining step (real data path and synthetic on-device
-data), FLOPs/sample, achieved FLOP/s, MFU against the device's dense bf16 peak, peak memory,
-and the share of the step spent in the method's `fill`."""
+"""`bench perf`: samples/s of a full pretraining step (the training loop's own step, fed by the
+real data path and by synthetic on-device data), FLOPs/sample, achieved FLOP/s, MFU against the
+device's dense bf16 peak, peak memory, and the share of the step spent in the method's `fill`.
+
+It runs anywhere; CPU figures (small presets) compare changes on one machine, and depend on its
+load, which the table states.
+"""
 
 from __future__ import annotations
 
+import itertools
+import math
+import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from bench.config import RunConfig
 from bench.data import load_dataset
+from bench.data.streaming import pretrain_batches
 from bench.evaluate import autocast
 from bench.models.encoders import DataSpec
 from bench.sweep import resolve_run
 from bench.train import (
+    TrainStep,
     build_model,
     build_optimizer,
     device_name,
     epoch_generator,
+    peak_memory_bytes,
+    prepare_model,
     pretrain_flops_per_sample,
     resolve_device,
+    use_compile,
 )
 
-# Dense bf16 peak TFLOP/s of known accelerators (vendor figures, no sparsity).
+# Dense bf16 peak TFLOP/s of known accelerators (vendor figures, no sparsity; H100 = SXM).
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
 
 
@@ -44,7 +58,7 @@ class PerfOptions:
     warmup: int = 3
     device: str = "auto"
     image_size: int | None = None  # synthetic images of this size instead of the dataset's
-    compile: bool = False
+    compile: bool | None = None  # None: on CUDA only, as in training
     data_root: str | None = None
 
 
@@ -53,19 +67,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_steps(step, batches, device: torch.device, steps: int, warmup: int) -> float:
-    """Seconds per step, averaged over `steps` after `warmup` untimed ones."""
-    for i in range(warmup):
-        step(batches(i))
+def _time_steps(
+    step: Callable[[Tensor], object], inputs: Iterator[Tensor], device: torch.device,
+    steps: int, warmup: int,
+) -> float:
+    """Seconds per step, averaged over `steps` after `warmup` untimed ones (compilation, caches)."""
+    for _ in range(warmup):
+        step(next(inputs))
     _sync(device)
     start = time.perf_counter()
-    for i in range(steps):
-        step(batches(warmup + i))
+    for _ in range(steps):
+        step(next(inputs))
     _sync(device)
     return (time.perf_counter() - start) / steps
 
 
-def _fill_seconds(model, x: torch.Tensor, device: torch.device, steps: int) -> float:
+def _fill_seconds(model, x: Tensor, device: torch.device, steps: int) -> float:
     """Forward + backward of the method's fill alone, on the shapes of a real step."""
     gen = torch.Generator(device=device).manual_seed(0)
     visible = model.method.choose_visible(x.shape[0], model.spec.grid, gen)
@@ -77,7 +94,7 @@ def _fill_seconds(model, x: torch.Tensor, device: torch.device, steps: int) -> f
             out = model.method.fill(latent, visible, model.spec.grid)
         out.float().sum().backward()
 
-    return _time_steps(step, lambda i: None, device, steps, 2)
+    return _time_steps(step, itertools.repeat(x), device, steps, 2)
 
 
 def measure(opts: PerfOptions) -> list[dict]:
@@ -92,35 +109,31 @@ def measure(opts: PerfOptions) -> list[dict]:
     return [_measure_one(method, opts, device, spec, data) for method in opts.methods]
 
 
+def _real_inputs(data, batch: int, count: int, gen: torch.Generator, device) -> Iterator[Tensor]:
+    """`count` augmented batches through the training data path (in-memory or streamed)."""
+    n = data.n_pretrain()
+    perm = torch.randperm(n, generator=gen, device=device).repeat(math.ceil(count * batch / n))
+    return pretrain_batches(data, perm[: count * batch].view(count, batch), gen, True, slice(None))
+
+
 def _measure_one(method: str, opts: PerfOptions, device: torch.device, spec: DataSpec, data) -> dict:
     cfg = resolve_run(RunConfig(method=method, encoder=opts.encoder, dataset=opts.dataset,
                                 batch_size=opts.batch, device=str(device)))
-    model = build_model(cfg, spec).to(device)
-    opt = build_optimizer(model, cfg, device)
-    step_fn = torch.compile(model) if opts.compile else model
+    model = prepare_model(build_model(cfg, spec), device)
+    compiled = use_compile(opts.compile, device)
+    step = TrainStep(model, build_optimizer(model, cfg, device), device, compiled)
     gen = epoch_generator(0, 0, device)
     synthetic = torch.randn(opts.batch, spec.in_chans, *spec.image_size, device=device)
 
-    def step(x):
-        with autocast(device):
-            loss = step_fn(x, gen).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    t_synth = _time_steps(step, lambda i: synthetic, device, opts.steps, opts.warmup)
+    t_synth = _time_steps(lambda x: step(x, gen), itertools.repeat(synthetic), device,
+                          opts.steps, opts.warmup)
     t_data = None
     if data is not None:
-        n = data.n_pretrain()
-        perm = torch.randperm(n, generator=gen, device=device)
-
-        def real_batch(i):
-            idx = perm[(i * opts.batch) % (n - opts.batch):][: opts.batch]
-            return data.pretrain_batch(idx, gen, True)
-
-        t_data = _time_steps(step, real_batch, device, opts.steps, opts.warmup)
+        inputs = _real_inputs(data, opts.batch, opts.warmup + opts.steps, gen, device)
+        t_data = _time_steps(lambda x: step(x, gen), inputs, device, opts.steps, opts.warmup)
+    peak_mem = peak_memory_bytes(device)
     flops = pretrain_flops_per_sample(model, synthetic[:2])
     t_fill = _fill_seconds(model, synthetic, device, opts.steps)
     achieved = flops * opts.batch / t_synth
@@ -128,28 +141,44 @@ def _measure_one(method: str, opts: PerfOptions, device: torch.device, spec: Dat
     return {
         "method": method,
         "encoder": opts.encoder,
+        "dataset": None if data is None else opts.dataset,
+        "image_size": spec.image_size[0],
         "batch": opts.batch,
         "device": device_name(device),
+        "compile": compiled,
         "samples_per_s_synthetic": opts.batch / t_synth,
         "samples_per_s_data": None if t_data is None else opts.batch / t_data,
+        "epoch_s_data": None if t_data is None else data.n_pretrain() * t_data / opts.batch,
         "gflops_per_sample": flops / 1e9,
         "achieved_tflops": achieved / 1e12,
         "mfu": None if peak is None else achieved / (peak * 1e12),
-        "peak_mem_bytes": int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None,
+        # CUDA: the largest allocation of this method's steps; CPU: the process's max RSS so far.
+        "peak_mem_bytes": peak_mem,
         "fill_share": t_fill / t_synth,
+        "load_avg": list(os.getloadavg()),
     }
 
 
 def format_table(rows: list[dict]) -> str:
-    head = (f"{'method':<8} {'samples/s data':>15} {'samples/s synth':>16} {'GFLOPs/sample':>14} "
-            f"{'TFLOP/s':>8} {'MFU':>6} {'fill %':>7}  device")
+    head = (f"{'method':<8} {'samples/s data':>15} {'samples/s synth':>16} {'epoch s':>8} "
+            f"{'GFLOPs/sample':>14} {'TFLOP/s':>8} {'MFU':>6} {'fill %':>7} {'peak MiB':>9}")
     lines = [head]
     for r in rows:
         data = "n/a" if r["samples_per_s_data"] is None else f"{r['samples_per_s_data']:.1f}"
+        epoch = "n/a" if r["epoch_s_data"] is None else f"{r['epoch_s_data']:.1f}"
         mfu = "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
         lines.append(
-            f"{r['method']:<8} {data:>15} {r['samples_per_s_synthetic']:>16.1f} "
+            f"{r['method']:<8} {data:>15} {r['samples_per_s_synthetic']:>16.1f} {epoch:>8} "
             f"{r['gflops_per_sample']:>14.3f} {r['achieved_tflops']:>8.3f} {mfu:>6} "
-            f"{100 * r['fill_share']:>6.1f}%  {r['device']}"
+            f"{100 * r['fill_share']:>6.1f}% {r['peak_mem_bytes'] / 2**20:>9.0f}"
+        )
+    if rows:
+        r = rows[0]
+        memory = "process max RSS" if r["device"].startswith("cpu") else "max allocated"
+        lines.append(
+            f"{r['encoder']}, {r['image_size']} px, batch {r['batch']}, "
+            f"{r['dataset'] or 'synthetic data only'}, compile {'on' if r['compile'] else 'off'}; "
+            f"device {r['device']}; peak memory = {memory}; "
+            f"load average {' '.join(f'{x:.2f}' for x in r['load_avg'])}"
         )
     return "\n".join(lines)

@@ -1,146 +1,272 @@
-"""Run folders -> report.md (method x metric table, mean ± std over seeds, n per cell) and
-reconstructions.png (the same test images for every method)."""
+"""Run folders -> the comparison report: report.html (self-contained) and report.md with the
+same content, tables.tex (booktabs), CSVs (runs, per-cell statistics, paired comparisons,
+accuracy at equal compute) and figures (PNG + SVG).
+
+Every value is a run's final-epoch value; no epoch is ever chosen on test data. Cells are
+summarised over seeds with a Student-t CI and compared with a baseline by paired differences
+on shared seeds (bench.stats).
+"""
 
 from __future__ import annotations
 
-import math
+import logging
+import platform
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+from tqdm.auto import tqdm
 
-from bench import store
-from bench.aggregate import Aggregate, collect
-from bench.stats import summarize
+from bench import figures, store
+from bench.aggregate import Aggregate, collect, curves
+from bench.document import (
+    Block,
+    Bullets,
+    FigureBlock,
+    Heading,
+    Paragraph,
+    TableBlock,
+    render_markdown,
+)
+from bench.html import render_html
+from bench.provenance import UNRECORDED, Provenance, read_provenance
+from bench.tables import (
+    CELL,
+    CI_NOTE,
+    MAIN_COMPUTE,
+    NOT_COMPARABLE,
+    REFERENCES,
+    Table,
+    cell_stats,
+    compute_curves,
+    compute_matched,
+    dedupe_runs,
+    list_table,
+    matched_table,
+    metric_order,
+    paired_stats,
+    paired_table,
+    row_labels,
+    sections,
+    stat_table,
+    to_latex,
+    usual_settings,
+)
 
-# Metrics shown in the main table, in order, with how to print them.
-MAIN_METRICS = {
-    "linear_top1": ("linear top-1 %", 100.0),
-    "knn_top1": ("kNN top-1 %", 100.0),
-    "recon_loss": ("test recon loss", 1.0),
-    "compute.pretrain_flops_per_sample": ("GFLOPs/sample", 1e-9),
-    "compute.train_samples_per_s": ("samples/s", 1.0),
-}
-REFERENCE_ORDER = ("random-init", "raw-input")
-
-
-def format_cell(values: Sequence[float], scale: float) -> str:
-    s = summarize([v * scale for v in values])
-    if s.n == 0 or math.isnan(s.mean):
-        return "–"
-    digits = 2 if abs(s.mean) < 10 else 1
-    if s.n == 1:
-        return f"{s.mean:.{digits}f} (n=1)"
-    return f"{s.mean:.{digits}f} ± {s.std:.{digits}f} (n={s.n})"
-
-
-def row_label(method: str, options: str, varied: bool) -> str:
-    return f"{method} {options}" if varied and options not in ("{}", "") else method
-
-
-def method_table(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per method (and option set where those differ), one column per main metric."""
-    ok = table[(table.status == "ok") & table.metric.isin(list(MAIN_METRICS))]
-    rows = []
-    for (method, options), cell in ok.groupby(["method", "options"], sort=False):
-        varied = ok[ok.method == method].options.nunique() > 1
-        row = {"method": row_label(method, options, varied)}
-        for metric, (title, scale) in MAIN_METRICS.items():
-            values = cell[cell.metric == metric].value.tolist()
-            row[title] = format_cell(values, scale) if values else "–"
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    # Methods first (alphabetical), reference rows last.
-    is_ref = frame.method.isin(REFERENCE_ORDER)
-    return pd.concat([frame[~is_ref].sort_values("method"), frame[is_ref]]).reset_index(drop=True)
+log = logging.getLogger(__name__)
+TITLE = "Maskbench report"
+CURVE_METRICS = ("loss",)  # metrics.jsonl columns drawn besides the accuracy ones
+MAIN_TABLE_ID = "main-table"
 
 
-def to_markdown(frame: pd.DataFrame) -> str:
-    cols = list(frame.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
+@dataclass
+class Analysis:
+    """Everything the report shows, computed once from the aggregated runs."""
+
+    agg: Aggregate
+    ok: pd.DataFrame  # finished runs, one per (cell, seed), with the variant column
+    cells: pd.DataFrame
+    stats: pd.DataFrame
+    paired: pd.DataFrame
+    points: pd.DataFrame  # compute_curves of the compute metric
+    matched: pd.DataFrame
+    curve: pd.DataFrame
+    provenance: Provenance
+    usual: dict[tuple[str, str], dict[str, str]]  # per section, its usual differing settings
+    baseline: str
+    compute_metric: str | None
+    notes: list[str] = field(default_factory=list)
 
 
-def render_markdown(agg: Aggregate, figures: list[str]) -> str:
-    parts = ["# Maskbench report", ""]
-    parts.append(
-        "Values are final-epoch values (never a best epoch chosen on test data): "
-        "mean ± sample std over seeds, n = number of seeds per cell. "
-        "`random-init` and `raw-input` are reference rows (no pretraining)."
-    )
-    for (dataset, encoder), group in agg.table.groupby(["dataset", "encoder"], sort=True):
-        parts += ["", f"## {dataset} · {encoder}", "", to_markdown(method_table(group))]
+def analyse(dirs: Sequence[Path], baseline: str) -> Analysis:
+    """Aggregate `dirs` and compute every table of the report."""
+    agg = collect(dirs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        curve = curves(dirs)
+    notes = [f"curves: {w.message}" for w in caught]
+    prov = read_provenance([*agg.table.run_dir, *agg.failed.run_dir], REFERENCES)
+    table = agg.table.assign(variant=agg.table.run_dir.map(prov.variant).fillna("{}"))
+    ok, dupes = dedupe_runs(table[table.status == "ok"])
+    if dupes:
+        notes.append(f"{dupes} run(s) repeat a configuration and seed found in another folder; "
+                     "each (configuration, seed) is counted once (the first folder by path)")
+    cells = row_labels(ok, baseline)
+    stats = cell_stats(ok, cells)
+    if not ok.empty and baseline not in set(ok.method):
+        notes.append(f"baseline {baseline!r} has no finished runs, so there are no paired "
+                     f"comparisons; methods present: {', '.join(sorted(set(ok.method)))}")
+        log.warning(notes[-1])
+    paired = paired_stats(ok, cells, baseline)
+    accuracy = metric_order(ok.metric.unique(), "accuracy")
+    compute_metric = "knn_top1" if "knn_top1" in accuracy else (accuracy or [None])[0]
+    if compute_metric is None:
+        points = matched = pd.DataFrame()
+    else:
+        points = compute_curves(ok, curve, compute_metric)
+        matched = compute_matched(points, ok, cells, compute_metric)
+    if len(set(prov.devices) - {UNRECORDED}) > 1:
+        notes.append("runs ran on several devices (see Provenance): wall times, samples/s and "
+                     "the time axis of the compute view compare hardware as well as methods")
+    return Analysis(agg, ok, cells, stats, paired, points, matched, curve, prov,
+                    usual_settings(ok), baseline, compute_metric, notes)
+
+
+def _section_tables(a: Analysis, dataset: str, encoder: str, first: bool) -> list[Table]:
+    """Main, paired, compute-matched, compute and task tables of one section."""
+    where = lambda f: f[(f.dataset == dataset) & (f.encoder == encoder)]  # noqa: E731
+    cells, stats = where(a.cells), where(a.stats)
+    metrics = list(stats.metric.unique())
+    accuracy = metric_order(metrics, "accuracy")
+    name = f"{dataset} · {encoder}"
+    usual = a.usual.get((dataset, encoder))
+    settings = (" Rows without [brackets] have " + ", ".join(f"{k}={v}" for k, v in usual.items())
+                + "." if usual else "")
+    tables = [stat_table(stats, cells, accuracy + [m for m in MAIN_COMPUTE if m in metrics],
+                         f"{name}: main table", CI_NOTE + ". Bold: best row of a column whose "
+                         "CI does not overlap the runner-up's (reference rows are not ranked)."
+                         + settings, MAIN_TABLE_ID if first else "")]
+    paired = where(a.paired)
+    if not paired.empty:
+        tables.append(paired_table(
+            paired, f"{name}: paired difference to the baseline {paired.baseline.iloc[0]}",
+            "Mean of (row - baseline) over the seeds both have ± half-width of its 95 % t CI "
+            "(n = shared seeds), p from a paired t-test (two-sided, not corrected for multiple "
+            "comparisons); fewer than 3 shared seeds: no test."))
+    matched = where(a.matched)
+    if not matched.empty:
+        tables.append(matched_table(
+            matched, f"{name}: accuracy at equal pretraining compute",
+            f"{a.compute_metric} interpolated along each run's curve at the largest budget "
+            "every pretrained run reached (in FLOPs; in pretraining time), mean ± 95 % t CI "
+            "over seeds; n counts the runs evaluated at or below the budget (more with "
+            "--eval-every)."))
+    compute = metric_order(metrics, "compute")
+    if compute:
+        tables.append(stat_table(stats, cells, compute, f"{name}: compute", CI_NOTE))
+    task = metric_order(metrics, "task")
+    if task:
+        tables.append(stat_table(stats, cells, task, f"{name}: pretext-task metrics",
+                                 f"{', '.join(task)}: {NOT_COMPARABLE}. {CI_NOTE}."))
+    return tables
+
+
+def _make_figures(a: Analysis, out: Path) -> list[figures.Figure]:
+    accuracy = metric_order(a.ok.metric.unique(), "accuracy")
+    run_cell = a.ok.drop_duplicates("run_dir")[["run_dir", *CELL]]
+    over_epochs = [a.curve[a.curve.metric == m] for m in CURVE_METRICS if not a.curve.empty]
+    names = [m for m in CURVE_METRICS if not a.curve.empty]
+    if a.compute_metric is not None and not a.points.empty:
+        over_epochs.append(a.points)
+        names.append(a.compute_metric)
+    series = {m: f[["run_dir", "epoch", "value"]].merge(run_cell, on="run_dir")
+              for m, f in zip(names, over_epochs)}
+    makers = [
+        lambda: figures.metric_figure(a.ok, a.cells, accuracy, out),
+        lambda: figures.curve_figure(series, a.cells, out),
+        lambda: figures.compute_figure(a.points, a.ok, a.cells, a.compute_metric, out)
+        if a.compute_metric else None,
+        lambda: figures.mask_ratio_figure(a.ok, a.cells, accuracy, out),
+        lambda: figures.reconstruction_figure(a.ok, a.cells, out, a.notes),
+    ]
+    made = [make() for make in tqdm(makers, desc="figures", unit="figure", leave=False)]
+    return [f for f in made if f is not None]
+
+
+def _count_table(counts: dict[str, dict[str, int]], title: str, what: str) -> Table:
+    rows = [(key, value, n) for key, c in counts.items() for value, n in c.most_common()]
+    return list_table(pd.DataFrame(rows, columns=[what, "value", "runs"]), title)
+
+
+def _provenance_blocks(p: Provenance) -> list[Block]:
+    blocks: list[Block] = [Heading("Configurations", 2, "configurations")]
+    if p.varying:
+        blocks += [
+            Paragraph("Settings that differ between runs (they appear in brackets in row "
+                      "labels, so runs that differ in anything but the seed are never pooled; "
+                      "method options appear in row labels where a method has several):"),
+            TableBlock(_count_table(p.varying, "Settings that differ between runs", "setting")),
+        ]
+    else:
+        blocks.append(Paragraph("Apart from method, options, dataset, encoder and seed, every "
+                                "run has the same settings."))
+    shared = pd.DataFrame(list(p.constant.items()), columns=["setting", "value"])
+    blocks += [TableBlock(list_table(shared, "Settings every run shares")),
+               Heading("Provenance", 2, "provenance"),
+               TableBlock(_count_table({"git sha": p.git_shas, "device": p.devices},
+                                       "Code and hardware of the runs", "what")),
+               TableBlock(_count_table(p.versions, "Package versions of the runs", "package"))]
+    return blocks
+
+
+def _blocks(a: Analysis, dirs: Sequence[Path], section_tables: dict[tuple[str, str], list[Table]],
+            figs: list[figures.Figure]) -> list[Block]:
+    agg = a.agg
+    n_ok = a.ok.run_dir.nunique()
+    blocks: list[Block] = [
+        Heading(TITLE, 1),
+        Paragraph(f"{n_ok} finished runs in {len(a.cells)} rows from "
+                  f"{', '.join(str(d) for d in dirs)}; {len(agg.failed)} failed; "
+                  f"{len(agg.problems)} folders skipped. Generated "
+                  f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC by maskbench "
+                  f"{store.git_sha() or '(no git)'}."),
+        Bullets((
+            f"Cells: {CI_NOTE}. Values are always the final epoch's: no epoch, checkpoint or "
+            "setting is ever chosen on test data.",
+            f"Paired comparisons against the baseline {a.baseline!r}: per row, the mean "
+            "difference on the seeds both rows have, its 95 % t CI and a paired t-test p-value "
+            "(none when fewer than 3 seeds are shared).",
+            "Reference rows: random-init (the same encoder, untrained) and raw-input (the "
+            "same probes on the standardised input).",
+            f"recon_loss, pretrain_loss, masked_token_acc and perplexity are {NOT_COMPARABLE}.",
+        )),
+    ]
+    if a.notes:
+        blocks += [Heading("Notes", 2, "notes"), Bullets(tuple(a.notes))]
+    for i, ((dataset, encoder), tables) in enumerate(section_tables.items()):
+        blocks.append(Heading(f"{dataset} · {encoder}", 2, f"section-{i}"))
+        blocks += [TableBlock(t) for t in tables]
+    if figs:
+        blocks.append(Heading("Figures", 2, "figures"))
+        blocks += [FigureBlock(f) for f in figs]
     if not agg.failed.empty:
-        parts += ["", "## Failed runs", ""]
-        for r in agg.failed.itertuples(index=False):
-            parts.append(f"- `{r.run_id}` {r.method} seed {r.seed}: {r.error} ({r.run_dir})")
+        failed = agg.failed[["run_id", "method", "options", "seed", "error", "run_dir"]]
+        blocks += [Heading("Failed runs", 2, "failed"),
+                   TableBlock(list_table(failed, f"{len(failed)} failed runs (not in any cell)"))]
     if agg.problems:
-        parts += ["", "## Skipped folders", ""]
-        parts += [f"- {p.path}: {p.reason}" for p in agg.problems]
-    for fig in figures:
-        parts += ["", f"![{fig}]({fig})"]
-    return "\n".join(parts) + "\n"
+        problems = pd.DataFrame([(str(p.path), p.reason) for p in agg.problems],
+                                columns=["folder", "reason"])
+        blocks += [Heading("Skipped folders", 2, "skipped"),
+                   TableBlock(list_table(problems, "Folders that could not be read"))]
+    blocks += _provenance_blocks(a.provenance)
+    blocks.append(Paragraph(f"Report written with Python {platform.python_version()} on "
+                            f"{platform.platform()}."))
+    return blocks
 
 
-def reconstruction_figure(agg: Aggregate, out: Path) -> Path | None:
-    """Rows: original, then per method its visible input and its reconstruction."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = agg.table[agg.table.status == "ok"][["method", "options", "seed", "run_dir"]]
-    picked = runs.drop_duplicates().sort_values(["method", "options", "seed"])
-    picked = picked.drop_duplicates(["method", "options"])
-    samples = []
-    for r in picked.itertuples(index=False):
-        path = Path(r.run_dir) / store.RECONSTRUCTIONS
-        if path.exists():
-            samples.append((r.method, store.load_torch(path)))
-    if not samples:
-        return None
-    images = samples[0][1]["images"]
-    n = images.shape[0]
-    fig, axes = plt.subplots(1 + 2 * len(samples), n, figsize=(1.2 * n, 1.25 * (1 + 2 * len(samples))))
-    axes = axes.reshape(1 + 2 * len(samples), n)
-
-    def show(ax, img, title=None):
-        ax.imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if title:
-            ax.set_ylabel(title, fontsize=7, rotation=0, ha="right", va="center")
-
-    for j in range(n):
-        show(axes[0, j], images[j], "original" if j == 0 else None)
-    for i, (method, rec) in enumerate(samples):
-        p, (gh, gw) = rec["patch_size"], rec["grid"]
-        vis = rec["visible"].view(-1, 1, gh, gw).float()
-        vis_px = vis.repeat_interleave(p, 2).repeat_interleave(p, 3)
-        shown = rec["images"] * vis_px + 0.5 * (1 - vis_px)  # hidden patches grey
-        pasted = rec["images"] * vis_px + rec["recon"] * (1 - vis_px)
-        for j in range(n):
-            show(axes[1 + 2 * i, j], shown[j], f"{method}\nvisible" if j == 0 else None)
-            show(axes[2 + 2 * i, j], pasted[j], f"{method}\nreconstruction" if j == 0 else None)
-    fig.tight_layout()
-    path = out / "reconstructions.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def write_report(dirs: Sequence[Path], out: Path) -> Path:
-    """Aggregate every run under `dirs` and write the report into `out`; returns report.md."""
+def write_report(dirs: Sequence[Path], out: Path, *, baseline: str = "mae") -> Path:
+    """Aggregate every run under `dirs`, write the report into `out`, return report.html
+    (report.md beside it says the same)."""
     out = store.ensure_writable(Path(out))
-    agg = collect([Path(d) for d in dirs])
-    agg.to_csv(out / "runs.csv")
-    figures = []
-    fig = reconstruction_figure(agg, out)
-    if fig is not None:
-        figures.append(fig.name)
-    path = out / "report.md"
-    path.write_text(render_markdown(agg, figures))
+    dirs = [Path(d) for d in dirs]
+    a = analyse(dirs, baseline)
+    a.agg.to_csv(out / "runs.csv")
+    stats_cols = ["dataset", "encoder", "label", "method", "options", "variant", "metric",
+                  "mean", "std", "n", "ci_low", "ci_high"]
+    a.stats[stats_cols].to_csv(out / "stats.csv", index=False)
+    a.paired.to_csv(out / "paired.csv", index=False)
+    a.matched.to_csv(out / "compute_matched.csv", index=False)
+    section_tables = {
+        sec: _section_tables(a, *sec, first=i == 0) for i, sec in enumerate(sections(a.cells))
+    }
+    (out / "tables.tex").write_text(
+        "% Maskbench tables; needs \\usepackage{booktabs}\n\n"
+        + "\n\n".join(to_latex(t) for ts in section_tables.values() for t in ts) + "\n")
+    blocks = _blocks(a, dirs, section_tables, _make_figures(a, out))
+    (out / "report.md").write_text(render_markdown(blocks))
+    path = out / "report.html"
+    path.write_text(render_html(blocks, TITLE))
     return path

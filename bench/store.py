@@ -15,6 +15,7 @@ from bench.errors import OutputError
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+STEPS = "steps.jsonl"  # mean loss of every N steps, when a run asks (log_every)
 CHECKPOINT = "checkpoint.pt"
 SUMMARY = "summary.json"
 RECONSTRUCTIONS = "reconstructions.pt"

@@ -2,20 +2,24 @@
 
 `bench run --methods a,b --seeds 0,1` and `bench sweep SPEC` both go through `expand`, and
 every run is validated (names, option values, method/encoder/dataset compatibility) before
-anything is trained or written.
+anything is trained or written. `load_spec` reads a sweep file (sweeps/*.toml).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import methods  # noqa: F401  (registers every method)
-from bench.config import RunConfig, apply_overrides
+from bench.config import RunConfig, apply_overrides, run_config_fields
 from bench.data import dataset_entry
 from bench.errors import ConfigError, IncompatibleError
 from bench.models.encoders import ENCODERS, encoders_of_kind
+from bench.slurm import slurm_settings
 from bench.train import REFERENCES
 from methods.base import METHODS, options_dict, resolve_options
 
@@ -45,6 +49,11 @@ def resolve_run(cfg: RunConfig) -> RunConfig:
             + ", ".join(encoders_of_kind(frozenset({"token", "dense"}), entry.modality))
         )
     if cfg.method in REFERENCES:
+        if not entry.labelled:
+            raise IncompatibleError(
+                f"{cfg.method} is a probe reference row and {entry.name} has no labels to probe; "
+                "run only methods on it (they report the masked-token metrics)"
+            )
         if cfg.options:
             raise ConfigError(f"{cfg.method} is a reference row and takes no options")
         return dataclasses.replace(cfg, epochs=0)
@@ -90,11 +99,131 @@ def expand(
 
 
 def differing_keys(runs: list[RunConfig]) -> list[str]:
-    """Identity keys whose value differs between runs (what a listing should show)."""
+    """Identity keys whose value differs between runs (what a listing should show). A method
+    option counts only where runs of that method differ in it."""
     if not runs:
         return []
     dicts = [r.identity() for r in runs]
     flat = [{**{k: v for k, v in d.items() if k != "options"},
              **{f"{d['method']}.{k}": v for k, v in d["options"].items()}} for d in dicts]
     keys = sorted(set().union(*flat))
-    return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+    return [k for k in keys
+            if len({repr(f.get(k)) for f in flat if "." not in k or k in f}) > 1]
+
+
+# Keys of a sweep file besides run settings (run fields and `method.option`s).
+SPEC_KEYS = ("seeds", "out", "grid", "zip", "slurm")
+
+
+@dataclass
+class SweepSpec:
+    """A sweep file: fixed settings at the top, `[grid]` (cartesian product), `[zip]` (lists
+    walked in step), `seeds`, `out` and `[slurm]` (job settings, see bench.slurm)."""
+
+    name: str
+    fixed: dict[str, Any]
+    grid: dict[str, list[Any]]
+    zipped: dict[str, list[Any]]
+    seeds: list[int] | None = None
+    out: Path | None = None
+    slurm: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def override(self, settings: dict[str, Any]) -> SweepSpec:
+        """Command-line settings win: a key set there is fixed, even where the spec varies it."""
+        return dataclasses.replace(
+            self,
+            fixed={**self.fixed, **settings},
+            grid={k: v for k, v in self.grid.items() if k not in settings},
+            zipped={k: v for k, v in self.zipped.items() if k not in settings},
+        )
+
+    def runs(self) -> list[RunConfig]:
+        return expand(self.fixed, self.grid, self.zipped, self.seeds)
+
+
+def load_spec(path: Path) -> SweepSpec:
+    """Read and check a sweep file: an unknown key or a bad value raises ConfigError naming
+    the file, the key and the valid keys, before any run is expanded."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as err:
+        raise ConfigError(f"cannot read sweep spec {path}: {err.strerror or err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    try:
+        return _spec_from_toml(path.stem, raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def _spec_from_toml(name: str, raw: dict[str, Any]) -> SweepSpec:
+    fixed = {k: v for k, v in _flatten(raw).items() if k.split(".")[0] not in SPEC_KEYS}
+    for key, value in fixed.items():
+        check_setting(key, value)
+    axes = {}
+    for table in ("grid", "zip"):
+        axes[table] = _flatten(_table(raw, table))
+        for key, values in axes[table].items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{table}.{key} must be a non-empty list, got {values!r}")
+            for value in values:
+                check_setting(key, value, f"{table}.")
+    lengths = {len(v) for v in axes["zip"].values()}
+    if len(lengths) > 1:
+        raise ConfigError(f"the lists in [zip] differ in length: {sorted(lengths)}")
+    seeds = raw.get("seeds")
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(
+        isinstance(s, int) and not isinstance(s, bool) for s in seeds
+    )):
+        raise ConfigError(f"seeds must be a non-empty list of integers (seeds = [0, 1, 2]), got {seeds!r}")
+    out = raw.get("out")
+    if out is not None and not isinstance(out, str):
+        raise ConfigError(f"out must be a folder path, got {out!r}")
+    slurm = _table(raw, "slurm")
+    slurm_settings(slurm)  # checked now; the command line may still override it
+    return SweepSpec(name, fixed, axes["grid"], axes["zip"], seeds,
+                     Path(out) if out is not None else None, slurm)
+
+
+def _table(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a table ([{key}]), got {value!r}")
+    return value
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """TOML spells `mae.mask_ratio = 0.6` as a nested table; make it one dotted key again.
+    (The `[slurm]` table stays whole.)"""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict) and key not in SPEC_KEYS:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def check_setting(key: str, value: Any, where: str = "") -> None:
+    """`key = value` is a run field or a method option with a valid value, else ConfigError
+    naming the valid keys."""
+    if "." not in key:
+        if key == "seed":
+            raise ConfigError(f"{where}seed: give seeds = [0, 1, 2] (a list) at the top instead")
+        if key not in run_config_fields():
+            raise ConfigError(
+                f"unknown key {where}{key}; valid: {', '.join(SPEC_KEYS)}, "
+                f"{', '.join(f for f in run_config_fields() if f != 'seed')}, "
+                "or METHOD.OPTION (e.g. mae.mask_ratio)"
+            )
+        apply_overrides(RunConfig(), {key: value})
+        return
+    method, _, option = key.partition(".")
+    if method in REFERENCES:
+        raise ConfigError(f"{where}{key}: {method} is a reference row and takes no options")
+    if method not in METHODS:
+        raise ConfigError(
+            f"unknown key {where}{key}: {method!r} is not a method; methods: "
+            + ", ".join(METHODS.names())
+        )
+    resolve_options(method, {option: value})

@@ -23,12 +23,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import methods  # noqa: F401  (registers every method)
-from bench import store
+from bench import distributed, store
 from bench.config import RunConfig
-from bench.data import load_dataset
+from bench.data import dataset_key, load_dataset
+from bench.data.streaming import pretrain_batches
 from bench.evaluate import (
     autocast,
+    encoder_protocols,
     extract_features,
+    masked_token_metrics,
     probe_metrics,
     reconstruction_loss,
 )
@@ -82,6 +85,80 @@ def build_optimizer(model: nn.Module, cfg: RunConfig, device: torch.device):
         {"params": no_decay, "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+
+
+def use_compile(flag: bool | None, device: torch.device) -> bool:
+    """torch.compile by default on CUDA only: on CPU compiling costs more than it saves."""
+    return device.type == "cuda" if flag is None else flag
+
+
+def prepare_model(model: MaskedPretrainer, device: torch.device) -> MaskedPretrainer:
+    """`model` on `device`; on CUDA a CNN encoder goes channels-last (cuDNN's fast layout)."""
+    model = model.to(device)
+    if device.type == "cuda" and model.encoder.kind == "dense":
+        model.encoder.to(memory_format=torch.channels_last)
+    return model
+
+
+class TrainStep:
+    """One optimisation step on this process's rows of a global batch: masks drawn for the
+    whole global batch (so any number of ranks draws alike), forward under bf16 autocast on
+    CUDA (compiled if asked, DDP across ranks), backward, AdamW. Returns the loss on the device:
+    nothing here waits for the GPU."""
+
+    def __init__(self, model: MaskedPretrainer, opt: torch.optim.Optimizer, device: torch.device,
+                 compile: bool):
+        self.model, self.opt, self.device = model, opt, device
+        self.dist = distributed.current()
+        net = distributed.wrap(model)
+        self.net = torch.compile(net) if compile else net
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        batch = len(x) * self.dist.world
+        visible = self.model.method.choose_visible(batch, self.model.spec.grid, generator)
+        visible = distributed.take_rows(visible, self.dist.rows(batch))
+        with autocast(self.device):
+            loss = self.net(x, None, visible).loss
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.detach().float()
+
+
+class StepLog:
+    """The mean loss of every `every` steps of an epoch, all-reduced over ranks, written to
+    `steps.jsonl` without stalling the step loop: each mean is copied to the host without
+    blocking and written once a CUDA event says the copy landed (at the latest, at epoch end)."""
+
+    def __init__(self, path: Path, every: int, device: torch.device, write: bool):
+        self.path, self.every, self.device, self.write = path, every, device, write
+        self.pending: list[tuple[dict[str, int], torch.Tensor, Any]] = []
+        self.window = torch.zeros((), device=device)
+
+    def add(self, epoch: int, i: int, step: int, loss: torch.Tensor) -> None:
+        """Step `i` of epoch `epoch` (0-based), global step `step`, has loss `loss`."""
+        if not self.every:
+            return
+        self.window += loss
+        if (i + 1) % self.every:
+            return
+        mean = distributed.mean(self.window / self.every).to("cpu", non_blocking=True)
+        event = torch.cuda.Event() if self.device.type == "cuda" else None
+        if event is not None:
+            event.record()
+        self.pending.append(({"epoch": epoch + 1, "step": step + 1}, mean, event))
+        self.window = torch.zeros((), device=self.device)
+        self.flush(wait=False)
+
+    def flush(self, wait: bool) -> None:
+        while self.pending and (wait or self.pending[0][2] is None or self.pending[0][2].query()):
+            where, mean, _ = self.pending.pop(0)
+            if self.write:
+                store.append_jsonl(self.path, {**where, "loss": mean.item()})
+
+    def new_epoch(self) -> None:
+        self.flush(wait=True)
+        self.window = torch.zeros((), device=self.device)
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
@@ -140,10 +217,17 @@ def write_config(run_dir: Path, cfg: RunConfig, data) -> None:
 
 
 def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int], bool] | None):
-    """Train `model` to `cfg.epochs`, resuming from the run folder's checkpoint if present."""
+    """Train `model` to `cfg.epochs`, resuming from the run folder's checkpoint if present.
+
+    Under DDP every rank takes its rows of each global batch of `cfg.batch_size`; rank 0 writes
+    the metrics and checkpoints while the others wait, and every rank resumes from them.
+    """
     cfg, device, data = ctx.cfg, ctx.device, ctx.data
+    dist = distributed.current()
+    rows = dist.rows(cfg.batch_size)
     ckpt_path = ctx.run_dir / store.CHECKPOINT
     metrics_path = ctx.run_dir / store.METRICS
+    steps_path = ctx.run_dir / store.STEPS
     opt = build_optimizer(model, cfg, device)
     n = min(data.n_pretrain(), cfg.train_limit or data.n_pretrain())
     if n < cfg.batch_size:
@@ -157,10 +241,15 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         state = ckpt["state"]
-        store.truncate_jsonl(metrics_path, lambda r: r.get("epoch", 0) <= state["epoch"])
-    elif metrics_path.exists():
-        metrics_path.unlink()  # records of an attempt that never reached a checkpoint
-    step_fn = torch.compile(model) if cfg.compile else model
+        if dist.is_main:
+            for path in (metrics_path, steps_path):
+                if path.exists():
+                    store.truncate_jsonl(path, lambda r: r.get("epoch", 0) <= state["epoch"])
+    elif dist.is_main:  # records of an attempt that never reached a checkpoint
+        metrics_path.unlink(missing_ok=True)
+        steps_path.unlink(missing_ok=True)
+    train_step = TrainStep(model, opt, device, use_compile(cfg.compile, device))
+    step_log = StepLog(steps_path, cfg.log_every, device, write=dist.is_main)
     model.train()
     epochs = tqdm(
         range(state["epoch"], cfg.epochs),
@@ -168,37 +257,38 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
         total=cfg.epochs,
         desc=f"{cfg.method} seed {cfg.seed}",
         unit="epoch",
-        disable=not ctx.progress,
+        disable=not (ctx.progress and dist.is_main),
     )
     for epoch in epochs:
         gen = epoch_generator(cfg.seed, epoch, device)
         perm = torch.randperm(data.n_pretrain(), generator=gen, device=device)[:n]
+        batches = perm[: steps_per_epoch * cfg.batch_size].view(steps_per_epoch, cfg.batch_size)
         loss_sum = torch.zeros((), device=device)
         start = time.perf_counter()
-        for i in range(steps_per_epoch):
+        for i, x in enumerate(pretrain_batches(data, batches, gen, cfg.augment, rows)):
             step = epoch * steps_per_epoch + i
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, warmup, cfg.lr)
-            x = data.pretrain_batch(perm[i * cfg.batch_size : (i + 1) * cfg.batch_size], gen, cfg.augment)
-            with autocast(device):
-                loss = step_fn(x, gen).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach().float()  # no host sync inside the loop
-        epoch_loss = (loss_sum / steps_per_epoch).item()
+            loss = train_step(x, gen)
+            loss_sum += loss  # no host sync inside the loop
+            step_log.add(epoch, i, step, loss)
+        epoch_loss = (distributed.mean(loss_sum) / steps_per_epoch).item()
+        step_log.new_epoch()
         state = {
             "epoch": epoch + 1,
             "train_s": state["train_s"] + time.perf_counter() - start,
             "samples": state["samples"] + steps_per_epoch * cfg.batch_size,
         }
         record = {"epoch": epoch + 1, "loss": epoch_loss, "lr": opt.param_groups[0]["lr"]}
-        if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
-            record.update(evaluate_encoder(ctx, model.encoder, knn_only=True))
-        store.append_jsonl(metrics_path, record)
-        store.save_torch(
-            ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state}
-        )
+        if dist.is_main:
+            if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
+                record.update(evaluate_encoder(ctx, model.encoder, knn_only=True))
+            store.append_jsonl(metrics_path, record)
+            store.save_torch(
+                ckpt_path,
+                {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state},
+            )
+        distributed.barrier()  # every rank resumes from the checkpoint of the same epoch
         epochs.set_postfix(loss=f"{epoch_loss:.4f}")
         if interrupt is not None and interrupt(epoch + 1) and epoch + 1 < cfg.epochs:
             raise RunInterrupted(f"stopped after epoch {epoch + 1}; rerun to resume")
@@ -207,6 +297,8 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
 
 def evaluate_encoder(ctx: RunContext, encoder, knn_only: bool = False) -> dict[str, float]:
     cfg, data = ctx.cfg, ctx.data
+    if data.classes is None:  # unlabelled text (text-dir): nothing to probe
+        return {}
     train = data.eval_split("train", cfg.eval_train_limit)
     test = data.eval_split("test", cfg.eval_test_limit)
     if encoder is None:  # raw-input reference
@@ -225,7 +317,10 @@ def evaluate_encoder(ctx: RunContext, encoder, knn_only: bool = False) -> dict[s
                 cfg.knn_k, cfg.knn_temperature,
             )
         }
-    return probe_metrics(train_f, train.y, test_f, test.y, cfg)
+    metrics = probe_metrics(train_f, train.y, test_f, test.y, cfg)
+    if encoder is not None:  # tran1 / finetune need an encoder: not the raw-input row
+        metrics.update(encoder_protocols(encoder, data, train, test, cfg, ctx.device))
+    return metrics
 
 
 def _to(t, device):
@@ -272,12 +367,20 @@ def train_run(
     interrupt: Callable[[int], bool] | None = None,
     data=None,
 ) -> dict[str, Any]:
-    """Pretrain (unless a reference row), evaluate, write `summary.json` last. Returns it."""
+    """Pretrain (unless a reference row), evaluate, write `summary.json` last. Returns it.
+
+    Under DDP (see bench.distributed) all ranks pretrain; rank 0 alone evaluates and writes the
+    run folder, and the other ranks return `summary_record(cfg, "ok", rank=r)` after pretraining.
+    """
     wall_start = time.perf_counter()
+    dist = distributed.current()
     device = resolve_device(cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
-    data = (data if data is not None else load_dataset(cfg.dataset, cfg.data_root)).to(device)
-    write_config(run_dir, cfg, data)
+    data = (data if data is not None else load_dataset(*dataset_key(cfg))).to(device)
+    if dist.is_main:
+        write_config(run_dir, cfg, data)
+    elif cfg.method in REFERENCES:  # nothing to train: rank 0 evaluates
+        return summary_record(cfg, "ok", rank=dist.rank)
     ctx = RunContext(cfg, run_dir, device, data, progress)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -292,17 +395,24 @@ def train_run(
         torch.manual_seed(cfg.seed)
         metrics = evaluate_encoder(ctx, build_encoder(cfg.encoder, data.spec).to(device))
     else:
-        model = build_model(cfg, data.spec).to(device)
+        model = prepare_model(build_model(cfg, data.spec), device)
         probe_x = data.pretrain_batch(torch.arange(2, device=device), epoch_generator(0, -1, device), False)
         compute["pretrain_flops_per_sample"] = pretrain_flops_per_sample(model, probe_x)
         state = pretrain(ctx, model, interrupt)
         compute["train_samples_per_s"] = state["samples"] / max(state["train_s"], 1e-9)
         compute["train_s"] = state["train_s"]
+        if not dist.is_main:
+            return summary_record(cfg, "ok", rank=dist.rank)
         metrics = evaluate_encoder(ctx, model.encoder)
-        test = data.eval_split("test", cfg.eval_test_limit)
-        metrics["recon_loss"] = reconstruction_loss(
-            model, data, test, max(cfg.batch_size, 256), device, cfg.seed
-        )
+        if model.spec.modality == "text":  # recon_loss = held-out masked-token cross-entropy
+            blocks = data.heldout_blocks(cfg.eval_test_limit)
+            bs = max(cfg.batch_size, 256)
+            metrics.update(masked_token_metrics(model, blocks, bs, device, cfg.seed))
+        else:
+            test = data.eval_split("test", cfg.eval_test_limit)
+            metrics["recon_loss"] = reconstruction_loss(
+                model, data, test, max(cfg.batch_size, 256), device, cfg.seed
+            )
         metrics["pretrain_loss"] = store.read_jsonl(run_dir / store.METRICS)[-1]["loss"]
         save_reconstructions(ctx, model)
     compute["peak_mem_bytes"] = peak_memory_bytes(device)
@@ -334,5 +444,6 @@ def write_failure(cfg: RunConfig, run_dir: Path, err: BaseException) -> dict[str
         error=f"{type(err).__name__}: {err}",
         traceback="".join(traceback.format_exception(err))[-4000:],
     )
-    store.write_json(run_dir / store.SUMMARY, summary)
+    if distributed.current().is_main:
+        store.write_json(run_dir / store.SUMMARY, summary)
     return summary

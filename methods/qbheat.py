@@ -17,26 +17,10 @@ import torch
 from torch import Tensor, nn
 
 from bench.errors import ConfigError
-from bench.masking import (
-    Visible,
-    contiguous_block_shape,
-    gather_tokens,
-    grid_size,
-    visible_for_ratio,
-)
+from bench.masking import Visible, contiguous_block_shape, grid_size, visible_for_ratio
 from methods.base import MaskingMethod, MethodOptions, register_method
 
 Order = Literal["xy", "yx", "avg"]
-
-
-def matrix_powers(step: Tensor, count: int) -> Tensor:
-    """`[count + 1, D, D]`: step^0 .. step^count by doubling, so ~log2(count) batched matmuls
-    instead of `count` sequential ones."""
-    powers = torch.stack([torch.eye(step.shape[0], dtype=step.dtype, device=step.device), step])
-    while powers.shape[0] <= count:
-        # step^1..step^m times step^m gives step^(m+1)..step^(2m).
-        powers = torch.cat([powers, powers[1:] @ powers[-1]])
-    return powers[: count + 1]
 
 
 def _starts(start: int | Tensor, n: int, room: int, device: torch.device) -> Tensor:
@@ -48,40 +32,45 @@ def _starts(start: int | Tensor, n: int, room: int, device: torch.device) -> Ten
     return torch.full((n,), start, dtype=torch.long, device=device)
 
 
-def propagate_1d(span: Tensor, A: Tensor, length: int, start: int | Tensor) -> Tensor:
-    """Extend `span [N, S, D]` placed at `start` to `[N, length, D]`.
+def _extend(span: Tensor, A: Tensor, length: int, start: Tensor) -> Tensor:
+    """The 1-D rule along dim 1 of `span [N, S, *lines, D]` placed at `start [N]` ->
+    `[N, length, *lines, D]`; every index of the middle dims is a line of its own.
 
-    Right of the span z(t+1) = z(t) @ (I + A).T, left of it z(t-1) = z(t) @ (I - A).T; the
-    span itself is copied unchanged. Vectorised over per-sample starts: each edge row meets
-    all `room` powers of its side in one GEMM (`[N, D] @ [D, room * D]`), then one gather
-    picks every output position from [left powers | span | right powers] at t - start.
-    That computes both sides in full for every sample (2x the products a single sample
-    needs) in exchange for static shapes: no loop, sort or host sync on the start values.
+    Vectorised over per-sample starts with exactly the products each line needs: a line has
+    `room = length - S` positions to fill, so loop step j is its left step j + 1 while
+    j < start and its right step j - start + 1 after (the chain restarts from the right edge
+    at j == start). Both directions share one product, z @ (I -+ A).T = z -+ z @ A.T, so
+    each step is one GEMM over all lines whatever their side, and one indexing op places the
+    steps. (Precomputed powers of I + A and I - A would need both sides for every line:
+    twice the GEMM work for static shapes.)
     """
-    n, s, d = span.shape
+    n, s = span.shape[:2]
     room = length - s
     if room < 0:
         raise ValueError(f"span of {s} does not fit length {length}")
-    start = _starts(start, n, room, span.device)
-    eye = torch.eye(d, dtype=span.dtype, device=span.device)
+    at = start.view(n, *[1] * (span.dim() - 2))  # broadcasts over lines and features
+    signs = torch.where(at > torch.arange(room, device=span.device), -1.0, 1.0).to(span.dtype)
+    z, right_edge, steps = span[:, 0], span[:, -1], []
+    for j in range(room):
+        z = torch.where(at == j, right_edge, z)
+        z = torch.addcmul(z, signs[..., j : j + 1], z @ A.T)
+        steps.append(z.unsqueeze(1))
+    candidates = torch.cat([*steps, span], dim=1)  # [N, room + S, *lines, D]
+    t = torch.arange(length, device=span.device)
+    start = start.unsqueeze(1)
+    index = torch.where(
+        t < start, start - 1 - t, torch.where(t < start + s, room + t - start, t - s)
+    )
+    return candidates[torch.arange(n, device=span.device).unsqueeze(1), index]
 
-    def extend(edge: Tensor, powers: Tensor) -> Tensor:
-        return (edge @ powers.permute(1, 0, 2).reshape(d, room * d)).view(n, room, d)
 
-    left = extend(span[:, 0], matrix_powers((eye - A).T, room)[1:].flip(0))  # k = room..1
-    right = extend(span[:, -1], matrix_powers((eye + A).T, room)[1:])  # k = 1..room
-    candidates = torch.cat([left, span, right], dim=1)  # [N, room + S + room, D]
-    index = torch.arange(length, device=span.device) - start.unsqueeze(1) + room
-    return gather_tokens(candidates, index)
-
-
-def _extend(z: Tensor, A: Tensor, length: int, start: Tensor, axis: int) -> Tensor:
-    """`propagate_1d` along `axis` (1: rows of the grid, i.e. y; 2: columns, i.e. x) of
-    `z [N, a, b, D]`, every line of the other axis treated as one span."""
-    moved = z.movedim(axis, 2)
-    n, lines, s, d = moved.shape
-    out = propagate_1d(moved.reshape(n * lines, s, d), A, length, start.repeat_interleave(lines))
-    return out.reshape(n, lines, length, d).movedim(2, axis)
+def propagate_1d(span: Tensor, A: Tensor, length: int, start: int | Tensor) -> Tensor:
+    """Extend `span [N, S, D]` placed at `start` (int or `[N]`) to `[N, length, D]`: right of
+    the span z(t+1) = z(t) @ (I + A).T, left of it z(t-1) = z(t) @ (I - A).T; the span
+    itself is copied unchanged."""
+    return _extend(
+        span, A, length, _starts(start, span.shape[0], length - span.shape[1], span.device)
+    )
 
 
 def propagate(
@@ -108,11 +97,11 @@ def propagate(
     top = _starts(top_in, n, h - hb, block.device)
     left = _starts(left_in, n, w - wb, block.device)
 
-    def xy() -> Tensor:
-        return _extend(_extend(block, A, w, left, axis=2), B, h, top, axis=1)
+    def xy() -> Tensor:  # rows of the block along x, then every column along y
+        return _extend(_extend(block.transpose(1, 2), A, w, left).transpose(1, 2), B, h, top)
 
     def yx() -> Tensor:
-        return _extend(_extend(block, B, h, top, axis=1), A, w, left, axis=2)
+        return _extend(_extend(block, B, h, top).transpose(1, 2), A, w, left).transpose(1, 2)
 
     if order == "xy":
         return xy()

@@ -11,7 +11,7 @@ from bench.masking import block_visible, grid_size
 from bench.models.encoders import DataSpec, build_encoder
 from bench.models.pretrainer import MaskedPretrainer
 from methods.base import build_method, resolve_options
-from methods.qbheat import QBHeat, matrix_powers, propagate, propagate_1d
+from methods.qbheat import QBHeat, propagate, propagate_1d
 
 D = 5
 
@@ -108,14 +108,6 @@ def test_span_filling_the_whole_length_and_bad_start():
         propagate_1d(span, A, 6, 3)
 
 
-def test_matrix_powers_by_doubling():
-    A, _ = _operators()
-    powers = matrix_powers(A, 11)
-    assert powers.shape == (12, D, D)
-    for k in range(12):
-        torch.testing.assert_close(powers[k], torch.linalg.matrix_power(A, k))
-
-
 @pytest.mark.parametrize(
     "param, image_count", [("full", 2 * 16 * 16), ("diag", 2 * 16), ("lowrank:3", 4 * 16 * 3)]
 )
@@ -132,6 +124,11 @@ def test_bad_param_is_a_config_error(bad):
         resolve_options("qbheat", {"param": bad})
 
 
+def test_bad_order_is_a_config_error():
+    with pytest.raises(ConfigError, match="avg, xy, yx|xy, yx, avg"):
+        resolve_options("qbheat", {"order": "zz"})
+
+
 def test_rank_must_be_below_width():
     with pytest.raises(ConfigError, match="rank"):
         build_method("qbheat", {"param": "lowrank:16"}, 16, "image", "token")
@@ -145,8 +142,8 @@ def test_stable_at_init_on_a_16x16_grid(param):
     with torch.no_grad():
         for op in (method.A(), method.B()):
             for step in ((eye + op).T, (eye - op).T):
-                norms = torch.linalg.matrix_norm(matrix_powers(step, 8), ord=2)
-                assert norms.max() <= 1 + 1e-5
+                powers = torch.stack([torch.linalg.matrix_power(step, k) for k in range(1, 9)])
+                assert torch.linalg.matrix_norm(powers, ord=2).max() <= 1 + 1e-5
         visible = method.choose_visible(4, (16, 16), torch.Generator().manual_seed(0))
         assert visible.shape == (8, 8)
         latent = torch.randn(4, 64, 128)

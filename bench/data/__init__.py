@@ -6,8 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bench.data.cards import load_card
 from bench.data.images import load_digits, load_fashion_mnist
-from bench.errors import UnknownDatasetError
+from bench.data.streaming import TORCHVISION_SETS, load_imagefolder, load_torchvision
+from bench.data.text import load_text_data
+from bench.errors import ConfigError, UnknownDatasetError
 from bench.registry import Registry
 
 
@@ -18,6 +21,7 @@ class DatasetEntry:
     description: str
     load: Callable[..., Any]  # load(data_root, arg=None, **kw) -> ImageData | TextData
     takes_argument: bool = False
+    labelled: bool = True  # False: pretraining only (no probes, no reference rows)
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset", UnknownDatasetError)
@@ -43,6 +47,51 @@ register_dataset(
         lambda data_root=None, arg=None: load_digits(data_root),
     )
 )
+register_dataset(
+    DatasetEntry(
+        "wordnet-glosses",
+        "text",
+        "WordNet 3.0 glosses 105,948/11,711, 45 lexicographer-file classes (64-token blocks)",
+        lambda data_root=None, arg=None, **kw: load_text_data("wordnet-glosses", data_root, **kw),
+    )
+)
+register_dataset(
+    DatasetEntry(
+        "kjv-verses",
+        "text",
+        "King James Bible verses 28,000/3,102, 6 book-genre classes (64-token blocks)",
+        lambda data_root=None, arg=None, **kw: load_text_data("kjv-verses", data_root, **kw),
+    )
+)
+register_dataset(
+    DatasetEntry(
+        "text-dir",
+        "text",
+        "your .txt files (text-dir:PATH), unlabelled: pretraining and masked-token metrics only",
+        lambda data_root=None, arg=None, **kw: load_text_data(f"text-dir:{arg}", data_root, **kw),
+        takes_argument=True,
+        labelled=False,
+    )
+)
+register_dataset(
+    DatasetEntry(
+        "imagefolder",
+        "image",
+        "your images in ImageNet-style class folders (imagefolder:PATH: train/, val/), 224 px, "
+        "streamed",
+        lambda data_root=None, arg=None: load_imagefolder(arg),
+        takes_argument=True,
+    )
+)
+for _name in TORCHVISION_SETS:  # CIFAR-10/100, STL-10: facts in datasets/<name>.toml
+    register_dataset(
+        DatasetEntry(
+            _name,
+            "image",
+            load_card(_name)["description"] + ", streamed (download: `bench download`)",
+            lambda data_root=None, arg=None, _name=_name: load_torchvision(_name, data_root),
+        )
+    )
 
 
 def dataset_entry(name: str) -> tuple[DatasetEntry, str | None]:
@@ -54,6 +103,21 @@ def dataset_entry(name: str) -> tuple[DatasetEntry, str | None]:
     return entry, (arg or None)
 
 
-def load_dataset(name: str, data_root: str | None = None) -> Any:
+def load_dataset(
+    name: str,
+    data_root: str | None = None,
+    vocab_size: int | None = None,
+    block_length: int | None = None,
+) -> Any:
+    """Load a dataset; vocab_size and block_length (text only) default to bench.data.text's."""
     entry, arg = dataset_entry(name)
-    return entry.load(data_root=data_root, arg=arg)
+    text_options = {"vocab_size": vocab_size, "block_length": block_length}
+    given = {k: v for k, v in text_options.items() if v is not None}
+    if given and entry.modality != "text":
+        raise ConfigError(f"{', '.join(given)} only apply to text datasets, not {name!r}")
+    return entry.load(data_root=data_root, arg=arg, **given)
+
+
+def dataset_key(cfg: Any) -> tuple[str, str | None, int | None, int | None]:
+    """What decides a run's loaded data: runs with equal keys share one `load_dataset(*key)`."""
+    return (cfg.dataset, cfg.data_root, cfg.vocab_size, cfg.block_length)

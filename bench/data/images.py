@@ -8,6 +8,7 @@ import hashlib
 import os
 import struct
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +60,7 @@ class ImageData:
         return ImageData(**{**self.__dict__, **moved})
 
     def normalize(self, x: Tensor) -> Tensor:
-        """uint8 -> standardised float (per channel), on x's device."""
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return (x.float() / 255.0 - mean) / std
+        return normalize_images(x, self.mean, self.std)
 
     # The data protocol the trainer uses; text data implements the same methods.
     def n_pretrain(self) -> int:
@@ -189,32 +187,56 @@ def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
     return f.mean(dim=(0, 2, 3)).tolist(), f.std(dim=(0, 2, 3)).tolist()
 
 
-def augment(
-    x: Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.35, 1.0)
-) -> Tensor:
-    """Batched random-resized-crop (area in `scale`, aspect 3/4..4/3) + horizontal flip.
+# log(3/4) and log(16/9) as float32 (the bounds of the crop's log aspect ratio): Python floats,
+# so no tensor is copied to the device per batch.
+_LOG_3_4, _LOG_16_9 = torch.log(torch.tensor([3 / 4, 16 / 9])).tolist()
 
-    One affine grid-sample for the whole batch on x's device: no per-sample Python work.
-    """
-    b = x.shape[0]
-    dev = x.device
+
+@cache
+def _per_channel(values: tuple[float, ...], device: torch.device) -> Tensor:
+    """`values` as a `[1, C, 1, 1]` tensor on `device`, made once: a host-to-device copy per
+    batch would synchronise the host with the GPU inside the training loop."""
+    return torch.tensor(values, device=device).view(1, -1, 1, 1)
+
+
+def normalize_images(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """uint8 `[B, C, H, W]` -> standardised float (per channel), on x's device."""
+    return (x.float() / 255.0 - _per_channel(mean, x.device)) / _per_channel(std, x.device)
+
+
+def crop_flip_params(
+    b: int, generator: torch.Generator, device: torch.device, scale: tuple[float, float] = (0.35, 1.0)
+) -> Tensor:
+    """Affine matrices `[b, 2, 3]` of `augment`: random-resized-crop (area in `scale`, aspect
+    3/4..4/3) + horizontal flip. Drawn per batch, so a data-parallel rank can draw the global
+    batch's matrices and keep its own rows."""
 
     def rand(*shape: int) -> Tensor:
-        return torch.rand(*shape, generator=generator, device=generator.device).to(dev)
+        return torch.rand(*shape, generator=generator, device=generator.device).to(device)
 
     area = scale[0] + (scale[1] - scale[0]) * rand(b)
-    log_ratio = (torch.log(torch.tensor(3 / 4)) + rand(b) * torch.log(torch.tensor(16 / 9))).to(dev)
-    ratio = log_ratio.exp()
+    ratio = (_LOG_3_4 + rand(b) * _LOG_16_9).exp()
     sw = (area * ratio).sqrt().clamp(max=1.0)  # crop width / image width
     sh = (area / ratio).sqrt().clamp(max=1.0)
     cx = (rand(b) * 2 - 1) * (1 - sw)  # crop centre in [-1, 1] coordinates, inside the image
     cy = (rand(b) * 2 - 1) * (1 - sh)
     flip = torch.where(rand(b) < 0.5, -1.0, 1.0)
-    theta = torch.zeros(b, 2, 3, device=dev)
+    theta = torch.zeros(b, 2, 3, device=device)
     theta[:, 0, 0] = sw * flip
     theta[:, 0, 2] = cx
     theta[:, 1, 1] = sh
     theta[:, 1, 2] = cy
+    return theta
+
+
+def apply_affine(x: Tensor, theta: Tensor) -> Tensor:
+    """One bilinear grid-sample of the batch by per-sample `theta`: no per-sample Python work."""
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
+
+def augment(
+    x: Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.35, 1.0)
+) -> Tensor:
+    """Batched random-resized-crop + horizontal flip on x's device (see `crop_flip_params`)."""
+    return apply_affine(x, crop_flip_params(x.shape[0], generator, x.device, scale))

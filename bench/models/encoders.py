@@ -66,11 +66,15 @@ class Encoder(nn.Module):
 
     def pooled(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         """Mean of the token features over real (non-padding) positions: `[B, dim]`."""
-        tokens = self.forward_tokens(x, pad_mask)
-        if pad_mask is None:
-            return tokens.mean(dim=1)
-        w = pad_mask.to(tokens.dtype).unsqueeze(-1)
-        return (tokens * w).sum(1) / w.sum(1).clamp_min(1.0)
+        return mean_pool(self.forward_tokens(x, pad_mask), pad_mask)
+
+
+def mean_pool(tokens: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+    """`[B, N, dim]` -> `[B, dim]`: the mean over real positions (`pad_mask` True = real)."""
+    if pad_mask is None:
+        return tokens.mean(dim=1)
+    w = pad_mask.to(tokens.dtype).unsqueeze(-1)
+    return (tokens * w).sum(1) / w.sum(1).clamp_min(1.0)
 
 
 class ImageTokens(nn.Module):
@@ -203,5 +207,6 @@ __all__ = [
     "TransformerEncoder",
     "build_encoder",
     "encoders_of_kind",
+    "mean_pool",
     "register_encoder",
 ]

@@ -58,16 +58,28 @@ class MaskedPretrainer(nn.Module):
         init_weights(self.proj)
         self.decoder = Decoder(spec, decoder_dim, decoder_depth, decoder_heads)
 
-    def forward(self, x: Tensor, generator: torch.Generator) -> PretrainOutput:
-        visible = self.method.choose_visible(x.shape[0], self.spec.grid, generator)
+    def forward(
+        self, x: Tensor, generator: torch.Generator | None, visible: Visible | None = None
+    ) -> PretrainOutput:
+        """`visible` may be chosen by the caller (a data-parallel rank keeps its rows of the
+        global batch's masks); otherwise it is drawn here from `generator`."""
+        if visible is None:
+            visible = self.method.choose_visible(x.shape[0], self.spec.grid, generator)
         latent = self.proj(self.encoder.forward_visible(x, visible))
         filled = self.method.fill(latent, visible, self.spec.grid)
         pred = self.decoder(filled)
         return PretrainOutput(self.loss(x, pred, visible), pred, visible)
 
+    def scored(self, x: Tensor, visible: Visible) -> Tensor:
+        """BoolTensor[B, N]: the positions the loss scores, hidden ones that are not padding."""
+        hidden = ~visible.mask(self.spec.num_tokens)
+        if self.spec.modality == "text":
+            hidden &= x != self.spec.pad_id
+        return hidden
+
     def loss(self, x: Tensor, pred: Tensor, visible: Visible) -> Tensor:
-        """Mean over hidden positions only: per-patch normalised-pixel MSE, or token CE."""
-        hidden = ~visible.mask(pred.shape[1])
+        """Mean over `scored` positions only: per-patch normalised-pixel MSE, or token CE."""
+        hidden = self.scored(x, visible)
         if self.spec.modality == "image":
             target = normalized_patches(x, self.spec.patch_size)
             per_position = (pred.float() - target).pow(2).mean(dim=-1)

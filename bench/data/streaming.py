@@ -1,0 +1,325 @@
+"""Image datasets streamed from disk: ImageNet-style class folders (`imagefolder:PATH`) and
+torchvision's CIFAR-10, CIFAR-100 and STL-10.
+
+DataLoader workers decode uint8 images into pinned memory; normalisation and augmentation run on
+the training device with the trainer's seeded generator, drawn exactly as for in-memory data
+(`bench.data.images`), so streamed runs stay deterministic and resumable. `pretrain_batches` is
+the trainer's one way to get an epoch's batches from either kind of data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from bench.data.cards import load_card
+from bench.data.images import EvalSplit, apply_affine, crop_flip_params, normalize_images
+from bench.errors import ConfigError, DataNotFoundError
+from bench.models.encoders import DataSpec
+
+TORCHVISION_SETS = ("cifar10", "cifar100", "stl10")
+EVAL_DECODE_BATCH = 256
+
+
+def default_workers() -> int:
+    """DataLoader workers: $MASKBENCH_DATA_WORKERS, else this process's CPUs (at most 16)."""
+    env = os.environ.get("MASKBENCH_DATA_WORKERS")
+    return int(env) if env else min(16, len(os.sched_getaffinity(0)))
+
+
+class FolderImages(Dataset):
+    """Image files decoded to uint8 `[3, size, size]`: the shorter side resized to `size`
+    (antialiased), then the centre square. Runs on DataLoader workers."""
+
+    def __init__(self, files: list[str], labels: list[int], size: int):
+        self.files, self.labels, self.size = files, labels, size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        from PIL import Image
+        from torchvision.transforms import functional as TF
+
+        with Image.open(self.files[i]) as img:
+            img = TF.center_crop(TF.resize(img.convert("RGB"), self.size), self.size)
+        return TF.pil_to_tensor(img), self.labels[i]
+
+
+class ArrayImages(Dataset):
+    """Images torchvision already decoded (CIFAR, STL-10): uint8 `[N, C, H, W]` and labels."""
+
+    def __init__(self, x: Tensor, y: Tensor, classes: list[str]):
+        self.x, self.y, self.classes = x, y, classes
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return self.x[i], int(self.y[i])
+
+
+def _collate(items: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
+    images, labels = zip(*items)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+
+
+def _collate_images(items: list[tuple[Tensor, int]]) -> Tensor:
+    return torch.stack([image for image, _ in items])
+
+
+@dataclass
+class StreamingImageData:
+    """The data protocol of `ImageData` (spec, to, fingerprint, n_pretrain, pretrain_batch,
+    eval_split, eval_batch, raw_features) over datasets decoded on DataLoader workers, plus
+    `iter_pretrain`, which streams an epoch. Evaluation splits are decoded once (bounded by the
+    eval limits) and kept in host memory."""
+
+    name: str
+    pretrain_set: Dataset  # what pretraining sees (STL-10: train + unlabeled)
+    train_set: Dataset  # labelled: the probes fit on it
+    test_set: Dataset
+    classes: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: int
+    patch_size: int
+    fingerprint: str
+    workers: int = field(default_factory=default_workers)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    modality: str = "image"
+    decoded: dict[tuple[str, int | None], EvalSplit] = field(default_factory=dict, repr=False)
+
+    @property
+    def spec(self) -> DataSpec:
+        g = self.image_size // self.patch_size
+        return DataSpec("image", (g, g), patch_size=self.patch_size, in_chans=3)
+
+    def to(self, device: torch.device | str) -> StreamingImageData:
+        return replace(self, device=torch.device(device))  # shares the decoded splits
+
+    def normalize(self, x: Tensor) -> Tensor:
+        return normalize_images(x, self.mean, self.std)
+
+    def n_pretrain(self) -> int:
+        return len(self.pretrain_set)
+
+    def _prepare(
+        self, x: Tensor, generator: torch.Generator, aug: bool, batch: int, rows: slice
+    ) -> Tensor:
+        """Rows `rows` of a global batch of `batch`: normalised and, with `aug`, cropped and
+        flipped by the global batch's matrices (the same draws as `augment`)."""
+        x = self.normalize(x.to(self.device, non_blocking=True))
+        if not aug:
+            return x
+        return apply_affine(x, crop_flip_params(batch, generator, self.device)[rows])
+
+    def pretrain_batch(self, idx: Tensor, generator: torch.Generator, aug: bool) -> Tensor:
+        """One batch decoded in this process (for probes of a few samples; training streams)."""
+        x = _collate_images([self.pretrain_set[i] for i in idx.tolist()])
+        return self._prepare(x, generator, aug, len(idx), slice(None))
+
+    def iter_pretrain(
+        self, index_batches: Tensor, generator: torch.Generator, aug: bool, rows: slice
+    ) -> Iterator[Tensor]:
+        """Rows `rows` of each global batch `index_batches[i]`, decoded ahead by the workers.
+
+        The index list comes to the host once, before the first step; in the loop each batch
+        goes host -> device from pinned memory without blocking.
+        """
+        local = index_batches[:, rows].cpu().tolist()
+        loader = DataLoader(
+            self.pretrain_set,
+            batch_sampler=local,
+            num_workers=self.workers,
+            collate_fn=_collate_images,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if self.workers else None,
+        )
+        for x in loader:
+            yield self._prepare(x, generator, aug, index_batches.shape[1], rows)
+
+    def eval_split(self, split: str, limit: int | None = None) -> EvalSplit:
+        """The first `limit` images of a split as uint8 on the host, decoded once."""
+        key = (split, limit)
+        if key not in self.decoded:
+            source = self.train_set if split == "train" else self.test_set
+            n = len(source) if limit is None else min(limit, len(source))
+            loader = DataLoader(
+                torch.utils.data.Subset(source, range(n)),
+                batch_size=EVAL_DECODE_BATCH,
+                num_workers=self.workers,
+                collate_fn=_collate,
+            )
+            parts = list(tqdm(loader, desc=f"decode {self.name} {split}", leave=False, unit="batch"))
+            self.decoded[key] = EvalSplit(
+                torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
+            )
+        return self.decoded[key]
+
+    def eval_batch(self, x: Tensor) -> Tensor:
+        return self.normalize(x)
+
+    def raw_features(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """Standardised input pixels, flattened: the `raw-input` reference row's features."""
+        return self.normalize(x).flatten(1)
+
+
+def pretrain_batches(
+    data: Any, index_batches: Tensor, generator: torch.Generator, aug: bool, rows: slice
+) -> Iterator[Tensor]:
+    """An epoch's training inputs: rows `rows` of each global batch `index_batches[i]`, in order.
+
+    Streaming data (`iter_pretrain`) decodes only those rows on its workers; in-memory data builds
+    each global batch on the device and keeps the rows. Either way the randomness of a sample
+    depends on its place in the global batch only, not on how many ranks share the batch.
+    """
+    stream = getattr(data, "iter_pretrain", None)
+    if stream is not None:
+        return stream(index_batches, generator, aug, rows)
+    return (data.pretrain_batch(idx, generator, aug)[rows] for idx in index_batches)
+
+
+def _stable_order(paths: list[str]) -> list[int]:
+    """Indices of `paths` sorted by a hash of each path: classes interleave, so "the first N"
+    (the eval limits) is a mixed sample, independent of the order the filesystem lists."""
+    key = [hashlib.blake2b(p.encode(), digest_size=8).digest() for p in paths]
+    return sorted(range(len(paths)), key=key.__getitem__)
+
+
+def _fingerprint(*parts: Any) -> str:
+    h = hashlib.sha1()
+    for part in parts:
+        h.update(part.numpy().tobytes() if isinstance(part, Tensor) else repr(part).encode())
+    return h.hexdigest()[:12]
+
+
+def _folder_split(
+    root: Path, folder: Path, class_to_idx: dict[str, int], size: int
+) -> tuple[FolderImages, list[str]]:
+    """The images under `folder/<class>/` in a stable mixed order, and their paths from root."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    try:
+        samples = make_dataset(str(folder), class_to_idx, IMG_EXTENSIONS)
+    except FileNotFoundError as err:  # a class folder without images
+        raise DataNotFoundError(f"imagefolder:{root}: {err}") from None
+    rel = [os.path.relpath(f, root) for f, _ in samples]
+    order = _stable_order(rel)
+    images = FolderImages([samples[i][0] for i in order], [samples[i][1] for i in order], size)
+    return images, [rel[i] for i in order]
+
+
+def load_imagefolder(
+    path: str, image_size: int | None = None, patch_size: int | None = None
+) -> StreamingImageData:
+    """`PATH/train/<class>/*` and `PATH/val/<class>/*` (or `test/`), ImageNet's layout.
+
+    Images are decoded at `image_size` (default: the card's, 224) with `patch_size` patches.
+    """
+    from torchvision.datasets.folder import find_classes
+
+    card = load_card("imagefolder")
+    size = image_size or card["image_size"]
+    patch = patch_size or card["patch_size"]
+    if size % patch:
+        raise ConfigError(f"image size {size} is not a multiple of the patch size {patch}")
+    root = Path(path).expanduser()
+    test_dir = next((root / d for d in card["test_dirs"] if (root / d).is_dir()), None)
+    if not (root / "train").is_dir() or test_dir is None:
+        raise DataNotFoundError(
+            f"imagefolder:{path}: expected {root}/train/<class>/<image> and "
+            f"{root}/{{{','.join(card['test_dirs'])}}}/<class>/<image> ({card['layout']})"
+        )
+    classes, class_to_idx = find_classes(str(root / "train"))
+    train, train_rel = _folder_split(root, root / "train", class_to_idx, size)
+    test, test_rel = _folder_split(root, test_dir, class_to_idx, size)
+    return StreamingImageData(
+        name=f"imagefolder:{path}",
+        pretrain_set=train,
+        train_set=train,
+        test_set=test,
+        classes=classes,
+        mean=tuple(card["mean"]),
+        std=tuple(card["std"]),
+        image_size=size,
+        patch_size=patch,
+        fingerprint=_fingerprint(size, train_rel, train.labels, test_rel, test.labels),
+    )
+
+
+def _candidate_roots(card: dict[str, Any], data_root: str | None) -> list[Path]:
+    bases = (data_root, os.environ.get(card["env_var"]), card["default_location"])
+    return [Path(b).expanduser() for b in bases if b]
+
+
+def find_torchvision_root(card: dict[str, Any], data_root: str | None) -> Path:
+    """First of --data-root, $MASKBENCH_DATA, the card's default holding every expected file
+    under torchvision's folder for the set (e.g. `cifar-10-batches-py/`)."""
+    candidates = _candidate_roots(card, data_root)
+    for root in candidates:
+        if all((root / card["folder"] / f).is_file() for f in card["files"]):
+            return root
+    raise DataNotFoundError(
+        f"{card['name']} not found: expected {card['folder']}/{{{', '.join(card['files'])}}} "
+        f"under one of {', '.join(map(str, candidates))}. Download it with "
+        f"`python -m bench download {card['name']} --data-root DIR` (needs the network), or "
+        f"put torchvision's files there"
+    )
+
+
+def _torchvision_split(card: dict[str, Any], root: Path, split: str, download: bool) -> ArrayImages:
+    import torchvision
+
+    cls = getattr(torchvision.datasets, card["torchvision_class"])
+    ds = cls(str(root), download=download, **card["splits"][split])
+    x = torch.from_numpy(np.ascontiguousarray(ds.data))
+    if x.shape[-1] == 3:  # CIFAR stores NHWC
+        x = x.permute(0, 3, 1, 2).contiguous()
+    labels = ds.targets if hasattr(ds, "targets") else ds.labels
+    return ArrayImages(x, torch.as_tensor(np.asarray(labels), dtype=torch.int64), list(ds.classes))
+
+
+def download(name: str, data_root: str | None = None) -> Path:
+    """Fetch a torchvision set into the first candidate root (the user asked for it)."""
+    if name not in TORCHVISION_SETS:
+        raise ConfigError(f"only {', '.join(TORCHVISION_SETS)} can be downloaded, not {name!r}")
+    card = load_card(name)
+    root = _candidate_roots(card, data_root)[0]
+    try:
+        for split in card["splits"]:
+            _torchvision_split(card, root, split, download=True)
+    except (OSError, RuntimeError) as err:  # no network, refused, checksum mismatch
+        raise DataNotFoundError(f"downloading {name} into {root} failed: {err}") from None
+    return root
+
+
+def load_torchvision(name: str, data_root: str | None = None) -> StreamingImageData:
+    """CIFAR-10/100 or STL-10 from torchvision's files; never downloads (see `download`)."""
+    card = load_card(name)
+    root = find_torchvision_root(card, data_root)
+    get = cache(lambda split: _torchvision_split(card, root, split, download=False))
+    sets = {role: get(split) for role, split in card["roles"].items()}
+    return StreamingImageData(
+        name=name,
+        pretrain_set=sets["pretrain"],
+        train_set=sets["train"],
+        test_set=sets["test"],
+        classes=sets["train"].classes,
+        mean=tuple(card["mean"]),
+        std=tuple(card["std"]),
+        image_size=card["image_size"],
+        patch_size=card["patch_size"],
+        fingerprint=_fingerprint(*[t for s in sets.values() for t in (s.y, s.x[:64])]),
+    )

@@ -1,0 +1,164 @@
+"""Data-parallel training: 2 gloo processes (torchrun) follow the loss trajectory of 1 process
+with the same global batch, and a 2-task SLURM job resumes a checkpoint under DDP.
+
+Tolerance: per-epoch losses within rtol 1e-4. The only expected difference is the order in
+which float32 gradients are summed (two half-batch sums averaged by the all-reduce instead of
+one full-batch sum), about 1e-6 relative after a few steps; on this machine they are equal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import distributed, store
+from bench.data import load_dataset
+from bench.data.streaming import pretrain_batches
+from bench.errors import ConfigError
+from bench.masking import Visible
+from bench.sweep import resolve_run
+from bench.train import RunInterrupted, train_run
+from tests.conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+RTOL = 1e-4
+# 4 steps of 32 samples per epoch, 2 epochs; kNN only (the probes are not under test here).
+TINY = dict(batch_size=32, train_limit=128, eval_train_limit=128, eval_test_limit=32,
+            protocols="knn", log_every=2)
+CLI = ["--dataset", "digits", "--epochs", "2", "--batch-size", "32", "--train-limit", "128",
+       "--eval-train-limit", "128", "--eval-test-limit", "32", "--no-progress", "--device", "cpu",
+       "probe_steps=30", "decoder_dim=64", "decoder_depth=1", "decoder_heads=2", "protocols=knn",
+       "log_every=2"]
+
+
+def test_rows_split_the_global_batch_evenly():
+    parts = [distributed.Dist(r, 4).rows(64) for r in range(4)]
+    assert [(p.start, p.stop) for p in parts] == [(0, 16), (16, 32), (32, 48), (48, 64)]
+    with pytest.raises(ConfigError, match="does not split evenly"):
+        distributed.Dist(1, 3).rows(64)
+    assert distributed.current() == distributed.Dist()  # no process group in this process
+
+
+def test_take_rows_slices_every_batch_tensor_of_a_visible():
+    v = Visible(torch.arange(12).view(6, 2), origin=torch.arange(12).view(6, 2), shape=(1, 2))
+    part = distributed.take_rows(v, slice(2, 4))
+    assert part.index.tolist() == [[4, 5], [6, 7]] and part.origin.tolist() == [[4, 5], [6, 7]]
+    assert part.shape == (1, 2)
+
+
+def test_ranks_rows_together_are_the_global_batch(digits):
+    """Augmentation is drawn for the global batch: two ranks' rows concatenated equal it."""
+    batches = torch.arange(128).view(2, 64)
+
+    def epoch(rows: slice) -> list[torch.Tensor]:
+        return list(pretrain_batches(digits, batches, torch.Generator().manual_seed(5), True, rows))
+
+    whole = epoch(slice(None))
+    halves = [epoch(distributed.Dist(r, 2).rows(64)) for r in range(2)]
+    for i in range(2):
+        assert torch.equal(torch.cat([halves[0][i], halves[1][i]]), whole[i])
+
+
+def _losses(run_dir: Path, name: str = store.METRICS) -> list[float]:
+    return [r["loss"] for r in store.read_jsonl(run_dir / name)]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> Path:
+    """One process, global batch 32, uninterrupted: the reference run folder."""
+    cfg = resolve_run(tiny_config(**TINY))
+    run_dir = tmp_path_factory.mktemp("single") / cfg.run_id
+    train_run(cfg, run_dir, progress=False, data=load_dataset("digits"))
+    return run_dir
+
+
+def test_torchrun_two_processes_follow_one(tmp_path, single):
+    """`torchrun --nproc_per_node 2 -m bench run ...` as the README shows, with gloo on CPU:
+    the per-epoch and per-2-step losses are the single process's; rank 0 alone writes."""
+    out, spied = tmp_path / "ddp", tmp_path / "rows"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           __file__, str(spied), "run", "--methods", "mae", "--out", str(out), *CLI]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("report:") == 1  # rank 0 alone prints and reports
+    run = out / single.name
+    assert store.read_json(run / store.SUMMARY)["status"] == "ok"
+    assert _losses(run) == pytest.approx(_losses(single), rel=RTOL)
+    assert _losses(run, store.STEPS) == pytest.approx(_losses(single, store.STEPS), rel=RTOL)
+    assert len(store.read_jsonl(run / "attempts.jsonl")) == 1
+    # Each rank trained on its 16 rows of every 32-sample step: 4 steps x 2 epochs.
+    for rank in (0, 1):
+        assert json.loads(Path(f"{spied}{rank}.json").read_text()) == [16] * 8
+
+
+def _slurm_usable() -> None:
+    """Skip (fail under CI=true) unless the SLURM test cluster answers."""
+    script = ROOT / "scripts" / "slurm-dev-cluster.sh"
+    try:
+        proc = subprocess.run(["bash", str(script), "status"], capture_output=True, text=True,
+                              timeout=30)
+        ok, output = proc.returncode == 0, proc.stdout + proc.stderr
+    except (OSError, subprocess.TimeoutExpired) as err:
+        ok, output = False, str(err)
+    if not ok:
+        msg = f"SLURM test cluster not usable (start it: sudo {script} start)\n{output}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+@pytest.mark.slurm
+def test_two_task_slurm_job_resumes_under_ddp(tmp_path, single):
+    """submitit, tasks_per_node=2, cpus_per_task=1: the run job of every launcher, wrapped in
+    DistributedTask, resumes a one-process checkpoint of epoch 1 and ends as one process."""
+    _slurm_usable()
+    from bench.jobs import RunJob
+    from bench.slurm import SlurmSettings, make_executor
+
+    cfg = resolve_run(tiny_config(**TINY))
+    run_dir = tmp_path / "out" / cfg.run_id
+    with pytest.raises(RunInterrupted):
+        train_run(cfg, run_dir, progress=False, data=load_dataset("digits"),
+                  interrupt=lambda epoch: epoch == 1)
+    executor = make_executor(tmp_path / "submitit", SlurmSettings(partition="debug", time_min=5,
+                                                                  cpus_per_task=1), "maskbench-ddp")
+    executor.update_parameters(tasks_per_node=2)
+    job = executor.submit(distributed.DistributedTask(RunJob(cfg, run_dir, threads=1)))
+    deadline = time.monotonic() + 300
+    while not job.done(force_check=True):
+        if time.monotonic() > deadline:
+            job.cancel(check=False)
+            pytest.fail(f"job {job.job_id} not done after 300 s: {job.get_info(mode='force')}")
+        time.sleep(1)
+    summary, worker = job.results()  # one per task: rank 0's is the run's summary
+    assert summary["status"] == "ok" and "rank" not in summary, summary
+    assert worker["rank"] == 1
+    assert [r["start_epoch"] for r in store.read_jsonl(run_dir / "attempts.jsonl")] == [1]
+    assert _losses(run_dir) == pytest.approx(_losses(single), rel=RTOL)
+    assert _losses(run_dir, store.STEPS) == pytest.approx(_losses(single, store.STEPS), rel=RTOL)
+
+
+if __name__ == "__main__":  # a torchrun worker of test_torchrun_two_processes_follow_one_and_resume
+    from bench.cli import main
+    from bench.train import TrainStep
+
+    seen: list[int] = []
+    step = TrainStep.__call__
+
+    def spy(self, x, generator):
+        seen.append(len(x))
+        return step(self, x, generator)
+
+    TrainStep.__call__ = spy
+    code = main(sys.argv[2:])
+    Path(f"{sys.argv[1]}{os.environ['RANK']}.json").write_text(json.dumps(seen))
+    distributed.shutdown()
+    sys.exit(code)

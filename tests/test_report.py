@@ -1,0 +1,167 @@
+"""The comparison report on synthetic run folders: statistics against hand-computed values,
+bold and n < 3 rules, a failed run, a truncated JSON and a missing summary listed, a mask-ratio
+sweep, several results folders, the CLI. Real runs and the browser: test_report_real.py."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from bench.report import write_report
+from bench.tables import REFERENCES
+from bench.train import REFERENCES as TRAIN_REFERENCES
+
+T_975_2 = 4.302652729749464  # t_{0.975, 2} from tables
+FIGURES = ("metrics", "curves", "compute", "mask_ratio")
+
+
+def write_run(root: Path, name: str, method: str, seed: int, metrics: dict | None = None, *,
+              options: dict | None = None, encoder: str = "vit-micro", status: str = "ok",
+              **config) -> Path:
+    """A run folder as bench.train writes it, with a 3-epoch curve ending at the final kNN."""
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    is_ref = method in REFERENCES
+    cfg = {"method": method, "options": {} if is_ref else options or {"mask_ratio": 0.75},
+           "dataset": "fashion-mnist", "encoder": encoder, "seed": seed,
+           "epochs": 0 if is_ref else 3, "git_sha": "abc123", "versions": {"torch": "2.4"},
+           **config}
+    (run_dir / "config.json").write_text(json.dumps(cfg))
+    metrics = metrics or {}
+    compute = {"pretrain_flops_per_sample": 0.0 if is_ref else 2e9, "wall_s": 10.0,
+               "train_samples_per_s": None if is_ref else 1000.0, "device": "cpu (test)",
+               **({} if is_ref else {"train_s": 6.0})}
+    summary = {"run_id": name, "method": method, "dataset": "fashion-mnist", "encoder": encoder,
+               "seed": seed, "status": status, "metrics": metrics, "compute": compute}
+    if status == "failed":
+        summary |= {"error": "RuntimeError: CUDA out of memory", "metrics": {}, "compute": {}}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    if not is_ref and status == "ok":
+        knn = metrics.get("knn_top1", 0.5)
+        lines = [{"epoch": e, "loss": 1.0 / e, "lr": 1e-3, **({"knn_top1": knn - 0.1 * (3 - e)}
+                                                             if e < 3 else {})} for e in (1, 2, 3)]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return run_dir
+
+
+MAE = [0.80, 0.82, 0.84]
+QBHEAT = [0.90, 0.91, 0.92]  # differences to MAE 0.10, 0.09, 0.08: mean 0.09, sd 0.01
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> tuple[Path, Path]:
+    a, b = tmp_path_factory.mktemp("results-a"), tmp_path_factory.mktemp("results-b")
+    for s in range(3):
+        write_run(a, f"mae{s}", "mae", s, {"linear_top1": MAE[s], "knn_top1": 0.7 + s / 10,
+                                            "recon_loss": 0.3})
+        write_run(a, f"qb{s}", "qbheat", s, {"linear_top1": QBHEAT[s], "knn_top1": 0.72 + s / 10,
+                                             "recon_loss": 0.1}, options={"mask_ratio": 0.75, "order": "xy"})
+        for ref in REFERENCES:
+            write_run(a, f"{ref}{s}", ref, s, {"linear_top1": 0.5 + s / 100, "knn_top1": 0.4})
+    for s in range(2):  # two seeds only: no p-value
+        write_run(a, f"interp{s}", "interp", s, {"linear_top1": 0.85, "knn_top1": 0.75})
+    write_run(a, "mae-deep", "mae", 0, {"linear_top1": 0.70}, decoder_depth=4)
+    write_run(a, "qbfail", "qbheat", 3, status="failed", options={"mask_ratio": 0.75, "order": "xy"})
+    (write_run(a, "truncated", "mae", 5, {"linear_top1": 0.8}) / "summary.json").write_text('{"run_id": "trunc')
+    (write_run(a, "unfinished", "mae", 6, {"linear_top1": 0.8}) / "summary.json").unlink()
+    for ratio, acc in ((0.5, 0.70), (0.75, 0.78), (0.9, 0.74)):  # a mask-ratio sweep, folder b
+        for s in range(3):
+            write_run(b, f"sweep{ratio}-{s}", "mae", s, {"linear_top1": acc + s / 100, "knn_top1": acc},
+                      options={"mask_ratio": ratio}, encoder="vit-tiny")
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def synthetic_report(synthetic, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    assert write_report(list(synthetic), out, baseline="mae") == out / "report.html"
+    return out
+
+
+def test_reference_rows_match_the_trainer():
+    assert set(REFERENCES) == set(TRAIN_REFERENCES)
+
+
+def test_cell_statistics_match_hand_computed_values(synthetic_report):
+    stats = pd.read_csv(synthetic_report / "stats.csv")
+    row = stats[(stats.label == "qbheat") & (stats.metric == "linear_top1")].iloc[0]
+    half = T_975_2 * 0.01 / math.sqrt(3)
+    assert (row["mean"], row["std"], row.n) == (pytest.approx(0.91), pytest.approx(0.01), 3)
+    assert row.ci_low == pytest.approx(0.91 - half) and row.ci_high == pytest.approx(0.91 + half)
+    mae = stats[(stats.label == "mae") & (stats.metric == "linear_top1")].iloc[0]
+    assert mae.n == 3 and mae["mean"] == pytest.approx(0.82)  # the decoder_depth=4 run is apart
+    deep = stats[stats.label == "mae [decoder_depth=4]"]
+    assert list(deep.n.unique()) == [1]
+
+
+def test_paired_difference_and_p_value(synthetic_report):
+    paired = pd.read_csv(synthetic_report / "paired.csv")
+    row = paired[(paired.label == "qbheat") & (paired.metric == "linear_top1")].iloc[0]
+    t = 0.09 / (0.01 / math.sqrt(3))
+    p = 1 - t / math.sqrt(2 + t * t)  # two-sided p of Student's t with 2 df, closed form
+    half = T_975_2 * 0.01 / math.sqrt(3)
+    assert row.baseline == "mae" and row.n == 3 and row.seeds == "0 1 2"
+    assert row.mean_diff == pytest.approx(0.09) and row.p_value == pytest.approx(p, rel=1e-6)
+    assert row.ci_low == pytest.approx(0.09 - half) and row.ci_high == pytest.approx(0.09 + half)
+    few = paired[(paired.label == "interp") & (paired.metric == "linear_top1")].iloc[0]
+    assert few.n == 2 and few.too_few and math.isnan(few.p_value)
+    md = (synthetic_report / "report.md").read_text()
+    assert "+9.00 ± 2.48 (n=3), p = 0.0041" in md and "n < 3: no test" in md
+
+
+def test_bold_only_where_cis_do_not_overlap(synthetic_report):
+    md = (synthetic_report / "report.md").read_text()
+    assert "| qbheat | **91.0 ± 2.5 (n=3)** |" in md  # linear: CI apart from the runner-up's
+    assert "| qbheat | **91.0 ± 2.5 (n=3)** | 82.0 ± 24.8 (n=3) |" in md  # kNN: CIs overlap
+    tex = (synthetic_report / "tables.tex").read_text()
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\textbf{91.0 $\pm$ 2.5 (n=3)}" in tex
+
+
+def test_failed_truncated_and_missing_are_listed(synthetic, synthetic_report):
+    md = (synthetic_report / "report.md").read_text()
+    assert "RuntimeError: CUDA out of memory" in md and "qbfail" in md
+    assert str(synthetic[0] / "truncated") in md and "truncated or invalid JSON" in md
+    assert str(synthetic[0] / "unfinished") in md and "no summary.json" in md
+    assert "| qbheat | 91.0" not in md.split("Failed runs")[1]  # failed runs are in no cell
+    assert (synthetic_report / "runs.failed.csv").read_text().count("CUDA out of memory") == 1
+
+
+def test_sections_sweep_and_configurations(synthetic_report):
+    md = (synthetic_report / "report.md").read_text()
+    assert "## fashion-mnist · vit-micro" in md and "## fashion-mnist · vit-tiny" in md
+    for ratio in ("0.5", "0.75", "0.9"):
+        assert f"| mae mask_ratio={ratio} |" in md
+    assert "decoder_depth" in md.split("## Configurations")[1]
+    assert NOT_COMPARABLE_TEXT in md and "pretext-task metrics" in md
+    assert "accuracy at equal pretraining compute" in md
+    for name in FIGURES:
+        assert (synthetic_report / f"{name}.png").stat().st_size > 5000
+        assert (synthetic_report / f"{name}.svg").read_text().lstrip().startswith("<?xml")
+    assert not (synthetic_report / "reconstructions.png").exists()  # no reconstructions.pt here
+
+
+NOT_COMPARABLE_TEXT = "not comparable across methods: each method solves a different task"
+
+
+def test_html_is_self_contained(synthetic_report):
+    page = (synthetic_report / "report.html").read_text()
+    sources = re.findall(r'<img [^>]*src="([^"]{0,30})', page)
+    assert len(sources) == len(FIGURES) and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert 'id="main-table"' in page and "<link" not in page and "http" not in page.split("<body")[0]
+    assert "Package versions of the runs" in page and "abc123" in page
+
+
+def test_cli_report_several_dirs_and_unknown_baseline(synthetic, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["report", *map(str, synthetic), "--baseline", "nope", "--out", str(out)]) == 0
+    assert f"report: {out / 'report.html'}" in capsys.readouterr().out
+    md = (out / "report.md").read_text()
+    assert "baseline 'nope' has no finished runs" in md and "paired difference" not in md
+    assert "24 finished runs" in md  # both folders
+    assert main(["report", str(tmp_path / "missing")]) == 2
