@@ -8,15 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from bench.masking import (
-    Visible,
-    block_visible,
-    contiguous_block_shape,
-    grid_size,
-    keep_count,
-    random_visible,
-    scatter_tokens,
-)
+from bench.masking import Visible, grid_size, scatter_tokens, visible_for_ratio
 from methods.base import MaskingMethod, MethodOptions, register_method
 
 
@@ -40,11 +32,8 @@ class MAE(MaskingMethod):
         nn.init.normal_(self.mask_token, std=0.02)
 
     def choose_visible(self, batch: int, grid: tuple[int, ...], generator) -> Visible:
-        if self.options.visible == "block":
-            shape = contiguous_block_shape(grid, self.options.mask_ratio)
-            return block_visible(batch, grid, shape, self.options.block_position, generator)
-        n = grid_size(grid)
-        return random_visible(batch, n, keep_count(n, self.options.mask_ratio), generator)
+        o = self.options
+        return visible_for_ratio(batch, grid, o.mask_ratio, o.visible, o.block_position, generator)
 
     def fill(self, latent: Tensor, visible: Visible, grid: tuple[int, ...]) -> Tensor:
         b, _, d = latent.shape

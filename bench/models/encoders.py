@@ -210,3 +210,6 @@ __all__ = [
     "mean_pool",
     "register_encoder",
 ]
+
+# CNN presets register themselves on import; last, because they subclass Encoder.
+import bench.models.cnn  # noqa: E402, F401
