@@ -41,7 +41,7 @@ demo: setup
 # Masked language modelling on WordNet glosses at CPU size (small vocabulary and subsets).
 demo-text: setup
 	$(PYTHON) -m bench run --methods qbheat,mae,interp,random-init,raw-input \
-	  --dataset wordnet-glosses --encoder vit-micro --epochs 2 --train-limit 2048 --batch-size 128 \
+	  --dataset wordnet-glosses --encoder vit-micro --epochs 2 --train-limit 1024 --batch-size 64 \
 	  --eval-train-limit 4000 --eval-test-limit 1000 --seeds 0,1 --out $(DEMO_TEXT_OUT) \
 	  vocab_size=2000
 

@@ -15,7 +15,7 @@ import stat
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -148,6 +148,8 @@ class _Run:
     status: str
     error: str | None
     values: list[tuple[str, float]]
+    config: dict[str, Any]
+    device: str | None
 
 
 def _read_run(item: tuple[str, frozenset[str]]) -> _Run | Problem:
@@ -172,7 +174,8 @@ def _read_run(item: tuple[str, frozenset[str]]) -> _Run | Problem:
     values = [(k, float(v)) for k, v in metrics.items() if type(v) in _NUMBER]
     values += [(COMPUTE_PREFIX + k, float(v)) for k, v in compute.items() if type(v) in _NUMBER]
     error = None if status == "ok" else str(summary.get("error") or "(no error recorded)")
-    return _Run(identity, status, error, values)
+    device = compute.get("device")
+    return _Run(identity, status, error, values, config, device if type(device) is str else None)
 
 
 def _map(fn: Callable[[_T], _R], items: list[_T]) -> list[_R]:
@@ -190,11 +193,15 @@ class Aggregate:
         ("failed") and whatever metrics they logged; compute figures are "compute.<field>" rows.
     failed: one row per run whose status is not "ok", columns FAILED_COLUMNS.
     problems: folders that were skipped, with the reason.
+    configs: run_dir -> its config.json, for every run read (what a report states about it).
+    devices: run_dir -> the device its summary.json names (None when it names none).
     """
 
     table: pd.DataFrame
     failed: pd.DataFrame
     problems: list[Problem]
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    devices: dict[str, str | None] = field(default_factory=dict)
 
     def to_csv(self, path: Path) -> list[Path]:
         """Write the table to `path`, failed runs and problems beside it as <stem>.failed.csv
@@ -222,6 +229,8 @@ def collect(dirs: Sequence[Path]) -> Aggregate:
     found, problems = _run_dirs(dirs)
     rows: list[tuple] = []
     failed: list[tuple] = []
+    configs: dict[str, dict[str, Any]] = {}
+    devices: dict[str, str | None] = {}
     for (run_dir, _), run in zip(found, _map(_read_run, found), strict=True):
         if isinstance(run, Problem):
             problems.append(run)
@@ -229,10 +238,13 @@ def collect(dirs: Sequence[Path]) -> Aggregate:
         rows.extend((*run.identity, run.status, m, v, run_dir) for m, v in run.values)
         if run.error is not None:
             failed.append((*run.identity, run.error, run_dir))
+        configs[run_dir], devices[run_dir] = run.config, run.device
     return Aggregate(
         _typed(pd.DataFrame(rows, columns=list(TABLE_COLUMNS))),
         _typed(pd.DataFrame(failed, columns=list(FAILED_COLUMNS))),
         problems,
+        configs,
+        devices,
     )
 
 

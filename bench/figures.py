@@ -13,17 +13,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure as MplFigure  # no pyplot: no global backend or state
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from bench import store  # noqa: E402
-from bench.stats import summarize  # noqa: E402
-from bench.tables import CELL, COMPUTE_AXES, NOT_COMPARABLE, metric_info, sections  # noqa: E402
+from bench import store
+from bench.stats import summarize
+from bench.tables import CELL, COMPUTE_AXES, NOT_COMPARABLE, metric_info, sections
 
 DPI = 110
 
@@ -43,7 +40,7 @@ def _style() -> Iterator[None]:
         yield
 
 
-def _save(fig: plt.Figure, out: Path, name: str, title: str, caption: str,
+def _save(fig: MplFigure, out: Path, name: str, title: str, caption: str,
           legend: bool = False) -> Figure:
     """Lay out once (legend on top when asked), then one draw per format."""
     top = _legend(fig) if legend else 1.0
@@ -51,7 +48,6 @@ def _save(fig: plt.Figure, out: Path, name: str, title: str, caption: str,
     png, svg = out / f"{name}.png", out / f"{name}.svg"
     fig.savefig(png, dpi=DPI)
     fig.savefig(svg)
-    plt.close(fig)
     return Figure(name, title, caption, png, svg)
 
 
@@ -72,9 +68,8 @@ def summarise_by(frame: pd.DataFrame, keys: list[str], column: str = "value") ->
 
 
 def _grid(n_rows: int, n_cols: int, width: float, height: float):
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width * n_cols, height * n_rows),
-                             squeeze=False)
-    return fig, axes
+    fig = MplFigure(figsize=(width * n_cols, height * n_rows))
+    return fig, fig.subplots(n_rows, n_cols, squeeze=False)
 
 
 def _section_title(ax, dataset: str, encoder: str, text: str) -> None:
@@ -140,7 +135,7 @@ def _line(ax, summary: pd.DataFrame, x: str, label: str, colour) -> None:
                     linewidth=0)
 
 
-def _legend(fig: plt.Figure, per_row: int = 4) -> float:
+def _legend(fig: MplFigure, per_row: int = 4) -> float:
     """One legend for the whole figure, above the axes; returns the fraction of the height
     left for them."""
     handles: dict[str, object] = {}
@@ -309,7 +304,7 @@ def reconstruction_figure(ok: pd.DataFrame, cells: pd.DataFrame, out: Path,
         return None
     n = max(b[1].shape[0] for b in blocks)
     n_rows = sum(1 + 2 * len(s) for _, _, s in blocks)
-    fig, axes = plt.subplots(n_rows, n, figsize=(1.2 * n, 1.25 * n_rows), squeeze=False)
+    fig, axes = _grid(n_rows, n, 1.2, 1.25)
     for ax in axes.flat:
         ax.axis("off")
     r = 0

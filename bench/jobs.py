@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -122,7 +123,7 @@ def holder_alive(holder: Holder, query: JobQuery = query_jobs) -> bool:
             log.warning("cannot tell whether %s still runs (%s); treating it as running",
                         holder.describe(), err)
             return True
-        return info is None or info.live  # unknown to sacct yet: it has only just started
+        return info is not None and info.live  # squeue lists every job it still has
     if holder.host != socket.gethostname():
         return True  # another host's processes cannot be seen from here
     return process_alive(holder.pid, holder.pid_start)
@@ -414,8 +415,10 @@ def _state(run_dir: Path, record: JobRecord | None, holder: Holder | None,
         st.log = Path(record.stderr) if record.stderr else None
         if infos is None:
             st.state = "failed" if summary else "unknown"
-        elif info is None or info.live:
-            st.state = "running" if info and info.state in RUNNING_STATES else "pending"
+        elif info is None:  # SLURM forgot it: an array task cancelled before it started
+            st.state = "cancelled"
+        elif info.live:
+            st.state = "running" if info.state in RUNNING_STATES else "pending"
         elif info.state == "CANCELLED":
             st.state = "cancelled"
         elif summary is not None or info.state in FAILED_JOB_STATES:
@@ -457,13 +460,18 @@ def _read_config(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+PYTHON_ERROR = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b")
+
+
 def _last_error_line(path: Path | None) -> str | None:
-    """The last line of a log that names an error (else its last line)."""
+    """The last Python exception line of a log (srun's own error lines come after it), else
+    its last line that mentions an error, else its last line."""
     if path is None or not path.exists():
         return None
     lines = [x.strip() for x in path.read_text(errors="replace").splitlines() if x.strip()]
-    errors = [x for x in lines if "Error" in x or "error" in x or "Exception" in x]
-    return (errors or lines or [None])[-1]
+    python = [x for x in lines if PYTHON_ERROR.match(x)]
+    errors = [x for x in lines if "error" in x.lower()]
+    return (python or errors or lines or [None])[-1]
 
 
 def format_status(states: Sequence[RunState]) -> str:

@@ -11,7 +11,9 @@ each run's job.json first, so `bench status` and resubmission see what was launc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import logging
 import multiprocessing
 import os
@@ -154,8 +156,8 @@ class SubmititLauncher:
         if not jobs:
             return []
         executor = self.executor(out)
-        try:
-            with executor.batch():
+        try:  # submitit also prints sbatch's complaint: it goes into our one-line error
+            with contextlib.redirect_stderr(io.StringIO()), executor.batch():
                 self.jobs = [executor.submit(job) for job in jobs]
         except FailedJobError as err:  # sbatch's own message, e.g. an unknown partition
             lines = str(err).strip().splitlines() or ["(no message)"]

@@ -1,15 +1,13 @@
 """What a report states besides the numbers: the settings that differ between runs (so rows
-are never silently merged across them), package versions, git sha and hardware, read from each
-run's config.json and summary.json."""
+are never silently merged across them), package versions, git sha and hardware, from each
+run's config.json and the device its summary.json names (as bench.aggregate.collect read them)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections import Counter
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,24 +24,6 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)
              if f.default is not dataclasses.MISSING}
 UNRECORDED = "(not recorded)"  # failed runs record no device
 ABSENT = "(absent)"  # a setting some runs' config.json does not have (and has no default)
-_WORKERS = 4
-
-
-def _read(path: str) -> dict[str, Any]:
-    """A JSON object, or {} when the file is missing or unreadable (aggregate reports those)."""
-    try:
-        with open(path, "rb") as f:
-            data = json.loads(f.read().decode())
-    except (OSError, ValueError):
-        return {}
-    return data if type(data) is dict else {}
-
-
-def _run_record(run_dir: str) -> tuple[dict[str, Any], str | None]:
-    config = _read(os.path.join(run_dir, "config.json"))
-    compute = _read(os.path.join(run_dir, "summary.json")).get("compute")
-    device = compute.get("device") if type(compute) is dict else None
-    return config, device if type(device) is str else None
 
 
 def _value_text(value: Any) -> str:
@@ -65,36 +45,37 @@ class Provenance:
     devices: Counter[str] = field(default_factory=Counter)
 
 
-def read_provenance(run_dirs: Iterable[str], references: Iterable[str]) -> Provenance:
-    """Provenance of `run_dirs`. A setting a run's config.json lacks (an older run) counts as
-    RunConfig's default; `epochs` of reference rows (always 0) does not count as differing."""
-    run_dirs = list(dict.fromkeys(run_dirs))
+def describe_runs(configs: Mapping[str, dict[str, Any]], devices: Mapping[str, str | None],
+                  references: Iterable[str]) -> Provenance:
+    """Provenance of runs from their config.json (`configs`, by run folder) and devices. A
+    setting a config lacks (an older run) counts as RunConfig's default; `epochs` of reference
+    rows (always 0) does not count as differing. Runs are grouped by their settings first: a
+    sweep has few distinct ones."""
     references = frozenset(references)
-    with ThreadPoolExecutor(_WORKERS) as pool:
-        records = list(pool.map(_run_record, run_dirs))
     prov = Provenance()
-    settings: dict[str, dict[str, str]] = {}
-    skipped: dict[str, frozenset[str]] = {}
-    for run_dir, (config, device) in zip(run_dirs, records, strict=True):
-        skip = NOT_SETTINGS | (REFERENCE_ONLY_FIXED if config.get("method") in references else set())
-        merged = {**_DEFAULTS, **config}
-        settings[run_dir] = {k: _value_text(v) for k, v in merged.items() if k not in skip}
-        skipped[run_dir] = skip
+    blob_of: dict[str, tuple[bool, str]] = {}  # run_dir -> (is reference, settings JSON)
+    for run_dir, config in configs.items():
+        is_ref = config.get("method") in references
+        skip = NOT_SETTINGS | (REFERENCE_ONLY_FIXED if is_ref else set())
+        settings = {k: v for k, v in {**_DEFAULTS, **config}.items() if k not in skip}
+        blob_of[run_dir] = (is_ref, json.dumps(settings, sort_keys=True, default=str))
         prov.git_shas[str(config.get("git_sha") or "unknown")] += 1
         versions = config.get("versions")
         for name, version in (versions if type(versions) is dict else {}).items():
             prov.versions.setdefault(name, Counter())[str(version)] += 1
-        prov.devices[device or UNRECORDED] += 1
-    keys = set().union(*settings.values()) if settings else set()
+        prov.devices[devices.get(run_dir) or UNRECORDED] += 1
+    distinct = Counter(blob_of.values())
+    parsed = {key: {k: _value_text(v) for k, v in json.loads(key[1]).items()} for key in distinct}
+    keys = set().union(*parsed.values()) if parsed else set()
     values: dict[str, Counter[str]] = {}
-    for run_dir, run_settings in settings.items():
-        for key in keys - skipped[run_dir]:
-            text = run_settings.setdefault(key, ABSENT)
-            values.setdefault(key, Counter())[text] += 1
+    for (is_ref, blob), n in distinct.items():
+        for key in keys - (REFERENCE_ONLY_FIXED if is_ref else set()):
+            values.setdefault(key, Counter())[parsed[is_ref, blob].setdefault(key, ABSENT)] += n
     prov.varying = {k: c for k, c in sorted(values.items()) if len(c) > 1}
     prov.constant = {k: next(iter(c)) for k, c in sorted(values.items()) if len(c) == 1}
-    for run_dir, run_settings in settings.items():
-        prov.variant[run_dir] = json.dumps(
-            {k: run_settings[k] for k in prov.varying if k in run_settings}, sort_keys=True
-        )
+    variants = {
+        key: json.dumps({k: v for k, v in settings.items() if k in prov.varying}, sort_keys=True)
+        for key, settings in parsed.items()
+    }
+    prov.variant = {run_dir: variants[key] for run_dir, key in blob_of.items()}
     return prov

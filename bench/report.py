@@ -31,8 +31,9 @@ from bench.document import (
     TableBlock,
     render_markdown,
 )
+from bench.errors import DataNotFoundError
 from bench.html import render_html
-from bench.provenance import UNRECORDED, Provenance, read_provenance
+from bench.provenance import UNRECORDED, Provenance, describe_runs
 from bench.tables import (
     CELL,
     CI_NOTE,
@@ -88,15 +89,20 @@ def analyse(dirs: Sequence[Path], baseline: str) -> Analysis:
         warnings.simplefilter("always")
         curve = curves(dirs)
     notes = [f"curves: {w.message}" for w in caught]
-    prov = read_provenance([*agg.table.run_dir, *agg.failed.run_dir], REFERENCES)
+    prov = describe_runs(agg.configs, agg.devices, REFERENCES)
     table = agg.table.assign(variant=agg.table.run_dir.map(prov.variant).fillna("{}"))
     ok, dupes = dedupe_runs(table[table.status == "ok"])
     if dupes:
         notes.append(f"{dupes} run(s) repeat a configuration and seed found in another folder; "
                      "each (configuration, seed) is counted once (the first folder by path)")
+    if ok.empty:
+        notes.append("no finished run has a metric: there are no tables and no figures")
+        empty = pd.DataFrame()
+        return Analysis(agg, ok, row_labels(ok, baseline), empty, empty, empty, empty, curve,
+                        prov, {}, baseline, None, notes)
     cells = row_labels(ok, baseline)
     stats = cell_stats(ok, cells)
-    if not ok.empty and baseline not in set(ok.method):
+    if baseline not in set(ok.method):
         notes.append(f"baseline {baseline!r} has no finished runs, so there are no paired "
                      f"comparisons; methods present: {', '.join(sorted(set(ok.method)))}")
         log.warning(notes[-1])
@@ -155,6 +161,8 @@ def _section_tables(a: Analysis, dataset: str, encoder: str, first: bool) -> lis
 
 
 def _make_figures(a: Analysis, out: Path) -> list[figures.Figure]:
+    if a.ok.empty:
+        return []
     accuracy = metric_order(a.ok.metric.unique(), "accuracy")
     run_cell = a.ok.drop_duplicates("run_dir")[["run_dir", *CELL]]
     over_epochs = [a.curve[a.curve.metric == m] for m in CURVE_METRICS if not a.curve.empty]
@@ -235,7 +243,7 @@ def _blocks(a: Analysis, dirs: Sequence[Path], section_tables: dict[tuple[str, s
     if not agg.failed.empty:
         failed = agg.failed[["run_id", "method", "options", "seed", "error", "run_dir"]]
         blocks += [Heading("Failed runs", 2, "failed"),
-                   TableBlock(list_table(failed, f"{len(failed)} failed runs (not in any cell)"))]
+                   TableBlock(list_table(failed, f"Failed runs: {len(failed)} (in no cell)"))]
     if agg.problems:
         problems = pd.DataFrame([(str(p.path), p.reason) for p in agg.problems],
                                 columns=["folder", "reason"])
@@ -253,10 +261,13 @@ def write_report(dirs: Sequence[Path], out: Path, *, baseline: str = "mae") -> P
     out = store.ensure_writable(Path(out))
     dirs = [Path(d) for d in dirs]
     a = analyse(dirs, baseline)
+    if not a.agg.configs and not a.agg.problems:
+        raise DataNotFoundError(
+            f"no run folders (config.json or summary.json) under {', '.join(map(str, dirs))}")
     a.agg.to_csv(out / "runs.csv")
     stats_cols = ["dataset", "encoder", "label", "method", "options", "variant", "metric",
                   "mean", "std", "n", "ci_low", "ci_high"]
-    a.stats[stats_cols].to_csv(out / "stats.csv", index=False)
+    a.stats.reindex(columns=stats_cols).to_csv(out / "stats.csv", index=False)
     a.paired.to_csv(out / "paired.csv", index=False)
     a.matched.to_csv(out / "compute_matched.csv", index=False)
     section_tables = {

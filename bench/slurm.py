@@ -6,7 +6,8 @@ Behaviour of SLURM 22.05 and submitit 1.5.4 this relies on (shared/notes/slurm.m
   job (and its data loaders) gets one CPU;
 - submitit asks for its warning signal `signal_delay_s` before the time limit and treats a
   signal in the first 80 % of the limit as preemption: keep `time_min` >= 5;
-- sacct lags squeue by a few seconds: a job it does not list yet was only just submitted.
+- sacct lags squeue by a few seconds, and keeps no record of an array task cancelled while
+  still pending inside its array: states come from squeue first, then sacct.
 """
 
 from __future__ import annotations
@@ -140,25 +141,37 @@ class JobInfo:
 
 
 def query_jobs(job_ids: Iterable[str]) -> dict[str, JobInfo]:
-    """sacct's view of `job_ids` ("123" or array tasks "123_4"), one call for all of them.
-    Jobs sacct does not list yet are absent from the result."""
+    """SLURM's view of `job_ids` ("123" or array tasks "123_4"): squeue for current and
+    recently ended jobs (sacct lags it by seconds), sacct for older ones. A job neither
+    lists is absent: SLURM 22.05 keeps no record at all of an array task cancelled while it
+    was still pending inside its array."""
     arrays = sorted({j.split("_")[0] for j in job_ids})
     if not arrays:
         return {}
-    cmd = ["sacct", "-X", "--parsable2", "--noheader", "-o", "JobID,State,Elapsed",
-           "-j", ",".join(arrays)]
+    ids = ",".join(arrays)
+    sacct = _run(["sacct", "-X", "--parsable2", "--noheader", "-o", "JobID,State,Elapsed",
+                  "-j", ids])
+    squeue = _run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T|%M", "-j", ids],
+                  none_known="Invalid job id specified")
+    return {**parse_sacct(sacct), **parse_sacct(squeue)}
+
+
+def _run(cmd: list[str], none_known: str | None = None) -> str:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise SchedulerError(f"cannot ask SLURM for job states: {err}") from None
     if proc.returncode != 0:
+        if none_known is not None and none_known in proc.stderr:
+            return ""  # squeue: none of these jobs is in the queue any more
         lines = proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"]
-        raise SchedulerError(f"sacct failed: {lines[-1]}")
-    return parse_sacct(proc.stdout)
+        raise SchedulerError(f"{cmd[0]} failed: {lines[-1]}")
+    return proc.stdout
 
 
 def parse_sacct(text: str) -> dict[str, JobInfo]:
-    """`JobID|State|Elapsed` lines -> {job id: JobInfo}; pending array ranges are expanded."""
+    """`JobID|State|Elapsed` lines (sacct's or squeue's) -> {job id: JobInfo}; pending array
+    ranges are expanded."""
     from submitit.slurm.slurm import read_job_id
 
     out: dict[str, JobInfo] = {}

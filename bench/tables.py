@@ -87,8 +87,8 @@ def _options_sort_key(options: dict[str, Any]) -> tuple:
 
 
 def usual_settings(ok: pd.DataFrame) -> dict[tuple[str, str], dict[str, str]]:
-    """Per section, the most common value of each differing setting over its runs (ties: the
-    smallest): rows are labelled only with where they depart from it."""
+    """Per section, the most common value (ties: the smallest) of each setting that differs
+    between its runs: rows are labelled only with where they depart from it."""
     runs = ok.drop_duplicates("run_dir")
     out: dict[tuple[str, str], dict[str, str]] = {}
     for section, group in runs.groupby(list(SECTION), sort=False):
@@ -97,7 +97,8 @@ def usual_settings(ok: pd.DataFrame) -> dict[tuple[str, str], dict[str, str]]:
             for key, value in json.loads(variant).items():
                 counts.setdefault(key, {}).setdefault(value, 0)
                 counts[key][value] += 1
-        out[section] = {k: min(c, key=lambda v: (-c[v], v)) for k, c in sorted(counts.items())}
+        out[section] = {k: min(c, key=lambda v: (-c[v], v))
+                        for k, c in sorted(counts.items()) if len(c) > 1}
     return out
 
 
@@ -120,7 +121,8 @@ def row_labels(ok: pd.DataFrame, baseline: str) -> pd.DataFrame:
         )
         parts = [row.method, *(f"{k}={opts[k]}" for k in differing)]
         common = usual[(row.dataset, row.encoder)]
-        departs = [f"{k}={v}" for k, v in json.loads(row.variant).items() if common.get(k) != v]
+        departs = [f"{k}={v}" for k, v in json.loads(row.variant).items()
+                   if k in common and common[k] != v]
         if departs:
             parts.append(f"[{' '.join(departs)}]")
         labels.append(" ".join(parts))
@@ -173,18 +175,17 @@ def paired_stats(ok: pd.DataFrame, cells: pd.DataFrame, baseline: str) -> pd.Dat
     """Every non-baseline cell minus its section's baseline cell, per accuracy metric, on the
     seeds both have: mean difference, its t CI, paired t-test p (None when n < 3)."""
     base = baseline_cells(cells, ok, baseline)
-    by_cell = {k: g for k, g in ok.groupby(list(CELL), sort=False)}
+    by_seed: dict[tuple, dict[int, float]] = {}  # (cell, metric) -> {seed: value}
+    for *cell, metric, seed, value in zip(*(ok[k] for k in (*CELL, "metric", "seed", "value"))):
+        by_seed.setdefault((tuple(cell), metric), {})[seed] = value
     rows = []
     for row in cells.itertuples(index=False):
         b = base.get((row.dataset, row.encoder))
         if b is None or b == row:
             continue
-        mine = by_cell[tuple(getattr(row, k) for k in CELL)]
-        theirs = by_cell[tuple(getattr(b, k) for k in CELL)]
-        for metric in metric_order(mine.metric.unique(), "accuracy"):
-            a = mine[mine.metric == metric].set_index("seed").value.to_dict()
-            c = theirs[theirs.metric == metric].set_index("seed").value.to_dict()
-            p = paired_difference(a, c)
+        mine, theirs = tuple(getattr(row, k) for k in CELL), tuple(getattr(b, k) for k in CELL)
+        for metric in metric_order([m for c, m in by_seed if c == mine], "accuracy"):
+            p = paired_difference(by_seed[mine, metric], by_seed.get((theirs, metric), {}))
             rows.append((*(getattr(row, k) for k in CELL), row.label, b.label, metric,
                          p.mean_diff, p.ci_low, p.ci_high, p.n, p.p_value, p.too_few,
                          " ".join(map(str, p.seeds))))
@@ -246,12 +247,17 @@ def compute_curves(ok: pd.DataFrame, curve: pd.DataFrame, metric: str) -> pd.Dat
     return out.sort_values(["run_dir", "epoch"]).reset_index(drop=True)
 
 
-def _value_at(points: pd.DataFrame, column: str, budget: float) -> float:
-    """`value` linearly interpolated at compute `budget` along one run's points; NaN outside."""
-    x, y = points[column].to_numpy(), points.value.to_numpy()
-    if len(x) == 0 or budget < x.min() - 1e-12 or budget > x.max() + 1e-12:
-        return math.nan
-    return float(np.interp(budget, x, y))
+def values_at(points: pd.DataFrame, column: str, budget: pd.Series) -> pd.Series:
+    """Per run (index of `budget`): `value` linearly interpolated at its budget along its
+    points (sorted by run, then by compute); NaN where its points do not reach the budget."""
+    b = points.run_dir.map(budget)
+    below = points[points[column] <= b].groupby("run_dir").tail(1).set_index("run_dir")
+    above = points[points[column] >= b].groupby("run_dir").head(1).set_index("run_dir")
+    lo_x, lo_y = below[column].reindex(budget.index), below.value.reindex(budget.index)
+    hi_x, hi_y = above[column].reindex(budget.index), above.value.reindex(budget.index)
+    span = hi_x - lo_x
+    frac = ((budget - lo_x) / span).where(span > 0, 0.0)
+    return lo_y + frac * (hi_y - lo_y)
 
 
 def compute_matched(points: pd.DataFrame, ok: pd.DataFrame, cells: pd.DataFrame,
@@ -261,24 +267,23 @@ def compute_matched(points: pd.DataFrame, ok: pd.DataFrame, cells: pd.DataFrame,
     curve, summarised over seeds. A run that never evaluated at or below the budget has no
     value there (n counts the runs that have): evaluate more often (--eval-every)."""
     run_cell = ok.drop_duplicates("run_dir").set_index("run_dir")[list(CELL)]
-    pts = points.join(run_cell, on="run_dir")
-    pts = pts[~pts.method.isin(REFERENCES)]
+    pts = points[~points.run_dir.map(run_cell.method).isin(REFERENCES)]
     labels = cells.set_index(list(CELL)).label
     rows = []
-    for (dataset, encoder), sec in pts.groupby(list(SECTION), sort=False):
-        by_cell = dict(list(sec.groupby(list(CELL), sort=False)))
-        order = [k for k in labels.index if k in by_cell]
-        for axis in COMPUTE_AXES:
-            reached = sec.groupby("run_dir")[axis.column].max()
-            if not (reached > 0).all():  # no compute recorded
-                continue
-            budget = float(reached.min())
-            for key in order:
-                runs = by_cell[key].groupby("run_dir")
-                values = [_value_at(g, axis.column, budget) for _, g in runs]
-                s = summarize([v for v in values if not math.isnan(v)])
-                rows.append((dataset, encoder, labels[key], axis.name, budget, metric,
-                             s.mean, s.std, s.n, s.ci_low, s.ci_high))
+    for axis in COMPUTE_AXES:
+        runs = run_cell.join(pts.groupby("run_dir")[axis.column].max().rename("reached"),
+                             how="inner")
+        budget = runs.groupby(list(SECTION)).reached.transform("min")
+        usable = runs.groupby(list(SECTION)).reached.transform(lambda r: (r > 0).all())
+        runs = runs[usable.astype(bool)].assign(budget=budget)
+        runs["value"] = values_at(pts, axis.column, runs.budget)
+        by_cell = dict(list(runs.groupby(list(CELL), sort=False)))
+        for key in labels.index:
+            if key in by_cell:
+                group = by_cell[key]
+                s = summarize(group.value.dropna().to_numpy())
+                rows.append((key[0], key[1], labels[key], axis.name, group.budget.iloc[0],
+                             metric, s.mean, s.std, s.n, s.ci_low, s.ci_high))
     columns = [*SECTION, "label", "axis", "budget", "metric", "mean", "std", "n", "ci_low",
                "ci_high"]
     return pd.DataFrame(rows, columns=columns)

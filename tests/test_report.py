@@ -23,7 +23,7 @@ FIGURES = ("metrics", "curves", "compute", "mask_ratio")
 
 def write_run(root: Path, name: str, method: str, seed: int, metrics: dict | None = None, *,
               options: dict | None = None, encoder: str = "vit-micro", status: str = "ok",
-              **config) -> Path:
+              train_s: float = 6.0, **config) -> Path:
     """A run folder as bench.train writes it, with a 3-epoch curve ending at the final kNN."""
     run_dir = root / name
     run_dir.mkdir(parents=True)
@@ -36,7 +36,7 @@ def write_run(root: Path, name: str, method: str, seed: int, metrics: dict | Non
     metrics = metrics or {}
     compute = {"pretrain_flops_per_sample": 0.0 if is_ref else 2e9, "wall_s": 10.0,
                "train_samples_per_s": None if is_ref else 1000.0, "device": "cpu (test)",
-               **({} if is_ref else {"train_s": 6.0})}
+               **({} if is_ref else {"train_s": train_s})}
     summary = {"run_id": name, "method": method, "dataset": "fashion-mnist", "encoder": encoder,
                "seed": seed, "status": status, "metrics": metrics, "compute": compute}
     if status == "failed":
@@ -61,7 +61,8 @@ def synthetic(tmp_path_factory) -> tuple[Path, Path]:
         write_run(a, f"mae{s}", "mae", s, {"linear_top1": MAE[s], "knn_top1": 0.7 + s / 10,
                                             "recon_loss": 0.3})
         write_run(a, f"qb{s}", "qbheat", s, {"linear_top1": QBHEAT[s], "knn_top1": 0.72 + s / 10,
-                                             "recon_loss": 0.1}, options={"mask_ratio": 0.75, "order": "xy"})
+                                             "recon_loss": 0.1}, options={"mask_ratio": 0.75, "order": "xy"},
+                  train_s=3.0)  # half MAE's compute
         for ref in REFERENCES:
             write_run(a, f"{ref}{s}", ref, s, {"linear_top1": 0.5 + s / 100, "knn_top1": 0.4})
     for s in range(2):  # two seeds only: no p-value
@@ -115,6 +116,20 @@ def test_paired_difference_and_p_value(synthetic_report):
     assert "+9.00 ± 2.48 (n=3), p = 0.0041" in md and "n < 3: no test" in md
 
 
+def test_accuracy_at_equal_compute(synthetic_report):
+    """qbheat spent half MAE's compute (3 s vs 6 s at the same FLOPs/sample and samples/s):
+    the budget is its total, where MAE is half-way between its epoch 1 and 2 evaluations
+    (kNN - 0.2 and - 0.1), so MAE's value there is its final kNN - 0.15."""
+    matched = pd.read_csv(synthetic_report / "compute_matched.csv")
+    sec = matched[matched.encoder == "vit-micro"].set_index(["axis", "label"])
+    assert sec.loc[("flops", "qbheat"), "budget"] == pytest.approx(2e9 * 1000 * 3.0 / 1e15)
+    assert sec.loc[("time", "qbheat"), "budget"] == pytest.approx(3.0)
+    for axis in ("flops", "time"):
+        assert sec.loc[(axis, "mae"), "mean"] == pytest.approx(0.8 - 0.15)
+        assert sec.loc[(axis, "mae"), "n"] == 3
+        assert sec.loc[(axis, "qbheat"), "mean"] == pytest.approx(0.82)
+
+
 def test_bold_only_where_cis_do_not_overlap(synthetic_report):
     md = (synthetic_report / "report.md").read_text()
     assert "| qbheat | **91.0 ± 2.5 (n=3)** |" in md  # linear: CI apart from the runner-up's
@@ -138,6 +153,9 @@ def test_sections_sweep_and_configurations(synthetic_report):
     for ratio in ("0.5", "0.75", "0.9"):
         assert f"| mae mask_ratio={ratio} |" in md
     assert "decoder_depth" in md.split("## Configurations")[1]
+    vit_micro, vit_tiny = md.split("## fashion-mnist · vit-tiny")[0], md.split("## fashion-mnist · vit-tiny")[1]
+    assert "Rows without [brackets] have decoder_depth=2" in vit_micro
+    assert "brackets" not in vit_tiny.split("## Figures")[0]  # nothing differs there
     assert NOT_COMPARABLE_TEXT in md and "pretext-task metrics" in md
     assert "accuracy at equal pretraining compute" in md
     for name in FIGURES:
@@ -155,6 +173,16 @@ def test_html_is_self_contained(synthetic_report):
     assert len(sources) == len(FIGURES) and all(s.startswith("data:image/png;base64,") for s in sources)
     assert 'id="main-table"' in page and "<link" not in page and "http" not in page.split("<body")[0]
     assert "Package versions of the runs" in page and "abc123" in page
+
+
+def test_only_failed_runs_still_report_and_no_runs_is_an_error(tmp_path, capsys):
+    write_run(tmp_path / "res", "boom", "mae", 0, status="failed")
+    write_report([tmp_path / "res"], tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Failed runs: 1" in md and "CUDA out of memory" in md and "no tables" in md
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no run folders" in capsys.readouterr().err
 
 
 def test_cli_report_several_dirs_and_unknown_baseline(synthetic, tmp_path, capsys):

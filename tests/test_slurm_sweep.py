@@ -28,7 +28,7 @@ from bench.sweep import resolve_run
 from bench.train import train_run
 from tests.test_slurm_cluster import _poll, slurm_cluster  # noqa: F401  (the cluster fixture)
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
 # The smallest runs that still train, probe and checkpoint.
 TINY = dict(dataset="digits", encoder="vit-micro", epochs=2, batch_size=32, train_limit=128,
@@ -72,10 +72,10 @@ def wait_states(out: Path, want: dict[str, str]) -> dict[str, str]:
 
 
 def job_ids(out: Path) -> dict[str, str]:
-    return {d.name: store.read_json(d / JOB)["job_id"] for d in sorted(out.glob(f"*/{JOB}"))}
+    return {f.parent.name: store.read_json(f)["job_id"] for f in sorted(out.glob(f"*/{JOB}"))}
 
 
-def test_sweep_array_report_resubmit_cancel_retry(slurm_cluster, tmp_path, capsys, submitted):
+def test_sweep_array_report_resubmit_cancel_retry(tmp_path, capsys, submitted):
     spec = write_spec(tmp_path / "tiny.toml", {"method": ["mae", "random-init"]}, [0, 1])
     out = tmp_path / "out"
     sweep = ["sweep", str(spec), "--launcher", "slurm", "--out", str(out), "--no-progress"]
@@ -134,7 +134,7 @@ def hold_attempts(epoch: int) -> bool:
     return False
 
 
-def test_requeued_job_resumes_to_same_metrics(slurm_cluster, tmp_path, digits, submitted):
+def test_requeued_job_resumes_to_same_metrics(tmp_path, digits, submitted):
     """`scontrol requeue` (the job is killed and restarted) and then SLURM's warning signal
     before a time limit (submitit checkpoints and requeues) each interrupt the run mid-way;
     every attempt resumes from the last epoch and the result equals an uninterrupted run."""
@@ -172,7 +172,7 @@ def test_requeued_job_resumes_to_same_metrics(slurm_cluster, tmp_path, digits, s
     assert (run_dir / store.METRICS).read_text() == (tmp_path / "full" / store.METRICS).read_text()
 
 
-def test_two_submissions_of_one_run_train_once(slurm_cluster, tmp_path, submitted):
+def test_two_submissions_of_one_run_train_once(tmp_path, submitted):
     cfg = resolve_run(RunConfig(**{**TINY, "method": "mae"}))
     out = tmp_path / "out"
     jobs = []
@@ -193,3 +193,13 @@ def test_two_submissions_of_one_run_train_once(slurm_cluster, tmp_path, submitte
     assert [r["epoch"] for r in store.read_jsonl(run_dir / store.METRICS)] == [1, 2]
     assert sorted(r["status"] for r in results) in (["ok", "skipped"], ["ok", "ok"])
     assert not (run_dir / "lock").exists()
+
+
+def test_sbatch_refusal_is_one_line_and_records_nothing(tmp_path, capsys):
+    spec = write_spec(tmp_path / "tiny.toml", {"method": ["random-init"]}, [0])
+    out = tmp_path / "out"
+    assert main(["sweep", str(spec), "--launcher", "slurm", "--out", str(out),
+                 "slurm.partition=nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: sbatch refused the jobs:") and "Invalid partition" in err
+    assert len(err.splitlines()) == 1 and not list(out.glob(f"*/{JOB}"))

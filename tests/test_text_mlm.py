@@ -20,7 +20,7 @@ from bench.data import text as T
 from bench.data.cards import load_card
 from bench.data.images import EvalSplit
 from bench.errors import ConfigError, IncompatibleError
-from bench.evaluate import extract_features, masked_token_metrics
+from bench.evaluate import extract_features, linear_probe, masked_token_metrics
 from bench.masking import Visible
 from bench.models.encoders import DataSpec, TransformerEncoder
 from bench.models.pretrainer import MaskedPretrainer, PretrainOutput
@@ -137,6 +137,18 @@ def test_raw_features_are_bag_of_words_without_padding(tiny: T.TextData) -> None
     assert torch.equal(tiny.raw_features(wider), bow)
 
 
+def test_probe_is_not_thrown_by_a_word_absent_from_its_train_set() -> None:
+    """Bag-of-words columns are often all zero on the probe's train subset; standardising them
+    by ~0 would turn one test occurrence into an untrained logit of ~1e6."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 2, generator=g)
+    y = (x[:, 0] > 0).long()
+    x[:, 1] = 0.0
+    test = x[300:].clone()
+    test[:, 1] = 1.0
+    assert linear_probe(x[:300], y[:300], test, y[300:], seed=0) > 0.95
+
+
 def test_pooled_features_ignore_padding(tiny: T.TextData) -> None:
     """A text's pooled features do not change when more padding is appended to it."""
     spec = DataSpec("text", (24,), vocab_size=40)
@@ -159,19 +171,27 @@ def test_pooled_features_ignore_padding(tiny: T.TextData) -> None:
 
 
 def test_a_text_without_tokens_gets_finite_features(tiny: T.TextData) -> None:
-    empty = replace(tiny, test_x=torch.zeros_like(tiny.test_x), test_len=torch.zeros_like(tiny.test_len))
+    empty = replace(
+        tiny, test_x=torch.zeros_like(tiny.test_x), test_len=torch.zeros_like(tiny.test_len)
+    )
     split = empty.eval_split("test", 2)
     assert split.pad_mask.sum(1).tolist() == [1, 1]  # read as one [PAD]
     encoder = TransformerEncoder(empty.spec, 32, 1, 2)
-    assert torch.isfinite(extract_features(encoder, empty, split, 2, torch.device("cpu"), "f")).all()
+    assert torch.isfinite(
+        extract_features(encoder, empty, split, 2, torch.device("cpu"), "f")
+    ).all()
 
 
 def test_loss_ignores_padding() -> None:
     spec = DataSpec("text", (12,), vocab_size=30)
     torch.manual_seed(0)
     model = MaskedPretrainer(
-        spec, TransformerEncoder(spec, 32, 1, 2), build_method("mae", {}, 16, "text", "token"),
-        16, 1, 2,
+        spec,
+        TransformerEncoder(spec, 32, 1, 2),
+        build_method("mae", {}, 16, "text", "token"),
+        16,
+        1,
+        2,
     )
     x = torch.randint(4, 30, (4, 12))
     x[:, 7:] = spec.pad_id
@@ -195,7 +215,6 @@ class FixedPredictor(nn.Module):
 
 
 LOGP = torch.full((8, 8), math.log(0.5 / 7))
-LOGP[6] = math.log(0.5 / 7)
 LOGP[6, 6] = math.log(0.5)  # token 6: p = 1/2, predicted (argmax)
 LOGP[7] = math.log(0.25 / 6)
 LOGP[7, 7], LOGP[7, 1] = math.log(0.25), math.log(0.5)  # token 7: p = 1/4, argmax is 1
@@ -218,19 +237,34 @@ def test_text_dir_pretrains_and_reports_masked_token_metrics_only(
     monkeypatch.setenv("MASKBENCH_CACHE", str(tmp_path / "cache"))
     folder = tmp_path / "texts"
     folder.mkdir()
-    (folder / "a.txt").write_text("\n\n".join(" ".join(tiny_corpus().train_texts[i : i + 4])
-                                              for i in range(0, 160, 4)))
+    (folder / "a.txt").write_text(
+        "\n\n".join(" ".join(tiny_corpus().train_texts[i : i + 4]) for i in range(0, 160, 4))
+    )
     name = f"text-dir:{folder}"
     with pytest.raises(IncompatibleError, match="no labels"):
         expand({"dataset": name}, {"method": ["random-init"]})
     (cfg,) = expand(
-        {"dataset": name, "vocab_size": 200, "block_length": 16, "epochs": 1, "batch_size": 16,
-         "decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2, "device": "cpu"},
+        {
+            "dataset": name,
+            "vocab_size": 200,
+            "block_length": 16,
+            "epochs": 1,
+            "batch_size": 16,
+            "decoder_dim": 32,
+            "decoder_depth": 1,
+            "decoder_heads": 2,
+            "device": "cpu",
+        },
         {"method": ["interp"]},
     )
     summary = train_run(cfg, tmp_path / "run", progress=False)
     assert summary["status"] == "ok"
-    assert set(summary["metrics"]) == {"recon_loss", "masked_token_acc", "perplexity", "pretrain_loss"}
+    assert set(summary["metrics"]) == {
+        "recon_loss",
+        "masked_token_acc",
+        "perplexity",
+        "pretrain_loss",
+    }
 
 
 @pytest.mark.parametrize("name", ["wordnet-glosses", "kjv-verses"])
@@ -240,7 +274,7 @@ def test_cards_state_the_block_defaults(name: str) -> None:
 
 
 def test_text_options_only_for_text_datasets() -> None:
-    with pytest.raises(ConfigError, match="only apply to text datasets"):
+    with pytest.raises(ConfigError, match="vocab_size: text datasets only"):
         load_dataset("digits", vocab_size=100)
     assert RunConfig(vocab_size=100).run_id != RunConfig().run_id
 
@@ -256,10 +290,31 @@ def test_cli_end_to_end_on_wordnet(
     out = tmp_path / "out"
     methods = ["qbheat", "mae", "interp", "random-init", "raw-input"]
     args = [
-        "run", "--methods", ",".join(methods), "--dataset", "wordnet-glosses", "--out", str(out),
-        "--epochs", "1", "--batch-size", "32", "--train-limit", "64", "--eval-train-limit", "200",
-        "--eval-test-limit", "100", "--no-progress", "vocab_size=400", "block_length=32",
-        "decoder_dim=32", "decoder_depth=1", "decoder_heads=2", "probe_steps=20", "device=cpu",
+        "run",
+        "--methods",
+        ",".join(methods),
+        "--dataset",
+        "wordnet-glosses",
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--train-limit",
+        "64",
+        "--eval-train-limit",
+        "200",
+        "--eval-test-limit",
+        "100",
+        "--no-progress",
+        "vocab_size=400",
+        "block_length=32",
+        "decoder_dim=32",
+        "decoder_depth=1",
+        "decoder_heads=2",
+        "probe_steps=20",
+        "device=cpu",
     ]
     assert main(args) == 0
     assert "report:" in capsys.readouterr().out

@@ -114,7 +114,9 @@ def load_dataset(
     text_options = {"vocab_size": vocab_size, "block_length": block_length}
     given = {k: v for k, v in text_options.items() if v is not None}
     if given and entry.modality != "text":
-        raise ConfigError(f"{', '.join(given)} only apply to text datasets, not {name!r}")
+        raise ConfigError(
+            f"{', '.join(given)}: text datasets only, and {name!r} is {entry.modality}"
+        )
     return entry.load(data_root=data_root, arg=arg, **given)
 
 
