@@ -35,8 +35,8 @@ data:
 
 demo: setup
 	$(PYTHON) -m bench run --methods qbheat,mae,interp,random-init,raw-input \
-	  --dataset fashion-mnist --encoder vit-micro --epochs 3 --train-limit 10000 \
-	  --eval-train-limit 10000 --seeds 0 --out $(DEMO_OUT)
+	  --dataset fashion-mnist --encoder vit-micro --epochs 3 --train-limit 6000 \
+	  --eval-train-limit 5000 --eval-test-limit 5000 --seeds 0 --out $(DEMO_OUT)
 
 # Masked language modelling on WordNet glosses at CPU size (small vocabulary and subsets).
 demo-text: setup
