@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields, is_dataclass, replace
-from typing import Any, TypeVar
+from dataclasses import dataclass, fields, is_dataclass, replace
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
-from submitit.helpers import Checkpointable, TorchDistributedEnvironment
+from submitit.helpers import TorchDistributedEnvironment
 from torch import Tensor, nn
 
 from bench.errors import ConfigError
@@ -129,26 +128,3 @@ def wrap(model: nn.Module) -> nn.Module:
     if current().world == 1:
         return model
     return nn.parallel.DistributedDataParallel(model)
-
-
-@dataclass
-class DistributedTask(Checkpointable):
-    """What each task of a multi-task SLURM job (or any one-process-per-device launcher) runs:
-    join the process group from the environment, call `fn(*args, **kwargs)`, leave it.
-
-    Submit one with `tasks_per_node` = GPUs per node (and `nodes` >= 1); submitit's
-    `job.results()` holds every task's return value, rank 0's first. On preemption or timeout submitit requeues the
-    same task (Checkpointable), which is right for work that resumes from its own checkpoint,
-    such as `bench.train.train_run`.
-    """
-
-    fn: Callable[..., Any]
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def __call__(self) -> Any:
-        init_from_env()
-        try:
-            return self.fn(*self.args, **self.kwargs)
-        finally:
-            shutdown()

@@ -241,7 +241,7 @@ class RunJob(Checkpointable):
     """Train one run unless it is done or another live job holds its lock.
 
     A submitit Checkpointable: on SLURM's timeout or preemption signal submitit calls
-    `checkpoint` and requeues the job. The run's state is already on disk (checkpoint.pt after
+    `checkpoint` and requeues the job (all its tasks). The run's state is already on disk (checkpoint.pt after
     every epoch), so the requeued job is this same object and resumes from the last epoch.
     """
 
@@ -262,9 +262,17 @@ class RunJob(Checkpointable):
         self.raise_errors = raise_errors  # debug launcher: let pdb see the error
 
     def __call__(self) -> dict[str, Any]:
-        """The job's entry point (SLURM task, worker process): its log says what it did."""
+        """The job's entry point (SLURM task, worker process): its log says what it did.
+
+        Every task of a multi-task SLURM job calls it: the tasks join one process group
+        (bench.distributed) and train the run together; a single task stays alone.
+        """
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        return self.run()
+        distributed.init_from_env()
+        try:
+            return self.run()
+        finally:
+            distributed.shutdown()
 
     def run(self, data: Any = None) -> dict[str, Any]:
         """The run's summary; `{"status": "skipped", ...}` when another live job has it."""

@@ -33,10 +33,14 @@ RUNNING_STATES = frozenset({"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT"})
 @dataclass
 class SlurmSettings:
     """Resources and policy of a sweep's jobs: the spec's `[slurm]` table, or `slurm.KEY=VALUE`
-    words on the command line. One run is one array task."""
+    words on the command line. One run is one array task: with `nodes` x `tasks_per_node` > 1
+    it trains data-parallel, one process per task (give each task its GPU: `gpus_per_task = 1`),
+    the run's `batch_size` being the global batch across them (bench.distributed)."""
 
     partition: str | None = None
     time_min: int = 60  # time limit of each job; a requeued job gets it again
+    nodes: int = 1
+    tasks_per_node: int = 1  # DDP processes per node: one per GPU
     cpus_per_task: int = 4  # also the job's torch threads (results depend on the thread count)
     gpus_per_task: int = 0
     mem_gb: float | None = None
@@ -57,7 +61,7 @@ class SlurmSettings:
         if not isinstance(self.sbatch, dict):
             raise ValueError(f"sbatch must be a table of sbatch options, got {self.sbatch!r}")
         self.sbatch = {_sbatch_key(k): _sbatch_value(k, v) for k, v in self.sbatch.items()}
-        for name in ("time_min", "cpus_per_task", "array_parallelism"):
+        for name in ("time_min", "nodes", "tasks_per_node", "cpus_per_task", "array_parallelism"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("gpus_per_task", "max_num_timeout", "signal_delay_s"):
@@ -99,6 +103,8 @@ def make_executor(folder: Path, settings: SlurmSettings, name: str, cluster: str
     executor.update_parameters(  # None values are left unset
         name=name,
         timeout_min=settings.time_min,
+        nodes=settings.nodes,
+        tasks_per_node=settings.tasks_per_node,
         cpus_per_task=settings.cpus_per_task,
         mem_gb=settings.mem_gb,
         slurm_partition=settings.partition,

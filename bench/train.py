@@ -388,6 +388,7 @@ def train_run(
         "pretrain_flops_per_sample": 0.0,
         "train_samples_per_s": None,
         "device": device_name(device),
+        "processes": dist.world,  # data-parallel ranks: samples/s is theirs together
     }
     if cfg.method == "raw-input":
         metrics = evaluate_encoder(ctx, None)

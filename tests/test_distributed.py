@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from bench import distributed, store
+from bench.cli import main
 from bench.data import load_dataset
 from bench.data.streaming import pretrain_batches
 from bench.errors import ConfigError
@@ -117,37 +118,38 @@ def _slurm_usable() -> None:
 
 @pytest.mark.slurm
 def test_two_task_slurm_job_resumes_under_ddp(tmp_path, single):
-    """submitit, tasks_per_node=2, cpus_per_task=1: the run job of every launcher, wrapped in
-    DistributedTask, resumes a one-process checkpoint of epoch 1 and ends as one process."""
+    """`bench run --launcher slurm slurm.tasks_per_node=2`: the array task is a 2-task job whose
+    tasks train the run together under DDP (gloo), resuming a one-process checkpoint of epoch 1;
+    the result follows the single process's trajectory."""
     _slurm_usable()
-    from bench.jobs import RunJob
-    from bench.slurm import SlurmSettings, make_executor
+    from bench.jobs import run_states
 
     cfg = resolve_run(tiny_config(**TINY))
-    run_dir = tmp_path / "out" / cfg.run_id
+    out = tmp_path / "out"
     with pytest.raises(RunInterrupted):
-        train_run(cfg, run_dir, progress=False, data=load_dataset("digits"),
+        train_run(cfg, out / cfg.run_id, progress=False, data=load_dataset("digits"),
                   interrupt=lambda epoch: epoch == 1)
-    executor = make_executor(tmp_path / "submitit", SlurmSettings(partition="debug", time_min=5,
-                                                                  cpus_per_task=1), "maskbench-ddp")
-    executor.update_parameters(tasks_per_node=2)
-    job = executor.submit(distributed.DistributedTask(RunJob(cfg, run_dir, threads=1)))
+    code = main(["run", "--methods", "mae", "--out", str(out), *CLI, "--launcher", "slurm",
+                 "slurm.partition=debug", "slurm.time_min=5", "slurm.cpus_per_task=1",
+                 "slurm.tasks_per_node=2"])
+    assert code == 0
+    run_dir = out / cfg.run_id
+    job_id = store.read_json(run_dir / "job.json")["job_id"]
     deadline = time.monotonic() + 300
-    while not job.done(force_check=True):
+    while (state := run_states(out, [cfg.run_id])[0].state) not in ("done", "failed", "cancelled"):
         if time.monotonic() > deadline:
-            job.cancel(check=False)
-            pytest.fail(f"job {job.job_id} not done after 300 s: {job.get_info(mode='force')}")
+            subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+            pytest.fail(f"job {job_id} not done after 300 s (state {state})")
         time.sleep(1)
-    summary, worker = job.results()  # one per task: rank 0's is the run's summary
-    assert summary["status"] == "ok" and "rank" not in summary, summary
-    assert worker["rank"] == 1
+    summary = store.read_json(run_dir / store.SUMMARY)
+    assert state == "done", summary.get("error")
+    assert summary["compute"]["processes"] == 2
     assert [r["start_epoch"] for r in store.read_jsonl(run_dir / "attempts.jsonl")] == [1]
     assert _losses(run_dir) == pytest.approx(_losses(single), rel=RTOL)
     assert _losses(run_dir, store.STEPS) == pytest.approx(_losses(single, store.STEPS), rel=RTOL)
 
 
-if __name__ == "__main__":  # a torchrun worker of test_torchrun_two_processes_follow_one_and_resume
-    from bench.cli import main
+if __name__ == "__main__":  # a torchrun worker of test_torchrun_two_processes_follow_one
     from bench.train import TrainStep
 
     seen: list[int] = []
