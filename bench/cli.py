@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench import progress
 from bench.errors import BenchError, UnknownNameError
 
 EXIT_BAD_INPUT = 2
@@ -335,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.fn(args)
+        with progress.shown(not getattr(args, "no_progress", False)):
+            return args.fn(args)
     except UnknownNameError as err:
         print(f"error: unknown {err.kind} {err}", file=sys.stderr)
     except BenchError as err:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from bench import progress
 from bench.config import protocol_list
 from bench.data.images import EvalSplit
 from bench.models.encoders import Encoder, init_weights, mean_pool, transformer_blocks
@@ -33,7 +33,7 @@ def extract_features(
     was_training = encoder.training
     encoder.eval()
     out = []
-    for i in tqdm(range(0, len(split), batch_size), desc=desc, leave=False, unit="batch"):
+    for i in progress.bar(range(0, len(split), batch_size), desc=desc, leave=False, unit="batch"):
         x = data.eval_batch(split.x[i : i + batch_size].to(device))
         pad = None if split.pad_mask is None else split.pad_mask[i : i + batch_size].to(device)
         with autocast(device):
@@ -270,7 +270,7 @@ def train_classifier(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     gen = torch.Generator().manual_seed(seed)
     model.train()
-    for _ in tqdm(range(recipe.epochs), desc=desc, leave=False, unit="epoch"):
+    for _ in progress.bar(range(recipe.epochs), desc=desc, leave=False, unit="epoch"):
         perm = torch.randperm(len(train), generator=gen)
         for i in range(0, len(train), batch_size):
             x, pad, y = _batch(data, train, perm[i : i + batch_size], device)
@@ -322,7 +322,7 @@ def reconstruction_loss(
     model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     total, count = torch.zeros((), device=device), 0
-    for i in tqdm(range(0, len(split), batch_size), desc="recon", leave=False, unit="batch"):
+    for i in progress.bar(range(0, len(split), batch_size), desc="recon", leave=False, unit="batch"):
         x = data.eval_batch(split.x[i : i + batch_size].to(device))
         with autocast(device):
             loss = model(x, gen).loss
@@ -346,7 +346,7 @@ def masked_token_metrics(
     nll = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     count = torch.zeros((), dtype=torch.long, device=device)
-    for i in tqdm(range(0, len(blocks), batch_size), desc="masked tokens", leave=False, unit="batch"):
+    for i in progress.bar(range(0, len(blocks), batch_size), desc="masked tokens", leave=False, unit="batch"):
         x = blocks[i : i + batch_size].to(device)
         with autocast(device):
             out = model(x, gen)

@@ -22,8 +22,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
+from bench import progress
 from bench.config import RunConfig
 from bench.data import dataset_key, load_dataset
 from bench.errors import SchedulerError
@@ -107,9 +106,10 @@ class LocalLauncher:
         with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(slots, gpus)) as pool:
             futures = [pool.submit(job) for job in jobs]
-            for _ in tqdm(as_completed(futures), total=len(futures), desc="runs", unit="run",
-                          disable=not self.progress):
-                pass
+            with progress.shown(self.progress):
+                for _ in progress.bar(as_completed(futures), total=len(futures), desc="runs",
+                                      unit="run"):
+                    pass
         return [f.result() for f in futures]
 
 

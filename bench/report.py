@@ -18,9 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
 
-from bench import figures, store
+from bench import figures, progress, store
 from bench.aggregate import Aggregate, collect, curves
 from bench.document import (
     Block,
@@ -180,7 +179,7 @@ def _make_figures(a: Analysis, out: Path) -> list[figures.Figure]:
         lambda: figures.mask_ratio_figure(a.ok, a.cells, accuracy, out),
         lambda: figures.reconstruction_figure(a.ok, a.cells, out, a.notes),
     ]
-    made = [make() for make in tqdm(makers, desc="figures", unit="figure", leave=False)]
+    made = [make() for make in progress.bar(makers, desc="figures", unit="figure", leave=False)]
     return [f for f in made if f is not None]
 
 

@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 import methods  # noqa: F401  (registers every method)
 from bench import distributed, store
@@ -38,6 +37,7 @@ from bench.evaluate import (
 from bench.models.encoders import DataSpec, build_encoder
 from bench.models.patches import patchify, unpatchify
 from bench.models.pretrainer import MaskedPretrainer
+from bench.progress import bar, shown
 from methods.base import build_method
 
 # Reference rows: what the same probes give without pretraining, so a reader sees what
@@ -165,8 +165,8 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     """Linear warmup to `peak`, then half-cosine to zero."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    done = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
 
 
 def pretrain_flops_per_sample(model: MaskedPretrainer, x: torch.Tensor) -> float:
@@ -199,7 +199,6 @@ class RunContext:
     run_dir: Path
     device: torch.device
     data: Any
-    progress: bool = True
 
 
 def write_config(run_dir: Path, cfg: RunConfig, data) -> None:
@@ -251,13 +250,12 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
     train_step = TrainStep(model, opt, device, use_compile(cfg.compile, device))
     step_log = StepLog(steps_path, cfg.log_every, device, write=dist.is_main)
     model.train()
-    epochs = tqdm(
+    epochs = bar(
         range(state["epoch"], cfg.epochs),
         initial=state["epoch"],
         total=cfg.epochs,
         desc=f"{cfg.method} seed {cfg.seed}",
         unit="epoch",
-        disable=not (ctx.progress and dist.is_main),
     )
     for epoch in epochs:
         gen = epoch_generator(cfg.seed, epoch, device)
@@ -371,7 +369,15 @@ def train_run(
 
     Under DDP (see bench.distributed) all ranks pretrain; rank 0 alone evaluates and writes the
     run folder, and the other ranks return `summary_record(cfg, "ok", rank=r)` after pretraining.
+    `progress=False` silences every progress bar of the run (bench.progress).
     """
+    with shown(progress):
+        return _train_and_evaluate(cfg, run_dir, interrupt, data)
+
+
+def _train_and_evaluate(
+    cfg: RunConfig, run_dir: Path, interrupt: Callable[[int], bool] | None, data
+) -> dict[str, Any]:
     wall_start = time.perf_counter()
     dist = distributed.current()
     device = resolve_device(cfg.device)
@@ -381,7 +387,7 @@ def train_run(
         write_config(run_dir, cfg, data)
     elif cfg.method in REFERENCES:  # nothing to train: rank 0 evaluates
         return summary_record(cfg, "ok", rank=dist.rank)
-    ctx = RunContext(cfg, run_dir, device, data, progress)
+    ctx = RunContext(cfg, run_dir, device, data)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     compute: dict[str, Any] = {

@@ -41,6 +41,20 @@ def test_run_end_to_end(tmp_path, capsys):
     assert mtimes == {d: (d / "summary.json").stat().st_mtime_ns for d in dirs}
 
 
+def test_no_progress_silences_every_bar(tmp_path, capsys):
+    """`--no-progress` reaches the bars inside training, feature extraction and probes; without
+    it they are drawn (to stderr)."""
+    quiet = [a for a in TINY if a != "--no-progress"]
+    for flag, out in (([], tmp_path / "a"), (["--no-progress"], tmp_path / "b")):
+        assert main(["run", "--methods", "mae", "--out", str(out), *quiet,
+                     *flag]) == 0
+        err = capsys.readouterr().err
+        if flag:
+            assert err == ""
+        else:
+            assert "mae seed 0" in err and "features train" in err and "recon" in err
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
+from bench import progress
 from bench.data.cards import load_card
 from bench.data.images import EvalSplit, apply_affine, crop_flip_params, normalize_images
 from bench.errors import ConfigError, DataNotFoundError
@@ -162,7 +162,7 @@ class StreamingImageData:
                 num_workers=self.workers,
                 collate_fn=_collate,
             )
-            parts = list(tqdm(loader, desc=f"decode {self.name} {split}", leave=False, unit="batch"))
+            parts = list(progress.bar(loader, desc=f"decode {self.name} {split}", leave=False, unit="batch"))
             self.decoded[key] = EvalSplit(
                 torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
             )

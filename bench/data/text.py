@@ -26,9 +26,8 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from bench import store
+from bench import progress, store
 from bench.data.images import EvalSplit
 from bench.errors import ConfigError, DataNotFoundError, UnknownDatasetError
 from bench.models.encoders import DataSpec
@@ -522,7 +521,7 @@ def encode_corpus(tokenizer: Tokenizer, corpus: TextCorpus, length: int) -> dict
     out: dict[str, Tensor] = {}
     for split, texts in (("train", corpus.train_texts), ("test", corpus.test_texts)):
         seqs: list[list[int]] = []
-        for i in tqdm(
+        for i in progress.bar(
             range(0, len(texts), ENCODE_CHUNK), desc=f"tokenize {split}", unit="chunk", leave=False
         ):
             seqs += [e.ids for e in tokenizer.encode_batch_fast(texts[i : i + ENCODE_CHUNK])]
