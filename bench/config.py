@@ -111,6 +111,7 @@ class RunConfig:
     data_root: str | None = None
     compile: bool | None = None  # torch.compile the pretraining step (None: on CUDA only)
     log_every: int = 0  # also log the mean loss of every N steps, without a host sync (0: off)
+    checkpoint_every_min: float = 10.0  # also checkpoint inside epochs this often (0: epoch ends)
     # Text data only (None: bench/data/text.py's defaults, stated in the dataset cards).
     vocab_size: int | None = None  # WordPiece vocabulary, trained on the train split
     block_length: int | None = None  # tokens per pretraining block = eval truncation length
@@ -120,12 +121,18 @@ class RunConfig:
     finetune_epochs: int = 5  # finetune: end to end, linear head on pooled features
     finetune_layer_decay: float = 0.75  # lr x decay^(depth - layer) per ViT block (1: none)
 
-    LOCATION_KEYS = ("device", "data_root", "compile", "log_every")
+    # A resumed run ends as an uninterrupted one, so checkpointing is not part of the identity.
+    LOCATION_KEYS = ("device", "data_root", "compile", "log_every", "checkpoint_every_min")
 
     def __post_init__(self) -> None:
         protocol_list(self.protocols)
         if self.log_every < 0:
             raise ConfigError(f"log_every must be >= 0 (0: off), got {self.log_every}")
+        if self.checkpoint_every_min < 0:
+            raise ConfigError(
+                f"checkpoint_every_min must be >= 0 (0: at epoch ends only), got "
+                f"{self.checkpoint_every_min}"
+            )
         if self.tran1_epochs < 1 or self.finetune_epochs < 1:
             raise ConfigError("tran1_epochs and finetune_epochs must be >= 1")
         if not 0.0 < self.finetune_layer_decay <= 1.0:

@@ -6,7 +6,8 @@ Files in OUT/<run_id>/ besides store.py's:
                   with O_CREAT|O_EXCL. A lock whose holder is gone (its SLURM job no longer
                   pending or running; locally, its pid dead on this host) is stale: taken over.
   job.json        the launcher's record: launcher, SLURM job id, log paths, config
-  attempts.jsonl  one line per time the run started training (a requeue adds one)
+  attempts.jsonl  one line per time the run started training (a requeue adds one), with
+                  the epoch and step it resumed from
 """
 
 from __future__ import annotations
@@ -227,14 +228,16 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def checkpoint_epoch(run_dir: Path) -> int:
-    """Epochs finished in the run's checkpoint (0 without one): where training resumes."""
+def checkpoint_position(run_dir: Path) -> tuple[int, int]:
+    """(epochs finished, steps of the next epoch finished) in the run's checkpoint, (0, 0)
+    without one: where training resumes."""
     path = run_dir / store.CHECKPOINT
     if not path.exists():
-        return 0
+        return 0, 0
     import torch
 
-    return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["state"]["epoch"])
+    state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)["state"]
+    return int(state["epoch"]), int(state.get("step", 0))
 
 
 class RunJob(Checkpointable):
@@ -309,12 +312,12 @@ class RunJob(Checkpointable):
 
             torch.set_num_threads(self.threads)
         try:
-            start_epoch = checkpoint_epoch(self.run_dir)
+            epoch, step = checkpoint_position(self.run_dir)
             if distributed.current().is_main:
-                store.append_jsonl(self.run_dir / ATTEMPTS,
-                                   {**dataclasses.asdict(me), "start_epoch": start_epoch})
-            log.info("run %s (%s seed %d) from epoch %d -> %s", self.cfg.run_id,
-                     self.cfg.method, self.cfg.seed, start_epoch, self.run_dir)
+                store.append_jsonl(self.run_dir / ATTEMPTS, {
+                    **dataclasses.asdict(me), "start_epoch": epoch, "start_step": step})
+            log.info("run %s (%s seed %d) from epoch %d step %d -> %s", self.cfg.run_id,
+                     self.cfg.method, self.cfg.seed, epoch, step, self.run_dir)
             return train_run(self.cfg, self.run_dir, self.progress, self.interrupt, data)
         except Exception as err:  # recorded in summary.json: reports list it, the sweep goes on
             log.error("run %s failed: %s", self.cfg.run_id, err)

@@ -215,11 +215,38 @@ def write_config(run_dir: Path, cfg: RunConfig, data) -> None:
     )
 
 
+# Under DDP the ranks agree on a mid-epoch checkpoint (a small collective) every this many
+# steps; a single process reads its clock after every step, which costs no device sync.
+DDP_CHECKPOINT_POLL_STEPS = 50
+
+
+class CheckpointClock:
+    """When to write a mid-epoch checkpoint: after `every_min` minutes of training since the
+    last checkpoint (0: at epoch ends only). Rank 0's clock decides for every rank."""
+
+    def __init__(self, every_min: float, world: int):
+        self.every_s = every_min * 60
+        self.poll = 1 if world == 1 else DDP_CHECKPOINT_POLL_STEPS
+        self.reset()
+
+    def reset(self) -> None:
+        self.last = time.monotonic()
+
+    def due(self, i: int) -> bool:
+        if not self.every_s or (i + 1) % self.poll:
+            return False
+        return distributed.from_main(time.monotonic() - self.last >= self.every_s)
+
+
 def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int], bool] | None):
     """Train `model` to `cfg.epochs`, resuming from the run folder's checkpoint if present.
 
-    Under DDP every rank takes its rows of each global batch of `cfg.batch_size`; rank 0 writes
-    the metrics and checkpoints while the others wait, and every rank resumes from them.
+    A checkpoint is written after every epoch and, within long epochs, every
+    `checkpoint_every_min` minutes; a mid-epoch one also holds the epoch generator's state and
+    the epoch's running loss sums, so the resumed epoch draws and logs exactly what an
+    uninterrupted one would. Under DDP every rank takes its rows of each global batch of
+    `cfg.batch_size`; rank 0 writes the metrics and checkpoints while the others wait, and
+    every rank resumes from them.
     """
     cfg, device, data = ctx.cfg, ctx.device, ctx.data
     dist = distributed.current()
@@ -234,21 +261,35 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
     steps_per_epoch = n // cfg.batch_size  # full batches only: every step has the same shape
     total = cfg.epochs * steps_per_epoch
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    state = {"epoch": 0, "train_s": 0.0, "samples": 0}
+    # epoch: epochs finished; step: steps of the next epoch finished (a mid-epoch checkpoint).
+    state = {"epoch": 0, "step": 0, "train_s": 0.0, "samples": 0}
+    partial = None  # a mid-epoch checkpoint's generator state and running sums
     if ckpt_path.exists():
         ckpt = store.load_torch(ckpt_path)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        state = ckpt["state"]
+        state = {"step": 0, **ckpt["state"]}
+        partial = ckpt.get("partial")
         if dist.is_main:
-            for path in (metrics_path, steps_path):
-                if path.exists():
-                    store.truncate_jsonl(path, lambda r: r.get("epoch", 0) <= state["epoch"])
+            done = state["epoch"] * steps_per_epoch + state["step"]
+            if metrics_path.exists():
+                store.truncate_jsonl(metrics_path, lambda r: r["epoch"] <= state["epoch"])
+            if steps_path.exists():
+                store.truncate_jsonl(steps_path, lambda r: r["step"] <= done)
     elif dist.is_main:  # records of an attempt that never reached a checkpoint
         metrics_path.unlink(missing_ok=True)
         steps_path.unlink(missing_ok=True)
     train_step = TrainStep(model, opt, device, use_compile(cfg.compile, device))
     step_log = StepLog(steps_path, cfg.log_every, device, write=dist.is_main)
+    clock = CheckpointClock(cfg.checkpoint_every_min, dist.world)
+
+    def save(extra: dict[str, Any] | None = None) -> None:
+        if dist.is_main:
+            store.save_torch(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                         "state": state, **(extra or {})})
+        distributed.barrier()  # every rank resumes from the same checkpoint
+        clock.reset()
+
     model.train()
     epochs = bar(
         range(state["epoch"], cfg.epochs),
@@ -261,32 +302,50 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
         gen = epoch_generator(cfg.seed, epoch, device)
         perm = torch.randperm(data.n_pretrain(), generator=gen, device=device)[:n]
         batches = perm[: steps_per_epoch * cfg.batch_size].view(steps_per_epoch, cfg.batch_size)
-        loss_sum = torch.zeros((), device=device)
-        start = time.perf_counter()
-        for i, x in enumerate(pretrain_batches(data, batches, gen, cfg.augment, rows)):
+        first, loss_sum = 0, torch.zeros((), device=device)
+        if partial is not None:  # resume inside this epoch
+            first = state["step"]
+            gen.set_state(partial["generator"])
+            loss_sum = torch.tensor(partial["loss_sum"], device=device)
+            step_log.window = torch.tensor(partial["log_window"], device=device)
+            partial = None
+        start, before = time.perf_counter(), dict(state)
+        inputs = pretrain_batches(data, batches[first:], gen, cfg.augment, rows)
+        for i, x in enumerate(inputs, start=first):
             step = epoch * steps_per_epoch + i
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total, warmup, cfg.lr)
             loss = train_step(x, gen)
             loss_sum += loss  # no host sync inside the loop
             step_log.add(epoch, i, step, loss)
+            if i + 1 < steps_per_epoch and clock.due(i):
+                step_log.flush(wait=True)
+                state = {
+                    "epoch": epoch,
+                    "step": i + 1,
+                    "train_s": before["train_s"] + time.perf_counter() - start,
+                    "samples": before["samples"] + (i + 1 - first) * cfg.batch_size,
+                }
+                # Running sums as the mean over ranks: any number of ranks resumes from them.
+                save({"partial": {
+                    "generator": gen.get_state(),
+                    "loss_sum": distributed.mean(loss_sum).item(),
+                    "log_window": distributed.mean(step_log.window).item(),
+                }})
         epoch_loss = (distributed.mean(loss_sum) / steps_per_epoch).item()
         step_log.new_epoch()
         state = {
             "epoch": epoch + 1,
-            "train_s": state["train_s"] + time.perf_counter() - start,
-            "samples": state["samples"] + steps_per_epoch * cfg.batch_size,
+            "step": 0,
+            "train_s": before["train_s"] + time.perf_counter() - start,
+            "samples": before["samples"] + (steps_per_epoch - first) * cfg.batch_size,
         }
         record = {"epoch": epoch + 1, "loss": epoch_loss, "lr": opt.param_groups[0]["lr"]}
         if dist.is_main:
             if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
                 record.update(evaluate_encoder(ctx, model.encoder, knn_only=True))
             store.append_jsonl(metrics_path, record)
-            store.save_torch(
-                ckpt_path,
-                {"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state},
-            )
-        distributed.barrier()  # every rank resumes from the checkpoint of the same epoch
+        save()
         epochs.set_postfix(loss=f"{epoch_loss:.4f}")
         if interrupt is not None and interrupt(epoch + 1) and epoch + 1 < cfg.epochs:
             raise RunInterrupted(f"stopped after epoch {epoch + 1}; rerun to resume")

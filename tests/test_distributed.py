@@ -8,6 +8,7 @@ one full-batch sum), about 1e-6 relative after a few steps; on this machine they
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -23,9 +24,10 @@ from bench.cli import main
 from bench.data import load_dataset
 from bench.data.streaming import pretrain_batches
 from bench.errors import ConfigError
+from bench.jobs import checkpoint_position
 from bench.masking import Visible
 from bench.sweep import resolve_run
-from bench.train import RunInterrupted, train_run
+from bench.train import TrainStep, train_run
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +69,29 @@ def test_ranks_rows_together_are_the_global_batch(digits):
         assert torch.equal(torch.cat([halves[0][i], halves[1][i]]), whole[i])
 
 
+def kill_at_step(k: int, run) -> None:
+    """Call `run()`, killing it at the start of training step `k` (0-based), as SIGKILL would."""
+
+    class Killed(Exception):
+        pass
+
+    done = []
+    step = TrainStep.__call__
+
+    def dies(self, x, generator):
+        if len(done) == k:
+            raise Killed
+        done.append(1)
+        return step(self, x, generator)
+
+    TrainStep.__call__ = dies
+    try:
+        with pytest.raises(Killed):
+            run()
+    finally:
+        TrainStep.__call__ = step
+
+
 def _losses(run_dir: Path, name: str = store.METRICS) -> list[float]:
     return [r["loss"] for r in store.read_jsonl(run_dir / name)]
 
@@ -82,10 +107,12 @@ def single(tmp_path_factory) -> Path:
 
 def test_torchrun_two_processes_follow_one(tmp_path, single):
     """`torchrun --nproc_per_node 2 -m bench run ...` as the README shows, with gloo on CPU:
-    the per-epoch and per-2-step losses are the single process's; rank 0 alone writes."""
+    the per-epoch and per-2-step losses are the single process's; rank 0 alone writes. The
+    ranks also agree on a mid-epoch checkpoint every 2 steps (polled every 2 steps here)."""
     out, spied = tmp_path / "ddp", tmp_path / "rows"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           __file__, str(spied), "run", "--methods", "mae", "--out", str(out), *CLI]
+           __file__, str(spied), "run", "--methods", "mae", "--out", str(out), *CLI,
+           "checkpoint_every_min=1e-9"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -95,9 +122,10 @@ def test_torchrun_two_processes_follow_one(tmp_path, single):
     assert _losses(run) == pytest.approx(_losses(single), rel=RTOL)
     assert _losses(run, store.STEPS) == pytest.approx(_losses(single, store.STEPS), rel=RTOL)
     assert len(store.read_jsonl(run / "attempts.jsonl")) == 1
-    # Each rank trained on its 16 rows of every 32-sample step: 4 steps x 2 epochs.
+    # Each rank trained on its 16 rows of every 32-sample step, 4 steps x 2 epochs, and both
+    # checkpointed after step 2 of each epoch (not after step 4: the epoch's own checkpoint).
     for rank in (0, 1):
-        assert json.loads(Path(f"{spied}{rank}.json").read_text()) == [16] * 8
+        assert json.loads(Path(f"{spied}{rank}.json").read_text()) == [[16] * 8, [2, 6]]
 
 
 def _slurm_usable() -> None:
@@ -119,16 +147,16 @@ def _slurm_usable() -> None:
 @pytest.mark.slurm
 def test_two_task_slurm_job_resumes_under_ddp(tmp_path, single):
     """`bench run --launcher slurm slurm.tasks_per_node=2`: the array task is a 2-task job whose
-    tasks train the run together under DDP (gloo), resuming a one-process checkpoint of epoch 1;
-    the result follows the single process's trajectory."""
+    tasks train the run together under DDP (gloo), resuming the mid-epoch checkpoint of a killed
+    single process; the result follows the single process's trajectory."""
     _slurm_usable()
     from bench.jobs import run_states
 
     cfg = resolve_run(tiny_config(**TINY))
     out = tmp_path / "out"
-    with pytest.raises(RunInterrupted):
-        train_run(cfg, out / cfg.run_id, progress=False, data=load_dataset("digits"),
-                  interrupt=lambda epoch: epoch == 1)
+    kill_at_step(6, lambda: train_run(dataclasses.replace(cfg, checkpoint_every_min=1e-9),
+                                      out / cfg.run_id, progress=False, data=load_dataset("digits")))
+    assert checkpoint_position(out / cfg.run_id) == (1, 2)  # inside epoch 2 of 2
     code = main(["run", "--methods", "mae", "--out", str(out), *CLI, "--launcher", "slurm",
                  "slurm.partition=debug", "slurm.time_min=5", "slurm.cpus_per_task=1",
                  "slurm.tasks_per_node=2"])
@@ -144,23 +172,33 @@ def test_two_task_slurm_job_resumes_under_ddp(tmp_path, single):
     summary = store.read_json(run_dir / store.SUMMARY)
     assert state == "done", summary.get("error")
     assert summary["compute"]["processes"] == 2
-    assert [r["start_epoch"] for r in store.read_jsonl(run_dir / "attempts.jsonl")] == [1]
+    attempts = store.read_jsonl(run_dir / "attempts.jsonl")
+    assert [(r["start_epoch"], r["start_step"]) for r in attempts] == [(1, 2)]
     assert _losses(run_dir) == pytest.approx(_losses(single), rel=RTOL)
     assert _losses(run_dir, store.STEPS) == pytest.approx(_losses(single, store.STEPS), rel=RTOL)
 
 
 if __name__ == "__main__":  # a torchrun worker of test_torchrun_two_processes_follow_one
-    from bench.train import TrainStep
+    from bench import train
 
+    train.DDP_CHECKPOINT_POLL_STEPS = 2
     seen: list[int] = []
-    step = TrainStep.__call__
+    saved: list[int] = []  # global steps at which this rank took part in a mid-epoch checkpoint
+    step, due = TrainStep.__call__, train.CheckpointClock.due
 
     def spy(self, x, generator):
         seen.append(len(x))
         return step(self, x, generator)
 
+    def spy_due(self, i):
+        if due(self, i):
+            saved.append(len(seen))
+            return True
+        return False
+
     TrainStep.__call__ = spy
+    train.CheckpointClock.due = spy_due
     code = main(sys.argv[2:])
-    Path(f"{sys.argv[1]}{os.environ['RANK']}.json").write_text(json.dumps(seen))
+    Path(f"{sys.argv[1]}{os.environ['RANK']}.json").write_text(json.dumps([seen, saved]))
     distributed.shutdown()
     sys.exit(code)

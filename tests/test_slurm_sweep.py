@@ -21,7 +21,7 @@ import torch
 from bench import store
 from bench.cli import main
 from bench.config import RunConfig
-from bench.jobs import ATTEMPTS, JOB, RunJob, checkpoint_epoch, run_states
+from bench.jobs import ATTEMPTS, JOB, RunJob, checkpoint_position, run_states
 from bench.launch import SUBMITIT_DIR, SubmititLauncher
 from bench.slurm import query_jobs, slurm_settings
 from bench.sweep import resolve_run
@@ -149,7 +149,7 @@ def test_requeued_job_resumes_to_same_metrics(tmp_path, digits, submitted):
 
     def at_epoch(n: int) -> bool:
         lines = store.read_jsonl(run_dir / ATTEMPTS)
-        return len(lines) == n and checkpoint_epoch(run_dir) == n
+        return len(lines) == n and checkpoint_position(run_dir) == (n, 0)
 
     assert _poll(lambda: at_epoch(1), timeout_s=WAIT_S, interval_s=0.5), "attempt 1 stalled"
     subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)

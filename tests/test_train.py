@@ -6,7 +6,8 @@ import torch
 from bench import store
 from bench.evaluate import knn_top1, linear_probe
 from bench.sweep import resolve_run
-from bench.train import RunInterrupted, lr_at, train_run
+from bench.jobs import checkpoint_position
+from bench.train import RunInterrupted, TrainStep, lr_at, train_run
 from tests.conftest import tiny_config
 
 
@@ -45,6 +46,38 @@ def test_resume_equals_uninterrupted(tmp_path, digits):
     lines = (tmp_path / "cut" / store.METRICS).read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
     assert lines == (tmp_path / "full" / store.METRICS).read_text().splitlines()
+
+
+class Killed(Exception):
+    """Stands for SIGKILL in the middle of a step."""
+
+
+@pytest.mark.parametrize("killed_at", [2, 6])  # inside epoch 1, inside epoch 2 (4 steps each)
+def test_mid_epoch_resume_equals_uninterrupted(tmp_path, digits, monkeypatch, killed_at):
+    """With a checkpoint after every step, a run killed inside an epoch resumes at that step
+    (generator state and running loss sums restored): the metrics, the per-epoch losses and
+    the per-step losses are the uninterrupted run's, bit for bit."""
+    cfg = resolve_run(tiny_config(epochs=2, log_every=3, checkpoint_every_min=1e-9))
+    full = train_run(cfg, tmp_path / "full", progress=False, data=digits)
+    steps_done = []
+    step = TrainStep.__call__
+
+    def dies(self, x, generator):
+        if len(steps_done) == killed_at:
+            raise Killed
+        steps_done.append(1)
+        return step(self, x, generator)
+
+    with monkeypatch.context() as m:
+        m.setattr(TrainStep, "__call__", dies)
+        with pytest.raises(Killed):
+            train_run(cfg, tmp_path / "cut", progress=False, data=digits)
+    assert checkpoint_position(tmp_path / "cut") == divmod(killed_at, 4)
+    resumed = train_run(cfg, tmp_path / "cut", progress=False, data=digits)
+    assert resumed["metrics"] == full["metrics"]
+    for name in (store.METRICS, store.STEPS):
+        assert (tmp_path / "cut" / name).read_text() == (tmp_path / "full" / name).read_text()
+    assert resumed["compute"]["train_samples_per_s"] > 0
 
 
 def test_summary_matches_design(tmp_path, digits):
