@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction,
                    help="torch.compile the pretraining step (default: on CUDA only)")
     add_launcher_arguments(p)
+
+
+def non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return int(text)
 
 
 def positive_int(text: str) -> int:
@@ -302,19 +309,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_list)
 
-    p = sub.add_parser("perf", help="benchmark a pretraining step (samples/s, FLOPs)")
-    p.add_argument("--methods", type=csv_list, default=["mae"])
-    p.add_argument("--encoder", default="vit-micro")
-    p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--image-size", type=int, help="synthetic images of this size (e.g. 224)")
-    p.add_argument("--device")
-    p.add_argument("--data-root")
+    p = sub.add_parser("perf", help="benchmark a pretraining step (samples/s, FLOPs, MFU)")
+    p.add_argument("--methods", type=csv_list, default=["mae"],
+                   help="comma list of methods (default mae)")
+    p.add_argument("--encoder", default="vit-micro", help="encoder preset (default vit-micro)")
+    p.add_argument("--dataset", default="fashion-mnist",
+                   help="dataset whose data path is timed (default fashion-mnist)")
+    p.add_argument("--batch", type=positive_int, default=256, help="global batch (default 256)")
+    p.add_argument("--steps", type=positive_int, default=10, help="timed steps (default 10)")
+    p.add_argument("--warmup", type=non_negative_int, default=3,
+                   help="untimed steps first: compilation, caches (default 3)")
+    p.add_argument("--image-size", type=positive_int,
+                   help="synthetic images of this size only (e.g. 224); no data path")
+    p.add_argument("--device", help="auto (default), cuda, cuda:1, cpu")
+    p.add_argument("--data-root", help="where the dataset's files are")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction,
-                   help="torch.compile the step (default: on CUDA only)")
-    p.add_argument("--json", action="store_true")
+                   help="torch.compile the step (default: on CUDA only, as in training)")
+    p.add_argument("--json", action="store_true", help="one JSON object per method")
     p.set_defaults(fn=cmd_perf)
 
     p = sub.add_parser("download", help="fetch a torchvision dataset (cifar10, cifar100, stl10)")
@@ -342,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown {err.kind} {err}", file=sys.stderr)
     except BenchError as err:
         print(f"error: {err}", file=sys.stderr)
+    except BrokenPipeError:  # `bench ... | head` closed our stdout: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -23,6 +23,7 @@ from bench.data import load_dataset
 from bench.data.streaming import pretrain_batches
 from bench.evaluate import autocast
 from bench.models.encoders import DataSpec
+from bench.progress import bar
 from bench.sweep import resolve_run
 from bench.train import (
     TrainStep,
@@ -106,7 +107,8 @@ def measure(opts: PerfOptions) -> list[dict]:
     else:
         data = load_dataset(opts.dataset, opts.data_root).to(device)
         spec = data.spec
-    return [_measure_one(method, opts, device, spec, data) for method in opts.methods]
+    return [_measure_one(method, opts, device, spec, data)
+            for method in bar(opts.methods, desc="perf", unit="method")]
 
 
 def _real_inputs(data, batch: int, count: int, gen: torch.Generator, device) -> Iterator[Tensor]:
