@@ -66,3 +66,12 @@ def test_encoder_sees_only_visible_tokens():
     y[..., r * 4 : r * 4 + 4, c * 4 : c * 4 + 4] += 5.0  # change one hidden patch
     with torch.no_grad():
         assert torch.equal(model.encoder.forward_visible(x, visible), model.encoder.forward_visible(y, visible))
+
+
+def test_every_attention_is_fused_sdpa():
+    """Encoder and decoder attention go through F.scaled_dot_product_attention (flash /
+    memory-efficient kernels on CUDA), for every method."""
+    for method in ("mae", "qbheat", "interp"):
+        model = build_model(RunConfig(method=method, encoder="vit-tiny"), SPEC)
+        flags = [m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")]
+        assert len(flags) == 12 + 2 and all(flags), (method, flags)
