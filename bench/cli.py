@@ -303,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="report folder (default DIR/report)")
     p.add_argument("--baseline", default="mae",
                    help="method every other row is compared with, paired by seed (default mae)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("list", help="methods, reference rows, encoders and datasets")
@@ -326,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction,
                    help="torch.compile the step (default: on CUDA only, as in training)")
     p.add_argument("--json", action="store_true", help="one JSON object per method")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_perf)
 
     p = sub.add_parser("download", help="fetch a torchvision dataset (cifar10, cifar100, stl10)")
