@@ -106,30 +106,140 @@ def test_torchvision_set_missing_names_files_and_download(tmp_path, monkeypatch)
     assert "python -m bench download cifar10" in msg
 
 
-def test_torchvision_arrays_become_streamed_data(tmp_path, monkeypatch):
-    """torchvision's arrays (CIFAR: NHWC) become uint8 NCHW; nothing is downloaded."""
-    card = S.load_card("cifar10")
-    folder = tmp_path / card["folder"]
-    folder.mkdir()
-    for name in card["files"]:
-        (folder / name).write_bytes(b"")
-    calls = []
+# ------------------------------------------------------------------ torchvision's own files
+# Small files written in each set's genuine format and read by torchvision's real classes. The
+# only change to torchvision is its table of md5 sums (of the published archives), set to the
+# sums of these files so its integrity check passes.
 
-    class FakeCIFAR:
-        classes = [f"c{i}" for i in range(10)]
 
-        def __init__(self, root, download, train):
-            calls.append((root, download, train))
-            n = 20 if train else 10
-            self.data = np.arange(n * 32 * 32 * 3, dtype=np.uint64).reshape(n, 32, 32, 3).astype(np.uint8)
-            self.targets = [i % 10 for i in range(n)]
+def pixels(n: int, size: int, offset: int = 0) -> np.ndarray:
+    """uint8 [n, 3, size, size]: value (7i + 50c + 3h + w) mod 256, so a swapped axis (CHW vs
+    HWC, rows vs columns) shows in the values."""
+    i, c, h, w = np.ogrid[offset:offset + n, :3, :size, :size]
+    return ((7 * i + 50 * c + 3 * h + w) % 256).astype(np.uint8)
+
+
+def _md5(path) -> str:
+    import hashlib
+
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def write_cifar(root, monkeypatch, name: str, n_train: int, n_test: int) -> list[str]:
+    """CIFAR-10 (`cifar-10-batches-py/`: 5 train batches, a test batch, `batches.meta`) or
+    CIFAR-100 (`cifar-100-python/`: train, test, meta): pickled dicts, images as rows of 3072
+    bytes (channel-major). Labels are i mod (number of classes). Returns the class names."""
+    import pickle
 
     import torchvision
 
-    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR)
-    d = S.load_torchvision("cifar10", str(tmp_path))
-    assert calls == [(str(tmp_path), False, True), (str(tmp_path), False, False)]
-    assert d.n_pretrain() == 20 and d.classes == FakeCIFAR.classes and d.spec.grid == (8, 8)
-    x, y = d.pretrain_set[3]
-    assert x.shape == (3, 32, 32) and y == 3
-    assert torch.equal(x[:, 0, 0], torch.from_numpy(FakeCIFAR(None, False, True).data[3, 0, 0]))
+    cls = getattr(torchvision.datasets, S.load_card(name)["torchvision_class"])
+    folder = root / cls.base_folder
+    folder.mkdir(parents=True)
+    n_classes = 10 if name == "cifar10" else 100
+    label_key = "labels" if name == "cifar10" else "fine_labels"
+    classes = [f"{name}-class-{k}" for k in range(n_classes)]
+
+    def write(file: str, start: int, n: int) -> list[str]:
+        labels = [(start + j) % n_classes for j in range(n)]
+        entry = {"data": pixels(n, 32, start).reshape(n, 3072), label_key: labels}
+        (folder / file).write_bytes(pickle.dumps(entry))
+        return [file, _md5(folder / file)]
+
+    train_files = [f for f, _ in cls.train_list]
+    per = n_train // len(train_files)
+    train = [write(f, k * per, per) for k, f in enumerate(train_files)]
+    test = [write(f, 1000, n_test) for f, _ in cls.test_list]
+    meta = folder / cls.meta["filename"]
+    meta.write_bytes(pickle.dumps({cls.meta["key"]: classes}))
+    monkeypatch.setattr(cls, "train_list", train)
+    monkeypatch.setattr(cls, "test_list", test)
+    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": _md5(meta)})
+    return classes
+
+
+def write_stl10(root, monkeypatch, n_train: int, n_unlabeled: int, n_test: int) -> list[str]:
+    """`stl10_binary/`: raw uint8 images stored column-major (each 96x96 plane transposed),
+    labels 1..10 one byte each, `class_names.txt`."""
+    import torchvision
+
+    cls = torchvision.datasets.STL10
+    folder = root / cls.base_folder
+    folder.mkdir(parents=True)
+    classes = [f"stl-class-{k}" for k in range(10)]
+    (folder / cls.class_names_file).write_text("\n".join(classes) + "\n")
+
+    def write(x_file: str, y_file: str | None, start: int, n: int) -> list[list[str]]:
+        (folder / x_file).write_bytes(pixels(n, 96, start).transpose(0, 1, 3, 2).tobytes())
+        out = [[x_file, _md5(folder / x_file)]]
+        if y_file:
+            (folder / y_file).write_bytes(bytes(1 + (start + j) % 10 for j in range(n)))
+            out.append([y_file, _md5(folder / y_file)])
+        return out
+
+    train = write("train_X.bin", "train_y.bin", 0, n_train)
+    train += write("unlabeled_X.bin", None, 500, n_unlabeled)
+    monkeypatch.setattr(cls, "train_list", train)
+    monkeypatch.setattr(cls, "test_list", write("test_X.bin", "test_y.bin", 1000, n_test))
+    return classes
+
+
+@pytest.fixture
+def no_download(monkeypatch):
+    """Any attempt to fetch from the network fails the test."""
+    import torchvision.datasets.utils as U
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"tried to download: {args}")
+
+    for name in ("download_url", "download_and_extract_archive"):
+        monkeypatch.setattr(U, name, refuse)
+    for module in ("cifar", "stl10"):
+        mod = __import__(f"torchvision.datasets.{module}", fromlist=["x"])
+        monkeypatch.setattr(mod, "download_and_extract_archive", refuse)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_files_become_streamed_data(tmp_path, monkeypatch, no_download, name):
+    classes = write_cifar(tmp_path, monkeypatch, name, n_train=50, n_test=12)
+    d = S.load_torchvision(name, str(tmp_path))
+    n_classes = len(classes)
+    assert d.classes == classes and d.spec.grid == (8, 8) and d.spec.in_chans == 3
+    assert d.n_pretrain() == 50 and len(d.test_set) == 12
+    for index in (0, 13, 49):
+        x, y = d.pretrain_set[index]
+        assert x.dtype == torch.uint8 and x.shape == (3, 32, 32)
+        assert torch.equal(x, torch.from_numpy(pixels(1, 32, index)[0])) and y == index % n_classes
+    test = d.eval_split("test")
+    assert torch.equal(test.x, torch.from_numpy(pixels(12, 32, 1000)))
+    assert test.y.tolist() == [(1000 + j) % n_classes for j in range(12)]
+
+
+def test_stl10_pretrains_on_train_plus_unlabeled(tmp_path, monkeypatch, no_download):
+    classes = write_stl10(tmp_path, monkeypatch, n_train=6, n_unlabeled=4, n_test=5)
+    d = S.load_torchvision("stl10", str(tmp_path))
+    assert d.classes == classes and d.spec.grid == (12, 12)
+    assert d.n_pretrain() == 10 and len(d.train_set) == 6 and len(d.test_set) == 5
+    x, y = d.pretrain_set[7]  # an unlabeled image: the second of unlabeled_X.bin
+    assert torch.equal(x, torch.from_numpy(pixels(1, 96, 501)[0])) and y == -1
+    train = d.eval_split("train")
+    assert torch.equal(train.x, torch.from_numpy(pixels(6, 96)))
+    assert train.y.tolist() == [j % 10 for j in range(6)]
+    test = d.eval_split("test")
+    assert torch.equal(test.x, torch.from_numpy(pixels(5, 96, 1000)))
+
+
+def test_run_on_cifar10_files_end_to_end(tmp_path, monkeypatch, no_download):
+    """`bench run --dataset cifar10 --data-root DIR` on the files, nothing downloaded."""
+    from bench.cli import main
+
+    monkeypatch.setenv("MASKBENCH_DATA_WORKERS", "0")
+    write_cifar(tmp_path / "data", monkeypatch, "cifar10", n_train=80, n_test=20)
+    out = tmp_path / "out"
+    assert main(["run", "--methods", "mae", "--dataset", "cifar10", "--data-root",
+                 str(tmp_path / "data"), "--epochs", "1", "--batch-size", "16", "--out", str(out),
+                 "--no-progress", "--device", "cpu", "protocols=knn", "decoder_dim=32",
+                 "decoder_depth=1", "decoder_heads=2"]) == 0
+    (summary,) = [store.read_json(p) for p in out.glob("*/summary.json")]
+    assert summary["status"] == "ok" and summary["dataset"] == "cifar10"
+    assert 0 <= summary["metrics"]["knn_top1"] <= 1
