@@ -243,3 +243,25 @@ def test_run_on_cifar10_files_end_to_end(tmp_path, monkeypatch, no_download):
     (summary,) = [store.read_json(p) for p in out.glob("*/summary.json")]
     assert summary["status"] == "ok" and summary["dataset"] == "cifar10"
     assert 0 <= summary["metrics"]["knn_top1"] <= 1
+
+
+def test_download_only_when_asked_and_fails_in_one_line(tmp_path, monkeypatch, capsys):
+    """`bench download cifar10` asks torchvision to fetch the archive into --data-root; without
+    network that is one line naming the set and the folder, exit 2, and nothing else runs."""
+    import urllib.error
+
+    import torchvision.datasets.cifar as cifar
+
+    asked = []
+
+    def offline(url, root, **kwargs):
+        asked.append((url, root))
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(cifar, "download_and_extract_archive", offline)
+    from bench.cli import main
+
+    assert main(["download", "cifar10", "--data-root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: downloading cifar10 into {tmp_path} failed") and "\n" not in err
+    assert asked == [(cifar.CIFAR10.url, str(tmp_path))]

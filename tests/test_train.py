@@ -5,8 +5,8 @@ import torch
 
 from bench import store
 from bench.evaluate import knn_top1, linear_probe
-from bench.sweep import resolve_run
 from bench.jobs import checkpoint_position
+from bench.sweep import resolve_run
 from bench.train import RunInterrupted, TrainStep, lr_at, train_run
 from tests.conftest import tiny_config
 
