@@ -227,6 +227,25 @@ def test_stl10_pretrains_on_train_plus_unlabeled(tmp_path, monkeypatch, no_downl
     assert train.y.tolist() == [j % 10 for j in range(6)]
     test = d.eval_split("test")
     assert torch.equal(test.x, torch.from_numpy(pixels(5, 96, 1000)))
+    assert test.y.tolist() == [(1000 + j) % 10 for j in range(5)]  # test_y.bin's 1..10, less 1
+
+
+def test_damaged_files_name_the_set_and_how_to_fix_it(tmp_path, monkeypatch, no_download, capsys):
+    """A file that fails torchvision's md5 check (a partial copy, another release) is a one-line
+    error naming the set, its folder and `bench download`, not torchvision's RuntimeError."""
+    from bench.cli import main
+
+    write_cifar(tmp_path, monkeypatch, "cifar10", n_train=10, n_test=2)
+    with (tmp_path / "cifar-10-batches-py" / "data_batch_3").open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(DataNotFoundError, match="cifar-10-batches-py is unreadable") as err:
+        S.load_torchvision("cifar10", str(tmp_path))
+    assert f"python -m bench download cifar10 --data-root {tmp_path}" in str(err.value)
+    assert "download=True" not in str(err.value)
+    assert main(["run", "--methods", "mae", "--dataset", "cifar10", "--data-root", str(tmp_path),
+                 "--out", str(tmp_path / "out"), "--no-progress", "--device", "cpu"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("error: cifar10 under") and "\n" not in line
 
 
 def test_run_on_cifar10_files_end_to_end(tmp_path, monkeypatch, no_download):

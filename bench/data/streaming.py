@@ -310,7 +310,15 @@ def load_torchvision(name: str, data_root: str | None = None) -> StreamingImageD
     card = load_card(name)
     root = find_torchvision_root(card, data_root)
     get = cache(lambda split: _torchvision_split(card, root, split, download=False))
-    sets = {role: get(split) for role, split in card["roles"].items()}
+    try:
+        sets = {role: get(split) for role, split in card["roles"].items()}
+    except RuntimeError as err:  # torchvision's md5 check: a partial copy, another release
+        reason = str(err).split(". You can use download=True")[0]
+        raise DataNotFoundError(
+            f"{name} under {root / card['folder']} is unreadable ({reason}): its files do not "
+            f"match torchvision's checksums. Download it again with "
+            f"`python -m bench download {name} --data-root {root}` (needs the network)"
+        ) from None
     return StreamingImageData(
         name=name,
         pretrain_set=sets["pretrain"],
