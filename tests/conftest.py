@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
 
 from bench.config import RunConfig
 from bench.data import load_dataset
+from bench.train import TrainStep
 
 torch.set_num_threads(2)
 
@@ -23,3 +27,27 @@ def tiny_config(**overrides) -> RunConfig:
 @pytest.fixture(scope="session")
 def digits():
     return load_dataset("digits")
+
+
+class Killed(Exception):
+    """Stands for SIGKILL in the middle of a training step."""
+
+
+def kill_at_step(k: int, run: Callable[[], Any]) -> None:
+    """Call `run()`, killing it at the start of training step `k` (0-based, counted across
+    epochs), as SIGKILL would: whatever the run wrote until then stays on disk."""
+    done: list[int] = []
+    step = TrainStep.__call__
+
+    def dies(self, x, generator):
+        if len(done) == k:
+            raise Killed
+        done.append(1)
+        return step(self, x, generator)
+
+    TrainStep.__call__ = dies
+    try:
+        with pytest.raises(Killed):
+            run()
+    finally:
+        TrainStep.__call__ = step

@@ -28,7 +28,7 @@ from bench.jobs import checkpoint_position
 from bench.masking import Visible
 from bench.sweep import resolve_run
 from bench.train import TrainStep, train_run
-from tests.conftest import tiny_config
+from tests.conftest import kill_at_step, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RTOL = 1e-4
@@ -67,29 +67,6 @@ def test_ranks_rows_together_are_the_global_batch(digits):
     halves = [epoch(distributed.Dist(r, 2).rows(64)) for r in range(2)]
     for i in range(2):
         assert torch.equal(torch.cat([halves[0][i], halves[1][i]]), whole[i])
-
-
-def kill_at_step(k: int, run) -> None:
-    """Call `run()`, killing it at the start of training step `k` (0-based), as SIGKILL would."""
-
-    class Killed(Exception):
-        pass
-
-    done = []
-    step = TrainStep.__call__
-
-    def dies(self, x, generator):
-        if len(done) == k:
-            raise Killed
-        done.append(1)
-        return step(self, x, generator)
-
-    TrainStep.__call__ = dies
-    try:
-        with pytest.raises(Killed):
-            run()
-    finally:
-        TrainStep.__call__ = step
 
 
 def _losses(run_dir: Path, name: str = store.METRICS) -> list[float]:

@@ -7,8 +7,8 @@ from bench import store
 from bench.evaluate import knn_top1, linear_probe
 from bench.jobs import checkpoint_position
 from bench.sweep import resolve_run
-from bench.train import RunInterrupted, TrainStep, lr_at, train_run
-from tests.conftest import tiny_config
+from bench.train import RunInterrupted, lr_at, train_run
+from tests.conftest import kill_at_step, tiny_config
 
 
 def test_lr_schedule_warmup_then_cosine():
@@ -48,30 +48,14 @@ def test_resume_equals_uninterrupted(tmp_path, digits):
     assert lines == (tmp_path / "full" / store.METRICS).read_text().splitlines()
 
 
-class Killed(Exception):
-    """Stands for SIGKILL in the middle of a step."""
-
-
 @pytest.mark.parametrize("killed_at", [2, 6])  # inside epoch 1, inside epoch 2 (4 steps each)
-def test_mid_epoch_resume_equals_uninterrupted(tmp_path, digits, monkeypatch, killed_at):
+def test_mid_epoch_resume_equals_uninterrupted(tmp_path, digits, killed_at):
     """With a checkpoint after every step, a run killed inside an epoch resumes at that step
     (generator state and running loss sums restored): the metrics, the per-epoch losses and
     the per-step losses are the uninterrupted run's, bit for bit."""
     cfg = resolve_run(tiny_config(epochs=2, log_every=3, checkpoint_every_min=1e-9))
     full = train_run(cfg, tmp_path / "full", progress=False, data=digits)
-    steps_done = []
-    step = TrainStep.__call__
-
-    def dies(self, x, generator):
-        if len(steps_done) == killed_at:
-            raise Killed
-        steps_done.append(1)
-        return step(self, x, generator)
-
-    with monkeypatch.context() as m:
-        m.setattr(TrainStep, "__call__", dies)
-        with pytest.raises(Killed):
-            train_run(cfg, tmp_path / "cut", progress=False, data=digits)
+    kill_at_step(killed_at, lambda: train_run(cfg, tmp_path / "cut", progress=False, data=digits))
     assert checkpoint_position(tmp_path / "cut") == divmod(killed_at, 4)
     resumed = train_run(cfg, tmp_path / "cut", progress=False, data=digits)
     assert resumed["metrics"] == full["metrics"]
