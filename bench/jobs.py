@@ -244,8 +244,9 @@ class RunJob(Checkpointable):
     """Train one run unless it is done or another live job holds its lock.
 
     A submitit Checkpointable: on SLURM's timeout or preemption signal submitit calls
-    `checkpoint` and requeues the job (all its tasks). The run's state is already on disk (checkpoint.pt after
-    every epoch), so the requeued job is this same object and resumes from the last epoch.
+    `checkpoint` and requeues the job (all its tasks). The run's state is already on disk
+    (checkpoint.pt after every epoch and every `checkpoint_every_min` minutes), so the requeued
+    job is this same object and resumes from the last checkpoint.
     """
 
     def __init__(

@@ -238,6 +238,18 @@ class CheckpointClock:
         return distributed.from_main(time.monotonic() - self.last >= self.every_s)
 
 
+def advanced(before: dict[str, Any], since: float, epochs_done: int, step: int,
+             samples: int) -> dict[str, Any]:
+    """The training state `before`, advanced to (`epochs_done`, `step`) by `samples` samples
+    trained since `since` (a perf_counter reading)."""
+    return {
+        "epoch": epochs_done,
+        "step": step,
+        "train_s": before["train_s"] + time.perf_counter() - since,
+        "samples": before["samples"] + samples,
+    }
+
+
 def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int], bool] | None):
     """Train `model` to `cfg.epochs`, resuming from the run folder's checkpoint if present.
 
@@ -320,12 +332,7 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
             step_log.add(epoch, i, step, loss)
             if i + 1 < steps_per_epoch and clock.due(i):
                 step_log.flush(wait=True)
-                state = {
-                    "epoch": epoch,
-                    "step": i + 1,
-                    "train_s": before["train_s"] + time.perf_counter() - start,
-                    "samples": before["samples"] + (i + 1 - first) * cfg.batch_size,
-                }
+                state = advanced(before, start, epoch, i + 1, (i + 1 - first) * cfg.batch_size)
                 # Running sums as the mean over ranks: any number of ranks resumes from them.
                 save({"partial": {
                     "generator": gen.get_state(),
@@ -334,12 +341,7 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
                 }})
         epoch_loss = (distributed.mean(loss_sum) / steps_per_epoch).item()
         step_log.new_epoch()
-        state = {
-            "epoch": epoch + 1,
-            "step": 0,
-            "train_s": before["train_s"] + time.perf_counter() - start,
-            "samples": before["samples"] + (steps_per_epoch - first) * cfg.batch_size,
-        }
+        state = advanced(before, start, epoch + 1, 0, (steps_per_epoch - first) * cfg.batch_size)
         record = {"epoch": epoch + 1, "loss": epoch_loss, "lr": opt.param_groups[0]["lr"]}
         if dist.is_main:
             if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
