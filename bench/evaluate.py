@@ -18,6 +18,7 @@ from bench.config import protocol_list
 from bench.data.images import EvalSplit
 from bench.models.encoders import Encoder, init_weights, mean_pool, transformer_blocks
 from bench.models.pretrainer import MaskedPretrainer
+from bench.optim import decay_groups, no_decay_names
 
 
 def autocast(device: torch.device):
@@ -181,8 +182,8 @@ class Tran1Probe(nn.Module):
         return self.head(mean_pool(self.norm(tokens), pad_mask))
 
     def param_groups(self, recipe: SupervisedRecipe, lr: float) -> list[dict]:
-        trained = [*self.block.parameters(), *self.norm.parameters(), *self.head.parameters()]
-        return _decay_split(trained, lr, recipe.weight_decay)
+        trained = [(n, p) for n, p in self.named_parameters() if not n.startswith("encoder.")]
+        return decay_groups(trained, no_decay_names(self), lr, recipe.weight_decay)
 
 
 class FinetuneClassifier(nn.Module):
@@ -215,22 +216,13 @@ class FinetuneClassifier(nn.Module):
 
     def param_groups(self, recipe: SupervisedRecipe, lr: float) -> list[dict]:
         layer, depth = self.layers()
+        no_decay = no_decay_names(self)
         groups = []
         for i in sorted(set(layer.values())):
-            params = [p for p in self.parameters() if layer[id(p)] == i]
-            groups += _decay_split(params, lr * recipe.layer_decay ** (depth + 1 - i), recipe.weight_decay)
+            named = [(n, p) for n, p in self.named_parameters() if layer[id(p)] == i]
+            groups += decay_groups(named, no_decay, lr * recipe.layer_decay ** (depth + 1 - i),
+                                   recipe.weight_decay)
         return groups
-
-
-def _decay_split(params: list[nn.Parameter], lr: float, weight_decay: float) -> list[dict]:
-    """Two AdamW groups at `lr`: weight decay on matrices, none on biases and norms."""
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    groups = [
-        {"params": decay, "lr": lr, "weight_decay": weight_decay},
-        {"params": no_decay, "lr": lr, "weight_decay": 0.0},
-    ]
-    return [g for g in groups if g["params"]]
 
 
 def _batch(data, split: EvalSplit, idx: Tensor, device: torch.device):

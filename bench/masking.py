@@ -104,15 +104,24 @@ def scatter_tokens(base: Tensor, index: Tensor, values: Tensor) -> Tensor:
     return base.scatter(1, index.unsqueeze(-1).expand(-1, -1, base.shape[-1]), values)
 
 
-def keep_count(n: int, mask_ratio: float) -> int:
-    """Visible positions for a mask ratio: floor(n * (1 - ratio)) as in MAE, at least one."""
-    return max(1, int(n * (1 - mask_ratio)))
-
-
 def contiguous_block_shape(grid: tuple[int, ...], mask_ratio: float) -> tuple[int, ...]:
-    """Block whose area is (1 - ratio) of the grid, same aspect: 0.75 on (8, 8) -> (4, 4)."""
+    """Block whose area is about (1 - ratio) of the grid, same aspect: each side
+    `round(g * (1 - ratio) ** (1 / ndim))`, at least 1. 0.75 on (8, 8) -> (4, 4)."""
     scale = (1 - mask_ratio) ** (1 / len(grid))
     return tuple(min(g, max(1, round(g * scale))) for g in grid)
+
+
+def visible_count(grid: tuple[int, ...], mask_ratio: float) -> int:
+    """How many positions the encoder sees at `mask_ratio`: the area of the contiguous block
+    (`contiguous_block_shape`), for EVERY layout, so a random subset and a block show the encoder
+    exactly as many tokens (same encoder compute, same number of scored positions). Where the
+    ratio divides the grid evenly this is MAE's floor(n * (1 - ratio)) (8x8 or 14x14 at 0.75:
+    16 and 49); elsewhere the block's rounding decides (7x7 at 0.75: 16 of 49)."""
+    n = grid_size(grid)
+    keep = grid_size(contiguous_block_shape(grid, mask_ratio))
+    if keep >= n:
+        raise ValueError(f"mask_ratio {mask_ratio} hides nothing on a {grid} grid")
+    return keep
 
 
 def visible_for_ratio(
@@ -125,13 +134,14 @@ def visible_for_ratio(
 ) -> Visible:
     """What the encoder sees when `mask_ratio` of `grid` is hidden, one rule for every method.
 
-    `layout="random"`: MAE's random subset of `keep_count` positions; `"block"`: QB-Heat's one
-    contiguous block of `contiguous_block_shape`, placed by `position` (see `block_visible`).
+    `layout="random"`: MAE's random subset of `visible_count` positions; `"block"`: QB-Heat's
+    one contiguous block of `contiguous_block_shape`, placed by `position` (see
+    `block_visible`). Both show the encoder `visible_count(grid, mask_ratio)` positions.
     """
     if layout == "block":
-        shape = contiguous_block_shape(grid, mask_ratio)
-        return block_visible(batch, grid, shape, position, generator)
+        visible_count(grid, mask_ratio)  # refuses a ratio that hides nothing
+        return block_visible(batch, grid, contiguous_block_shape(grid, mask_ratio), position,
+                             generator)
     if layout == "random":
-        n = grid_size(grid)
-        return random_visible(batch, n, keep_count(n, mask_ratio), generator)
+        return random_visible(batch, grid_size(grid), visible_count(grid, mask_ratio), generator)
     raise ValueError(f"visible layout {layout!r}; known: block, random")

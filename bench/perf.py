@@ -23,12 +23,12 @@ from bench.data import load_dataset
 from bench.data.streaming import pretrain_batches
 from bench.evaluate import autocast
 from bench.models.encoders import DataSpec
+from bench.optim import build_optimizer
 from bench.progress import bar
 from bench.sweep import resolve_run
 from bench.train import (
     TrainStep,
     build_model,
-    build_optimizer,
     device_name,
     epoch_generator,
     peak_memory_bytes,
@@ -92,8 +92,8 @@ def _fill_seconds(model, x: Tensor, device: torch.device, steps: int) -> float:
 
     def step(_):
         with autocast(device):
-            out = model.method.fill(latent, visible, model.spec.grid)
-        out.float().sum().backward()
+            out = model.fill(latent, visible)  # float32, as in the training step
+        out.sum().backward()
 
     return _time_steps(step, itertools.repeat(x), device, steps, 2)
 
@@ -123,7 +123,7 @@ def _measure_one(method: str, opts: PerfOptions, device: torch.device, spec: Dat
                                 batch_size=opts.batch, device=str(device)))
     model = prepare_model(build_model(cfg, spec), device)
     compiled = use_compile(opts.compile, device)
-    step = TrainStep(model, build_optimizer(model, cfg, device), device, compiled)
+    step = TrainStep(model, build_optimizer(model, cfg.lr, cfg.weight_decay, device), device, compiled)
     gen = epoch_generator(0, 0, device)
     synthetic = torch.randn(opts.batch, spec.in_chans, *spec.image_size, device=device)
 

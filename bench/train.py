@@ -8,7 +8,6 @@ uninterrupted one (bit-identical on CPU).
 
 from __future__ import annotations
 
-import math
 import platform
 import resource
 import time
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 import methods  # noqa: F401  (registers every method)
 from bench import distributed, store
@@ -37,6 +35,7 @@ from bench.evaluate import (
 from bench.models.encoders import DataSpec, build_encoder
 from bench.models.patches import patchify, unpatchify
 from bench.models.pretrainer import MaskedPretrainer
+from bench.optim import WEIGHT_DECAY_RULE, build_optimizer, lr_at
 from bench.progress import bar, shown
 from methods.base import build_method
 
@@ -72,19 +71,6 @@ def build_model(cfg: RunConfig, spec: DataSpec) -> MaskedPretrainer:
     return MaskedPretrainer(
         spec, encoder, method, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads
     )
-
-
-def build_optimizer(model: nn.Module, cfg: RunConfig, device: torch.device):
-    """AdamW (betas 0.9/0.95 as MAE); no weight decay on biases, norms and 1-D tokens."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 or p.shape[0] == 1 else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
 
 
 def use_compile(flag: bool | None, device: torch.device) -> bool:
@@ -161,14 +147,6 @@ class StepLog:
         self.window = torch.zeros((), device=self.device)
 
 
-def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warmup to `peak`, then half-cosine to zero."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    done = (step - warmup) / max(1, total - warmup)
-    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
-
-
 def pretrain_flops_per_sample(model: MaskedPretrainer, x: torch.Tensor) -> float:
     """Forward + backward FLOPs of one pretraining step, per sample (torch's flop counter)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -208,6 +186,7 @@ def write_config(run_dir: Path, cfg: RunConfig, data) -> None:
             **cfg.to_dict(),
             "run_id": cfg.run_id,
             "lr": cfg.lr,
+            "weight_decay_rule": WEIGHT_DECAY_RULE,
             "git_sha": store.git_sha(),
             "versions": store.package_versions(),
             "data_fingerprint": getattr(data, "fingerprint", None),
@@ -266,7 +245,7 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
     ckpt_path = ctx.run_dir / store.CHECKPOINT
     metrics_path = ctx.run_dir / store.METRICS
     steps_path = ctx.run_dir / store.STEPS
-    opt = build_optimizer(model, cfg, device)
+    opt = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
     n = min(data.n_pretrain(), cfg.train_limit or data.n_pretrain())
     if n < cfg.batch_size:
         raise ValueError(f"batch_size {cfg.batch_size} exceeds the {n} pretraining samples")

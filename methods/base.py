@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from torch import Tensor, nn
 
 from bench.config import parse_options
 from bench.errors import IncompatibleError, UnknownMethodError
-from bench.masking import Visible
+from bench.masking import Visible, visible_for_ratio
 from bench.registry import Registry
 
 METHODS: Registry[type[MaskingMethod]] = Registry("method", UnknownMethodError)
@@ -28,18 +28,28 @@ class MethodOptions:
             raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
 
 
+@dataclass
+class LayoutOptions(MethodOptions):
+    """Options of a method whose encoder sees a random subset by default, or QB-Heat's one
+    contiguous block (`visible=block`: the mask-shape half of the 2 x 2 ablation)."""
+
+    visible: Literal["random", "block"] = "random"
+    block_position: Literal["random", "center", "quadrant"] = "random"
+
+
 class MaskingMethod(nn.Module):
     """Base class of every strategy (see DESIGN.md, "The method contract").
 
-    Subclasses set `name`, `modalities`, `encoder_kinds`, `Options` and implement
-    `choose_visible` and `fill`. `dim` is the decoder width the fill works at.
+    Subclasses set `name`, `modalities`, `encoder_kinds`, `Options` and implement `fill`;
+    `choose_visible` follows `layout()` (override either for another rule). `dim` is the
+    decoder width the fill works at.
     """
 
     name: ClassVar[str]
     modalities: ClassVar[frozenset[str]] = frozenset({"image"})
     # "token": a ViT-like encoder that can drop tokens; "dense": a CNN that needs a block.
     encoder_kinds: ClassVar[frozenset[str]] = frozenset({"token"})
-    Options: ClassVar[type[MethodOptions]] = MethodOptions
+    Options: ClassVar[type[MethodOptions]] = LayoutOptions
 
     def __init__(self, options: MethodOptions, dim: int, modality: str):
         super().__init__()
@@ -49,8 +59,21 @@ class MaskingMethod(nn.Module):
         """Encoder kinds this configured instance accepts (options may narrow them)."""
         return self.encoder_kinds
 
+    def layout(self) -> tuple[str, str]:
+        """(layout, block position) of what the encoder sees, for `visible_for_ratio`: read
+        from `LayoutOptions`; a method with its own rule overrides this or `choose_visible`."""
+        return self.options.visible, self.options.block_position
+
     def choose_visible(self, batch: int, grid: tuple[int, ...], generator) -> Visible:
-        raise NotImplementedError
+        """`visible_count(grid, mask_ratio)` positions in `layout()`, drawn from `generator`."""
+        layout, position = self.layout()
+        return visible_for_ratio(batch, grid, self.options.mask_ratio, layout, position, generator)
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters AdamW must not decay (timm's convention): all of a method's
+        own. They make up the fill rule itself (a [MASK] token, heat operators under any
+        parameterisation), so no strategy or parameterisation is regularised and another not."""
+        return {name for name, _ in self.named_parameters()}
 
     def fill(self, latent: Tensor, visible: Visible, grid: tuple[int, ...]) -> Tensor:
         raise NotImplementedError

@@ -4,14 +4,11 @@ the row/column rule of `interpolate_2d`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 from torch import Tensor
 
-from bench.masking import Visible, gather_tokens, grid_size, scatter_tokens, visible_for_ratio
-from methods.base import MaskingMethod, MethodOptions, register_method
+from bench.masking import Visible, gather_tokens, grid_size, scatter_tokens
+from methods.base import LayoutOptions, MaskingMethod, register_method
 
 
 def _line_weights(visible: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -108,30 +105,18 @@ def interpolate_2d(z: Tensor, visible: Tensor) -> Tensor:
     return (weights @ z.reshape(n, h * w, d)).view(n, h, w, d)
 
 
-@dataclass
-class InterpOptions(MethodOptions):
-    # "block" shows QB-Heat's contiguous block instead: then nothing outside the block is
-    # bracketed and the fill extrapolates (the mask-shape half of the 2 x 2 ablation).
-    visible: Literal["random", "block"] = "random"
-    block_position: Literal["random", "center", "quadrant"] = "random"
-
-
 @register_method("interp")
 class Interp(MaskingMethod):
     """Random visible subset; hidden positions linearly interpolated from visible neighbours."""
 
     modalities = frozenset({"image", "text"})
     encoder_kinds = frozenset({"token"})  # a random subset needs an encoder that drops tokens
-    Options = InterpOptions
+    Options = LayoutOptions  # visible=block: nothing outside the block is bracketed
 
     @property
     def extrapolates(self) -> bool:
         """True when the visible part is one block, so hidden positions are never bracketed."""
         return self.options.visible == "block"
-
-    def choose_visible(self, batch: int, grid: tuple[int, ...], generator) -> Visible:
-        o = self.options
-        return visible_for_ratio(batch, grid, o.mask_ratio, o.visible, o.block_position, generator)
 
     def fill(self, latent: Tensor, visible: Visible, grid: tuple[int, ...]) -> Tensor:
         b, _, d = latent.shape

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.errors import ConfigError
-from bench.masking import Visible, contiguous_block_shape, grid_size, visible_for_ratio
+from bench.masking import Visible, contiguous_block_shape, grid_size
 from methods.base import MaskingMethod, MethodOptions, register_method
 
 Order = Literal["xy", "yx", "avg"]
@@ -179,10 +179,8 @@ class QBHeat(MaskingMethod):
         # Text is 1-D: only the x operator exists (no unused parameters).
         self.B = GridOperator(dim, kind, rank) if modality == "image" else None
 
-    def choose_visible(self, batch: int, grid: tuple[int, ...], generator) -> Visible:
-        return visible_for_ratio(
-            batch, grid, self.options.mask_ratio, "block", self.options.position, generator
-        )
+    def layout(self) -> tuple[str, str]:
+        return "block", self.options.position
 
     def fill(self, latent: Tensor, visible: Visible, grid: tuple[int, ...]) -> Tensor:
         if visible.origin is None or visible.shape is None:

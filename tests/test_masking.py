@@ -5,9 +5,9 @@ from bench.masking import (
     block_visible,
     contiguous_block_shape,
     gather_tokens,
-    keep_count,
     random_visible,
     scatter_tokens,
+    visible_count,
 )
 
 
@@ -16,7 +16,7 @@ def gen(seed=0):
 
 
 def test_random_visible_exact_ratio_sorted_unique():
-    v = random_visible(8, 64, keep_count(64, 0.75), gen())
+    v = random_visible(8, 64, visible_count((8, 8), 0.75), gen())
     assert v.index.shape == (8, 16)
     assert (v.index.diff(dim=1) > 0).all()  # sorted and unique
     assert v.mask(64).sum(1).eq(16).all()
@@ -28,12 +28,6 @@ def test_random_visible_seeded():
     b = random_visible(4, 64, 16, gen(3)).index
     c = random_visible(4, 64, 16, gen(4)).index
     assert torch.equal(a, b) and not torch.equal(a, c)
-
-
-def test_keep_count_matches_mae_rounding():
-    assert keep_count(64, 0.75) == 16
-    assert keep_count(64, 0.6) == 25  # int(64 * 0.4) = int(25.6)
-    assert keep_count(10, 0.99) == 1
 
 
 def test_block_shape_quarter_and_span():

@@ -6,8 +6,9 @@ import torch
 from bench import store
 from bench.evaluate import knn_top1, linear_probe
 from bench.jobs import checkpoint_position
+from bench.optim import lr_at
 from bench.sweep import resolve_run
-from bench.train import RunInterrupted, lr_at, train_run
+from bench.train import RunInterrupted, train_run
 from tests.conftest import kill_at_step, tiny_config
 
 

@@ -66,9 +66,16 @@ class MaskedPretrainer(nn.Module):
         if visible is None:
             visible = self.method.choose_visible(x.shape[0], self.spec.grid, generator)
         latent = self.proj(self.encoder.forward_visible(x, visible))
-        filled = self.method.fill(latent, visible, self.spec.grid)
-        pred = self.decoder(filled)
+        pred = self.decoder(self.fill(latent, visible))
         return PretrainOutput(self.loss(x, pred, visible), pred, visible)
+
+    def fill(self, latent: Tensor, visible: Visible) -> Tensor:
+        """The method's fill, always in float32: under bf16 autocast a fill would otherwise
+        round at every step (QB-Heat's propagation compounds that error over the grid, by as
+        much as the A/B terms themselves), which would change one method's numbers and not
+        another's. The decoder after it runs under autocast again."""
+        with torch.autocast(latent.device.type, enabled=False):
+            return self.method.fill(latent.float(), visible, self.spec.grid)
 
     def scored(self, x: Tensor, visible: Visible) -> Tensor:
         """BoolTensor[B, N]: the positions the loss scores, hidden ones that are not padding."""
