@@ -4,16 +4,19 @@ exit codes."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 from bench import progress
 from bench.errors import BenchError, UnknownNameError
 
+EXIT_FAILED_RUNS = 1
 EXIT_BAD_INPUT = 2
 
 
@@ -28,37 +31,64 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def csv_list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+def item_list(text: str, what: str) -> list[str]:
+    """'a,b' -> ['a', 'b']; an empty list or an empty item ('a,,b') is refused."""
+    items = [t.strip() for t in text.split(",")]
+    if not any(items):
+        raise argparse.ArgumentTypeError(f"no {what} given (e.g. {EXAMPLES[what]})")
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"empty {what} in {text!r} (e.g. {EXAMPLES[what]})")
+    return items
+
+
+EXAMPLES = {"method": "qbheat,mae,interp", "seed": "0,1,2"}
+
+
+def method_list(text: str) -> list[str]:
+    return item_list(text, "method")
 
 
 def seed_list(text: str) -> list[int]:
     try:
-        return [int(s) for s in csv_list(text)]
+        return [int(s) for s in item_list(text, "seed")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"seeds must be integers like 0,1,2, got {text!r}") from None
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--methods", type=csv_list, default=["mae", "random-init"],
-                   help="comma-separated methods and reference rows (see `bench list`)")
-    p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--encoder", default="vit-micro")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seeds", type=seed_list, default=[0])
-    p.add_argument("--out", type=Path, default=Path("results/run"))
-    p.add_argument("--data-root", help="folder holding the dataset files")
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ...")
-    p.add_argument("--train-limit", type=int, help="pretrain on the first N training samples")
-    p.add_argument("--eval-train-limit", type=int, help="fit probes on the first N training samples")
-    p.add_argument("--eval-test-limit", type=int, help="evaluate on the first N test samples")
-    p.add_argument("--eval-every", type=int, help="kNN every K epochs during pretraining")
+    from bench.config import RunConfig
+
+    d = RunConfig()
+    p.add_argument("--methods", type=method_list, default=["mae", "random-init"],
+                   help="comma list of methods and reference rows (see `bench list`); "
+                        "default mae,random-init")
+    p.add_argument("--dataset", help=f"dataset name (see `bench list`); default {d.dataset}")
+    p.add_argument("--encoder", help=f"encoder preset (see `bench list`); default {d.encoder}")
+    p.add_argument("--epochs", type=int, help=f"pretraining epochs; default {d.epochs}")
+    p.add_argument("--batch-size", type=int,
+                   help=f"global pretraining batch (split across processes); lr = base_lr x "
+                        f"batch / 256; default {d.batch_size}")
+    p.add_argument("--seeds", type=seed_list, default=[0],
+                   help="comma list of seeds, one run per method and seed; default 0")
+    p.add_argument("--out", type=Path, default=Path("results/run"),
+                   help="results folder, one run folder per run inside; default results/run")
+    p.add_argument("--data-root", help="folder holding the dataset files (only there: an "
+                                       "explicit folder is never replaced by another)")
+    p.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:N; default auto")
+    p.add_argument("--train-limit", type=int,
+                   help="pretrain on N training samples drawn once from the seed; default all")
+    p.add_argument("--eval-train-limit", type=int,
+                   help="fit the probes on the first N training samples; default all")
+    p.add_argument("--eval-test-limit", type=int,
+                   help="evaluate on the first N test samples; default all")
+    p.add_argument("--eval-every", type=int,
+                   help="also kNN every K epochs during pretraining (the equal-compute view); "
+                        "default 0: only at the end")
     p.add_argument("--protocols",
-                   help="evaluation protocols, comma list of linear,knn,tran1,finetune "
-                        "(default linear,knn)")
+                   help="evaluation protocols, comma list of linear,knn,tran1,finetune; default "
+                        f"{d.protocols}")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction,
-                   help="torch.compile the pretraining step (default: on CUDA only)")
+                   help="torch.compile the pretraining step; default: on CUDA only")
     add_launcher_arguments(p)
 
 
@@ -80,11 +110,12 @@ non_negative_int = int_at_least(0, "a non-negative integer")
 def add_launcher_arguments(p: argparse.ArgumentParser) -> None:
     """Where and how runs execute: shared by `run` and `sweep` (one code path)."""
     p.add_argument("--launcher", choices=("local", "slurm", "debug"), default="local",
-                   help="local: here, one run after another (or --workers); slurm: one job "
-                        "array (settings: the spec's [slurm] table or slurm.KEY=VALUE); "
+                   help="local (default): here, one run after another (or --workers); slurm: "
+                        "one job array (settings: the spec's [slurm] table or slurm.KEY=VALUE); "
                         "debug: submitit's in-process executor, errors stop in pdb")
     p.add_argument("--workers", type=positive_int, default=1,
-                   help="local: N runs at once in N processes (one GPU each when GPUs exist)")
+                   help="local: N runs at once in N processes (one GPU each when GPUs exist); "
+                        "default 1")
     p.add_argument("--dry-run", action="store_true",
                    help="list the runs (and for slurm the sbatch script); launch nothing")
     p.add_argument("--retry-failed", action="store_true",
@@ -93,23 +124,6 @@ def add_launcher_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("settings", nargs="*", metavar="KEY=VALUE",
                    help="run fields (epochs=3), method options (mae.mask_ratio=0.6) or SLURM "
                         "settings (slurm.partition=gpu, slurm.sbatch.reservation=x)")
-
-
-def split_launcher_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """`slurm.KEY=VALUE` words become the [slurm] table (`slurm.sbatch.KEY` its sbatch table);
-    the rest are run settings."""
-    run: dict[str, Any] = {}
-    slurm: dict[str, Any] = {}
-    for key, value in settings.items():
-        if not key.startswith("slurm."):
-            run[key] = value
-            continue
-        *tables, name = key.split(".")[1:]
-        target = slurm
-        for table in tables:
-            target = target.setdefault(table, {})
-        target[name] = value
-    return run, slurm
 
 
 RUN_FLAGS = ("dataset", "encoder", "epochs", "batch_size", "data_root", "device", "train_limit",
@@ -123,69 +137,80 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {**fixed, **parse_assignments(args.settings)}
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from bench.sweep import expand
+@contextlib.contextmanager
+def notes():
+    """Warnings the library raises inside (e.g. a duplicate seed dropped), as one
+    `note:` line each on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        print(f"note: {w.message}", file=sys.stderr)
 
-    settings, slurm = split_launcher_settings(run_settings(args))
-    runs = expand(settings, {"method": args.methods}, seeds=args.seeds)
-    return launch_runs(runs, args.out, args, slurm, "maskbench-run")
+
+def launch_options(args: argparse.Namespace, slurm: dict[str, Any], job_name: str):
+    from bench.launch import LaunchOptions
+
+    return LaunchOptions(launcher=args.launcher, workers=args.workers,
+                         retry_failed=args.retry_failed, dry_run=args.dry_run,
+                         progress=not args.no_progress, slurm=slurm, job_name=job_name)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench import api
+    from bench.launch import launch_runs
+
+    settings, slurm = api.split_launcher_settings(run_settings(args))
+    with notes():
+        runs = api.plan(args.methods, seeds=args.seeds, **settings)
+    return finish(launch_runs(runs, args.out, launch_options(args, slurm, "maskbench-run"),
+                                  print_plan))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from bench.sweep import load_spec
+    from bench import api
+    from bench.launch import launch_runs
 
-    settings, slurm = split_launcher_settings(parse_assignments(args.settings))
-    spec = load_spec(args.spec).override(settings)
-    if args.seeds is not None:
-        spec.seeds = args.seeds
-    for key, value in slurm.items():  # the command line wins, table by table
-        spec.slurm[key] = {**spec.slurm.get(key, {}), **value} if isinstance(value, dict) else value
+    with notes():
+        seeds = None if args.seeds is None else api.unique(args.seeds, "seed")
+    spec = api.load_sweep(args.spec, seeds=seeds, settings=parse_assignments(args.settings))
     out = args.out or spec.out or Path("results") / spec.name
-    return launch_runs(spec.runs(), out, args, spec.slurm, f"maskbench-{spec.name}")
+    options = launch_options(args, spec.slurm, f"maskbench-{spec.name}")
+    return finish(launch_runs(spec.runs(), out, options, print_plan))
 
 
-def launch_runs(runs: list, out: Path, args: argparse.Namespace, slurm: dict[str, Any],
-                job_name: str) -> int:
-    """List the runs and what each needs, then launch the new, interrupted (and with
-    --retry-failed the failed and cancelled) ones; `run` and `sweep` both end here."""
-    from bench import distributed, store
-    from bench.jobs import run_states
-    from bench.launch import check_data, make_launcher, runs_to_do
-    from bench.report import write_report
-    from bench.slurm import slurm_settings
+def finish(launch) -> int:
+    """What a launch ends with on the terminal, and its exit code: 0 when every launched run
+    finished (or was submitted), 1 when some failed, 130/143 when a signal stopped it."""
+    from bench import distributed
+    from bench.stopping import EXIT_CODES
 
-    dist = distributed.init_from_env()  # under torchrun: one process per device, together (DDP)
-    if dist.world > 1 and (args.launcher != "local" or args.workers > 1):
-        raise BenchError("under torchrun every process trains each run together: use the local "
-                         "launcher with one worker")
-    launcher = make_launcher(args.launcher, not args.no_progress, args.workers,
-                             slurm_settings(slurm), job_name)
-    states = {s.run_id: s for s in run_states(out, [r.run_id for r in runs])}
-    todo = distributed.from_main(runs_to_do(runs, out, args.retry_failed, states))
-    if dist.is_main:
-        print_plan(runs, states, todo, out)
-    if args.dry_run:
-        if args.launcher == "slurm" and todo:
-            print(launcher.script(out, len(todo)))
-        return 0
-    datasets = check_data(todo)
-    out = store.ensure_writable(out)
-    launcher.launch(todo, out, datasets)
-    if not dist.is_main:
+    if not distributed.current().is_main:
         return 0  # rank 0 reports
-    if launcher.waits:
-        print(f"report: {write_report([out], out / 'report')}")
-    elif todo:
-        print(f"submitted {len(todo)} runs as SLURM job {launcher.jobs[0].job_id.split('_')[0]}; "
-              f"follow them with: python -m bench status {out}")
+    if launch.script is not None:
+        print(launch.script)
+    if launch.stopped is not None:
+        print(f"stopped by {launch.stopped}: the running run wrote a checkpoint; rerun the same "
+              "command to resume", file=sys.stderr)
+        return EXIT_CODES.get(launch.stopped, 1)
+    if launch.report is not None:
+        print(f"report: {launch.report}")
+    if launch.job_id is not None:
+        print(f"submitted {len(launch.todo)} runs as SLURM job {launch.job_id}; follow them "
+              f"with: python -m bench status {launch.out}")
+    if launch.failed:
+        print(f"error: {len(launch.failed)} of {len(launch.todo)} runs failed; their errors: "
+              f"python -m bench status {launch.out}", file=sys.stderr)
+        return EXIT_FAILED_RUNS
     return 0
 
 
-def print_plan(runs: list, states: dict, todo: list, out: Path) -> None:
+def print_plan(launch) -> None:
     """Count, run ids, state and what differs between the runs; `+` marks those launched now."""
     from bench.jobs import describe_run
     from bench.sweep import differing_keys
 
+    runs, states, todo, out = launch.runs, launch.states, launch.todo, launch.out
     counts: dict[str, int] = {}
     for r in runs:
         counts[states[r.run_id].state] = counts.get(states[r.run_id].state, 0) + 1
@@ -228,9 +253,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def catalog() -> dict[str, dict[str, str]]:
     import methods
+    from bench.catalog import REFERENCES
     from bench.data import DATASETS
     from bench.models.encoders import ENCODERS
-    from bench.train import REFERENCES
 
     out: dict[str, dict[str, str]] = {"methods": {}, "references": dict(REFERENCES)}
     for name in methods.METHODS.names():
@@ -292,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="expand a sweep file (sweeps/*.toml) and launch its runs")
     p.add_argument("spec", type=Path, help="sweep file: fixed settings, [grid], [zip], seeds, [slurm]")
     p.add_argument("--out", type=Path, help="results folder (default: the spec's out, else results/NAME)")
-    p.add_argument("--seeds", type=seed_list, help="override the spec's seeds (0,1,2)")
+    p.add_argument("--seeds", type=seed_list, help="replace the spec's seeds (e.g. 0,1,2)")
     add_launcher_arguments(p)
     p.set_defaults(fn=cmd_sweep)
 
@@ -314,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_list)
 
     p = sub.add_parser("perf", help="benchmark a pretraining step (samples/s, FLOPs, MFU)")
-    p.add_argument("--methods", type=csv_list, default=["mae"],
+    p.add_argument("--methods", type=method_list, default=["mae"],
                    help="comma list of methods (default mae)")
     p.add_argument("--encoder", default="vit-micro", help="encoder preset (default vit-micro)")
     p.add_argument("--dataset", default="fashion-mnist",

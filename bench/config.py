@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.catalog import REFERENCES
 from bench.errors import ConfigError
 
 
@@ -81,6 +83,20 @@ def protocol_list(text: str) -> tuple[str, ...]:
     return names
 
 
+# Smallest valid value of each numeric run field (None, where allowed, means "not set").
+_LOWER_BOUNDS = {
+    "batch_size": 1, "weight_decay": 0, "warmup_epochs": 0, "decoder_dim": 1,
+    "decoder_depth": 1, "decoder_heads": 1, "train_limit": 1, "eval_train_limit": 1,
+    "eval_test_limit": 1, "probe_steps": 1, "knn_k": 1, "eval_every": 0, "log_every": 0,
+    "checkpoint_every_min": 0, "vocab_size": 5, "block_length": 1, "eval_batch_size": 1,
+    "tran1_epochs": 1, "tran1_batch_size": 1, "finetune_epochs": 1, "finetune_batch_size": 1,
+}
+_BOUND_NOTES = {"eval_every": " (0: only at the end)", "log_every": " (0: off)",
+                "checkpoint_every_min": " (0: at epoch ends only)",
+                "vocab_size": " (4 ids are reserved)"}
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+
+
 @dataclass
 class RunConfig:
     """Everything that decides a run's numbers. Its hash (minus `LOCATION_KEYS`) is the run id."""
@@ -99,7 +115,7 @@ class RunConfig:
     decoder_depth: int = 2
     decoder_heads: int = 4
     augment: bool = True
-    train_limit: int | None = None  # pretrain on the first N (seeded order) training samples
+    train_limit: int | None = None  # pretrain on N training samples drawn once from the seed
     eval_train_limit: int | None = None  # probes fit on the first N training samples
     eval_test_limit: int | None = None
     probe_steps: int = 100  # L-BFGS iterations of the linear probe
@@ -115,10 +131,17 @@ class RunConfig:
     # Text data only (None: bench/data/text.py's defaults, stated in the dataset cards).
     vocab_size: int | None = None  # WordPiece vocabulary, trained on the train split
     block_length: int | None = None  # tokens per pretraining block = eval truncation length
-    # Evaluation protocols run after pretraining (comma list of PROTOCOLS), fixed recipes.
+    # Evaluation protocols run after pretraining (comma list of PROTOCOLS), fixed recipes with
+    # their own batch sizes and learning rates: independent of the pretraining batch and of
+    # the number of processes.
     protocols: str = "linear,knn"
+    eval_batch_size: int = 256  # feature extraction, reconstruction and masked-token metrics
     tran1_epochs: int = 10  # tran1: one transformer block + linear head on frozen tokens
+    tran1_batch_size: int = 256
+    tran1_lr: float = 1e-3
     finetune_epochs: int = 5  # finetune: end to end, linear head on pooled features
+    finetune_batch_size: int = 256
+    finetune_lr: float = 5e-4  # MAE's fine-tuning base lr at batch 256
     finetune_layer_decay: float = 0.75  # lr x decay^(depth - layer) per ViT block (1: none)
 
     # A resumed run ends as an uninterrupted one, so checkpointing is not part of the identity.
@@ -126,19 +149,24 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         protocol_list(self.protocols)
-        if self.log_every < 0:
-            raise ConfigError(f"log_every must be >= 0 (0: off), got {self.log_every}")
-        if self.checkpoint_every_min < 0:
-            raise ConfigError(
-                f"checkpoint_every_min must be >= 0 (0: at epoch ends only), got "
-                f"{self.checkpoint_every_min}"
-            )
-        if self.tran1_epochs < 1 or self.finetune_epochs < 1:
-            raise ConfigError("tran1_epochs and finetune_epochs must be >= 1")
+        for name, low in _LOWER_BOUNDS.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ConfigError(f"{name} must be >= {low}{_BOUND_NOTES.get(name, '')}, got {value}")
+        if self.epochs < (0 if self.method in REFERENCES else 1):  # reference rows train 0
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        for name in ("base_lr", "knn_temperature", "tran1_lr", "finetune_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 < self.finetune_layer_decay <= 1.0:
             raise ConfigError(
                 f"finetune_layer_decay must be in (0, 1], got {self.finetune_layer_decay}"
             )
+        if self.decoder_dim % self.decoder_heads:
+            raise ConfigError(f"decoder_heads={self.decoder_heads} must divide "
+                              f"decoder_dim={self.decoder_dim}")
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise ConfigError(f"device={self.device!r}: expected auto, cpu, cuda or cuda:N")
 
     @property
     def lr(self) -> float:

@@ -48,5 +48,9 @@ class OutputError(BenchError, OSError):
     """The output folder cannot be written."""
 
 
+class ResumeError(BenchError):
+    """A run folder's checkpoint cannot be resumed here (written on another device type)."""
+
+
 class SchedulerError(BenchError):
     """The batch scheduler (SLURM: sbatch, sacct) refused a job or could not be asked."""

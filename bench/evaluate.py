@@ -130,18 +130,17 @@ def probe_metrics(
 
 @dataclass(frozen=True)
 class SupervisedRecipe:
-    """A fixed supervised recipe (never tuned on test data): AdamW (0.9, 0.999), lr =
-    base_lr * batch / 256, cosine decay to zero over every step, no warm-up, no augmentation;
-    the score is the final epoch's test top-1."""
+    """A fixed supervised recipe (never tuned on test data): AdamW (0.9, 0.999) at `lr` on
+    batches of `batch_size`, cosine decay to zero over every step, no warm-up, no
+    augmentation; the score is the final epoch's test top-1. Its own batch size and lr, stated
+    as run keys (`tran1_*`, `finetune_*`), so how a run is evaluated never depends on how it
+    was pretrained (pretraining batch, number of processes)."""
 
     epochs: int
-    base_lr: float
+    lr: float
+    batch_size: int
     weight_decay: float = 0.05
     layer_decay: float = 1.0  # lr x layer_decay^(depth + 1 - layer) (BEiT / MAE fine-tuning)
-
-
-TRAN1_BASE_LR = 1e-3
-FINETUNE_BASE_LR = 5e-4  # MAE's fine-tuning base lr
 
 
 def _num_classes(train: EvalSplit, test: EvalSplit) -> int:
@@ -250,13 +249,12 @@ def train_classifier(
     train: EvalSplit,
     test: EvalSplit,
     recipe: SupervisedRecipe,
-    batch_size: int,
     device: torch.device,
     seed: int,
     desc: str,
 ) -> float:
     """Train `model` on `train` with `recipe` (seeded batch order), then its test top-1."""
-    lr = recipe.base_lr * batch_size / 256
+    lr, batch_size = recipe.lr, recipe.batch_size
     opt = torch.optim.AdamW(model.param_groups(recipe, lr), lr=lr, betas=(0.9, 0.999))
     steps = recipe.epochs * math.ceil(len(train) / batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
@@ -282,13 +280,11 @@ def encoder_protocols(
     run's `protocols` select; seeded by the run's seed. The encoder itself is not changed."""
     selected = protocol_list(cfg.protocols)
     builders = {
-        "tran1": (Tran1Probe, SupervisedRecipe(cfg.tran1_epochs, TRAN1_BASE_LR)),
-        "finetune": (
-            FinetuneClassifier,
-            SupervisedRecipe(
-                cfg.finetune_epochs, FINETUNE_BASE_LR, layer_decay=cfg.finetune_layer_decay
-            ),
-        ),
+        "tran1": (Tran1Probe, SupervisedRecipe(cfg.tran1_epochs, cfg.tran1_lr,
+                                               cfg.tran1_batch_size)),
+        "finetune": (FinetuneClassifier, SupervisedRecipe(
+            cfg.finetune_epochs, cfg.finetune_lr, cfg.finetune_batch_size,
+            layer_decay=cfg.finetune_layer_decay)),
     }
     out = {}
     was_training = encoder.training
@@ -299,7 +295,7 @@ def encoder_protocols(
             torch.manual_seed(cfg.seed)
             model = cls(encoder, _num_classes(train, test)).to(device)
         out[f"{name}_top1"] = train_classifier(
-            model, data, train, test, recipe, cfg.batch_size, device, cfg.seed, name
+            model, data, train, test, recipe, device, cfg.seed, name
         )
     encoder.train(was_training)
     return out

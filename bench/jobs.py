@@ -236,7 +236,7 @@ def checkpoint_position(run_dir: Path) -> tuple[int, int]:
         return 0, 0
     import torch
 
-    state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)["state"]
+    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)["state"]
     return int(state["epoch"]), int(state.get("step", 0))
 
 
@@ -303,7 +303,7 @@ class RunJob(Checkpointable):
                 lock.release()
 
     def _run_locked(self, me: Holder, data: Any) -> dict[str, Any]:
-        from bench.train import train_run, write_failure
+        from bench.train import RunInterrupted, summary_record, train_run, write_failure
 
         summary = read_summary(self.run_dir)
         if summary is not None and summary.get("status") == "ok":
@@ -320,6 +320,9 @@ class RunJob(Checkpointable):
             log.info("run %s (%s seed %d) from epoch %d step %d -> %s", self.cfg.run_id,
                      self.cfg.method, self.cfg.seed, epoch, step, self.run_dir)
             return train_run(self.cfg, self.run_dir, self.progress, self.interrupt, data)
+        except RunInterrupted as err:  # a checkpoint, no summary: `interrupted`, resumable
+            log.warning("run %s %s", self.cfg.run_id, err)
+            return summary_record(self.cfg, "interrupted", error=str(err))
         except Exception as err:  # recorded in summary.json: reports list it, the sweep goes on
             log.error("run %s failed: %s", self.cfg.run_id, err)
             summary = write_failure(self.cfg, self.run_dir, err)

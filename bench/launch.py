@@ -17,15 +17,17 @@ import io
 import logging
 import multiprocessing
 import os
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import signal
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import progress
+from bench import distributed, progress, stopping, store
 from bench.config import RunConfig
-from bench.data import dataset_key, load_dataset
-from bench.errors import SchedulerError
+from bench.data import dataset_key
+from bench.errors import BenchError, SchedulerError
 from bench.jobs import (
     RETRY_STATES,
     TODO_STATES,
@@ -36,7 +38,8 @@ from bench.jobs import (
     run_states,
     write_record,
 )
-from bench.slurm import SlurmSettings, make_executor, sbatch_script
+from bench.slurm import SlurmSettings, make_executor, sbatch_script, slurm_settings
+from bench.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +58,6 @@ def runs_to_do(
         states = {s.run_id: s for s in run_states(out, [r.run_id for r in runs])}
     wanted = TODO_STATES | (RETRY_STATES if retry_failed else frozenset())
     return [cfg for cfg in runs if states[cfg.run_id].state in wanted]
-
-
-def check_data(runs: Sequence[RunConfig]) -> dict[tuple, Any]:
-    """Load every dataset the runs need once, before anything is written (fails early)."""
-    return {
-        key: load_dataset(*key) for key in dict.fromkeys(dataset_key(r) for r in runs)
-    }
 
 
 def _record(launcher: str, cfg: RunConfig, out: Path, **fields: Any) -> None:
@@ -85,10 +81,14 @@ class LocalLauncher:
             _record(self.name, cfg, out)
         if self.workers > 1:
             return self._launch_workers(runs, out)
-        datasets = datasets if datasets is not None else check_data(runs)
+        datasets = datasets if datasets is not None else validate(runs, out)
         summaries = []
         for i, cfg in enumerate(runs, 1):
-            log.info("run %d/%d %s (%s seed %d)", i, len(runs), cfg.run_id, cfg.method, cfg.seed)
+            if stopping.requested():  # a signal stopped the previous run: start no other
+                break
+            with progress.shown(self.progress):
+                progress.note(f"run {i} of {len(runs)}: {cfg.run_id} ({cfg.method} seed "
+                              f"{cfg.seed})")
             job = RunJob(cfg, out / cfg.run_id, self.progress)
             summaries.append(job.run(datasets[dataset_key(cfg)]))
         return summaries
@@ -107,14 +107,31 @@ class LocalLauncher:
                                  initargs=(slots, gpus)) as pool:
             futures = [pool.submit(job) for job in jobs]
             with progress.shown(self.progress):
-                for _ in progress.bar(as_completed(futures), total=len(futures), desc="runs",
-                                      unit="run"):
-                    pass
-        return [f.result() for f in futures]
+                done = progress.bar(total=len(futures), desc="runs", unit="run")
+                pending = set(futures)
+                while pending:
+                    finished, pending = wait(pending, timeout=0.5)
+                    done.update(len(finished))
+                    if stopping.requested() and pending:
+                        _stop_workers(futures)
+                done.close()
+        return [f.result() for f in futures if not f.cancelled()]
+
+
+def _stop_workers(futures: list) -> None:
+    """Pass a stop request on: runs not started are cancelled, and each worker process is
+    asked (SIGTERM) to checkpoint its run and stop."""
+    for f in futures:
+        f.cancel()
+    for child in multiprocessing.active_children():
+        if child.pid is not None:
+            os.kill(child.pid, signal.SIGTERM)
 
 
 def _init_worker(slots, gpus: int) -> None:
-    """Give each worker process its own GPU (round-robin when there are more workers)."""
+    """Give each worker process its own GPU (round-robin when there are more workers); a
+    signal asks it to checkpoint its run and stop, as in the main process."""
+    stopping.install()
     slot = slots.get()
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
@@ -181,3 +198,84 @@ def make_launcher(
     if name == "local":
         return LocalLauncher(progress, workers)
     return SubmititLauncher(name, slurm or SlurmSettings(), job_name, progress)
+
+
+@dataclass
+class LaunchOptions:
+    """How runs execute: the CLI's launcher flags, the API's keywords."""
+
+    launcher: str = "local"  # local | slurm | debug
+    workers: int = 1  # local: runs at once, in that many processes
+    retry_failed: bool = False  # also relaunch failed and cancelled runs
+    dry_run: bool = False  # plan only
+    progress: bool = True
+    slurm: dict[str, Any] = field(default_factory=dict)  # the [slurm] table (bench.slurm)
+    job_name: str = "maskbench"
+    report: bool = True  # write OUT/report when the launcher waited for the runs
+    baseline: str = "mae"
+
+
+@dataclass
+class Launch:
+    """What a launch found and did."""
+
+    out: Path
+    runs: list[RunConfig]
+    states: dict[str, RunState]  # of every run, before launching
+    todo: list[RunConfig]  # the runs launched (or, for a dry run, that would be)
+    summaries: list[dict] = field(default_factory=list)  # of those that ran here
+    script: str | None = None  # slurm dry run: the sbatch script
+    job_id: str | None = None  # slurm: the array's job id
+    report: Path | None = None
+    stopped: str | None = None  # the signal that stopped the launch (bench.stopping)
+
+    @property
+    def failed(self) -> list[dict]:
+        return [s for s in self.summaries if s.get("status") == "failed"]
+
+
+def launch_runs(runs: Sequence[RunConfig], out: Path, options: LaunchOptions,
+                show_plan: Callable[[Launch], None] | None = None) -> Launch:
+    """Plan, validate and launch the new and interrupted runs (and with `retry_failed` the
+    failed and cancelled ones); `bench run`, `bench sweep` and the API all end here.
+
+    `show_plan` sees the plan before anything is checked or written. Every check (bench.validate)
+    runs before the results folder is created. A SIGINT or SIGTERM during a waiting launch
+    checkpoints the running run and starts no other (`stopped` names the signal).
+    """
+    dist = distributed.init_from_env()  # under torchrun: one process per device, together (DDP)
+    if dist.world > 1 and (options.launcher != "local" or options.workers > 1):
+        raise BenchError("under torchrun every process trains each run together: use the local "
+                         "launcher with one worker")
+    launcher = make_launcher(options.launcher, options.progress, options.workers,
+                             slurm_settings(options.slurm), options.job_name)
+    states = {s.run_id: s for s in run_states(out, [r.run_id for r in runs])}
+    todo = distributed.from_main(runs_to_do(runs, out, options.retry_failed, states))
+    result = Launch(out, list(runs), states, todo)
+    if show_plan is not None and dist.is_main:
+        show_plan(result)
+    if options.dry_run:
+        if options.launcher == "slurm" and todo:
+            result.script = launcher.script(out, len(todo))
+        return result
+    datasets = validate(todo, out)
+    out = store.ensure_writable(out)
+    signals = stopping.handle_signals() if _main_thread() else contextlib.nullcontext()
+    with signals:
+        result.summaries = launcher.launch(todo, out, datasets)
+        result.stopped = stopping.requested()
+    if not dist.is_main:
+        return result
+    if launcher.waits and options.report and result.stopped is None:
+        from bench.report import write_report
+
+        result.report = write_report([out], out / "report", baseline=options.baseline)
+    elif not launcher.waits and todo:
+        result.job_id = launcher.jobs[0].job_id.split("_")[0]
+    return result
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

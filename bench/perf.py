@@ -21,6 +21,7 @@ from torch import Tensor
 from bench.config import RunConfig
 from bench.data import load_dataset
 from bench.data.streaming import pretrain_batches
+from bench.devices import device_name, peak_memory_bytes, resolve_device
 from bench.evaluate import autocast
 from bench.models.encoders import DataSpec
 from bench.optim import build_optimizer
@@ -29,12 +30,9 @@ from bench.sweep import resolve_run
 from bench.train import (
     TrainStep,
     build_model,
-    device_name,
     epoch_generator,
-    peak_memory_bytes,
     prepare_model,
     pretrain_flops_per_sample,
-    resolve_device,
     use_compile,
 )
 

@@ -5,6 +5,7 @@ data-parallel job draws any."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -34,3 +35,9 @@ def enabled() -> bool:
 def bar(iterable: Iterable[T] | None = None, **kwargs: Any) -> tqdm:
     """tqdm over `iterable`, disabled where progress is switched off."""
     return tqdm(iterable, disable=not enabled(), **kwargs)
+
+
+def note(text: str) -> None:
+    """One line on stderr between the bars (e.g. "run 2 of 9"), where progress is shown."""
+    if enabled():
+        tqdm.write(text, file=sys.stderr)

@@ -50,7 +50,16 @@ def save_torch(path: Path, obj: Any) -> None:
 
 
 def load_torch(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A file this package wrote (checkpoint, reconstructions, cached tensors), loaded with
+    `weights_only=True`: tensors and plain containers only, so a file a user was handed cannot
+    run code."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def checkpoint_device_type(path: Path) -> str | None:
+    """The device type a checkpoint was written on (None for checkpoints that predate it),
+    read without loading its tensors."""
+    return torch.load(path, map_location="cpu", mmap=True, weights_only=True).get("device_type")
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import methods  # noqa: F401  (registers every method)
+from bench.catalog import REFERENCES
 from bench.config import RunConfig, apply_overrides, run_config_fields
 from bench.data import dataset_entry
 from bench.errors import ConfigError, IncompatibleError
 from bench.models.encoders import ENCODERS, encoders_of_kind
 from bench.slurm import slurm_settings
-from bench.train import REFERENCES
 from methods.base import METHODS, options_dict, resolve_options
 
 
@@ -80,6 +80,7 @@ def expand(
 ) -> list[RunConfig]:
     """Every combination of `grid` (cartesian) with the `zipped` lists walked in step."""
     grid, zipped = grid or {}, zipped or {}
+    check_options_are_used(fixed, grid, zipped)
     lengths = {len(v) for v in zipped.values()}
     if len(lengths) > 1:
         raise ConfigError(f"zipped lists differ in length: {sorted(lengths)}")
@@ -96,6 +97,24 @@ def expand(
             seen.add(cfg.run_id)
             runs.append(cfg)
     return runs
+
+
+def check_options_are_used(fixed: dict[str, Any], grid: dict[str, list[Any]],
+                           zipped: dict[str, list[Any]]) -> None:
+    """A `method.option` key for a method none of the runs uses would silently do nothing (a
+    grid over it collapses to one run): refuse it, naming the methods that do run."""
+    if "method" in grid or "method" in zipped:
+        run = {*grid.get("method", []), *zipped.get("method", [])}
+    else:
+        run = {fixed.get("method", RunConfig.method)}
+    for where, keys in (("", fixed), ("grid.", grid), ("zip.", zipped)):
+        for key in keys:
+            method = key.partition(".")[0] if "." in key else None
+            if method is not None and method not in run and method in METHODS:
+                raise ConfigError(
+                    f"{where}{key} sets an option of {method}, which none of these runs uses "
+                    f"(methods: {', '.join(sorted(run))}); add {method} to the methods or drop "
+                    "the key")
 
 
 def differing_keys(runs: list[RunConfig]) -> list[str]:
@@ -151,12 +170,13 @@ def load_spec(path: Path) -> SweepSpec:
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
     try:
-        return _spec_from_toml(path.stem, raw)
+        return spec_from_dict(path.stem, raw)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
 
 
-def _spec_from_toml(name: str, raw: dict[str, Any]) -> SweepSpec:
+def spec_from_dict(name: str, raw: dict[str, Any]) -> SweepSpec:
+    """A sweep from the content of a sweep file (nested tables or dotted keys), checked."""
     fixed = {k: v for k, v in _flatten(raw).items() if k.split(".")[0] not in SPEC_KEYS}
     for key, value in fixed.items():
         check_setting(key, value)

@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.catalog import REFERENCES as CATALOG_REFERENCES
 from bench.stats import CONFIDENCE, Summary, cis_overlap, paired_difference, summarize
 
 SECTION = ("dataset", "encoder")
 CELL = (*SECTION, "method", "options", "variant")
-REFERENCES = ("random-init", "raw-input")  # bench.train.REFERENCES, in table order
+REFERENCES = tuple(CATALOG_REFERENCES)  # in table order
 NOT_COMPARABLE = "not comparable across methods: each method solves a different task"
 
 

@@ -8,8 +8,6 @@ uninterrupted one (bit-identical on CPU).
 
 from __future__ import annotations
 
-import platform
-import resource
 import time
 import traceback
 from collections.abc import Callable
@@ -20,10 +18,12 @@ from typing import Any
 import torch
 
 import methods  # noqa: F401  (registers every method)
-from bench import distributed, store
+from bench import distributed, stopping, store
+from bench.catalog import REFERENCES
 from bench.config import RunConfig
 from bench.data import dataset_key, load_dataset
 from bench.data.streaming import pretrain_batches
+from bench.devices import check_device_type, device_name, peak_memory_bytes, resolve_device
 from bench.evaluate import (
     autocast,
     encoder_protocols,
@@ -37,14 +37,8 @@ from bench.models.patches import patchify, unpatchify
 from bench.models.pretrainer import MaskedPretrainer
 from bench.optim import WEIGHT_DECAY_RULE, build_optimizer, lr_at
 from bench.progress import bar, shown
+from bench.validate import check_fits
 from methods.base import build_method
-
-# Reference rows: what the same probes give without pretraining, so a reader sees what
-# pretraining adds. They train nothing and take no method options.
-REFERENCES = {
-    "random-init": "the same encoder, untrained (probes on its random features)",
-    "raw-input": "the same probes on the standardised input (pixels, or bag-of-words for text)",
-}
 
 RECON_IMAGES = 8  # the first N test images: the same pictures for every method
 
@@ -53,15 +47,27 @@ class RunInterrupted(Exception):
     """Raised after a checkpoint when the caller asked the run to stop (preemption, tests)."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
     """All randomness of one epoch comes from here, so an epoch replays exactly on resume."""
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
+
+
+def pretrain_subset(seed: int, available: int, limit: int | None) -> torch.Tensor | None:
+    """The training samples a run with `train_limit=limit` pretrains on: `limit` of the
+    `available` ones, drawn once from the run's seed (on the CPU, so on any device; the same
+    subset for every method of a seed, whatever the epoch), or None for all of them. Epochs
+    shuffle within it."""
+    if limit is None or limit >= available:
+        return None
+    gen = torch.Generator().manual_seed(seed * 1_000_003 - 1)  # no epoch generator uses it
+    return torch.randperm(available, generator=gen)[:limit].sort().values
+
+
+def epoch_order(subset: torch.Tensor | None, available: int, gen: torch.Generator) -> torch.Tensor:
+    """This epoch's sample order: a permutation of the subset (or of everything) from `gen`."""
+    if subset is None:
+        return torch.randperm(available, generator=gen, device=gen.device)
+    return subset.to(gen.device)[torch.randperm(len(subset), generator=gen, device=gen.device)]
 
 
 def build_model(cfg: RunConfig, spec: DataSpec) -> MaskedPretrainer:
@@ -159,18 +165,6 @@ def pretrain_flops_per_sample(model: MaskedPretrainer, x: torch.Tensor) -> float
     return counter.get_total_flops() / len(x)
 
 
-def peak_memory_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
 @dataclass
 class RunContext:
     cfg: RunConfig
@@ -201,20 +195,24 @@ DDP_CHECKPOINT_POLL_STEPS = 50
 
 class CheckpointClock:
     """When to write a mid-epoch checkpoint: after `every_min` minutes of training since the
-    last checkpoint (0: at epoch ends only). Rank 0's clock decides for every rank."""
+    last checkpoint (0: at epoch ends only), or at once when a signal asked the process to stop
+    (bench.stopping; then `stop` names it). Rank 0 decides for every rank."""
 
     def __init__(self, every_min: float, world: int):
         self.every_s = every_min * 60
         self.poll = 1 if world == 1 else DDP_CHECKPOINT_POLL_STEPS
+        self.stop: str | None = None
         self.reset()
 
     def reset(self) -> None:
         self.last = time.monotonic()
 
     def due(self, i: int) -> bool:
-        if not self.every_s or (i + 1) % self.poll:
+        if (i + 1) % self.poll:
             return False
-        return distributed.from_main(time.monotonic() - self.last >= self.every_s)
+        timed = bool(self.every_s) and time.monotonic() - self.last >= self.every_s
+        timed, self.stop = distributed.from_main((timed, stopping.requested()))
+        return timed or self.stop is not None
 
 
 def advanced(before: dict[str, Any], since: float, epochs_done: int, step: int,
@@ -246,9 +244,9 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
     metrics_path = ctx.run_dir / store.METRICS
     steps_path = ctx.run_dir / store.STEPS
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
-    n = min(data.n_pretrain(), cfg.train_limit or data.n_pretrain())
-    if n < cfg.batch_size:
-        raise ValueError(f"batch_size {cfg.batch_size} exceeds the {n} pretraining samples")
+    subset = pretrain_subset(cfg.seed, data.n_pretrain(), cfg.train_limit)
+    n = data.n_pretrain() if subset is None else len(subset)
+    check_fits(cfg, data)
     steps_per_epoch = n // cfg.batch_size  # full batches only: every step has the same shape
     total = cfg.epochs * steps_per_epoch
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
@@ -257,6 +255,7 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
     partial = None  # a mid-epoch checkpoint's generator state and running sums
     if ckpt_path.exists():
         ckpt = store.load_torch(ckpt_path)
+        check_device_type(ckpt.get("device_type"), device, ckpt_path)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         state = {"step": 0, **ckpt["state"]}
@@ -277,22 +276,18 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
     def save(extra: dict[str, Any] | None = None) -> None:
         if dist.is_main:
             store.save_torch(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                         "state": state, **(extra or {})})
+                                         "state": state, "device_type": device.type,
+                                         **(extra or {})})
         distributed.barrier()  # every rank resumes from the same checkpoint
         clock.reset()
 
     model.train()
-    epochs = bar(
-        range(state["epoch"], cfg.epochs),
-        initial=state["epoch"],
-        total=cfg.epochs,
-        desc=f"{cfg.method} seed {cfg.seed}",
-        unit="epoch",
-    )
-    for epoch in epochs:
+    steps = bar(total=total, initial=state["epoch"] * steps_per_epoch + state["step"],
+                desc=f"{cfg.method} seed {cfg.seed}", unit="step")
+    for epoch in range(state["epoch"], cfg.epochs):
         gen = epoch_generator(cfg.seed, epoch, device)
-        perm = torch.randperm(data.n_pretrain(), generator=gen, device=device)[:n]
-        batches = perm[: steps_per_epoch * cfg.batch_size].view(steps_per_epoch, cfg.batch_size)
+        order = epoch_order(subset, data.n_pretrain(), gen)
+        batches = order[: steps_per_epoch * cfg.batch_size].view(steps_per_epoch, cfg.batch_size)
         first, loss_sum = 0, torch.zeros((), device=device)
         if partial is not None:  # resume inside this epoch
             first = state["step"]
@@ -302,6 +297,7 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
             partial = None
         start, before = time.perf_counter(), dict(state)
         inputs = pretrain_batches(data, batches[first:], gen, cfg.augment, rows)
+        steps.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}")
         for i, x in enumerate(inputs, start=first):
             step = epoch * steps_per_epoch + i
             for group in opt.param_groups:
@@ -309,6 +305,7 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
             loss = train_step(x, gen)
             loss_sum += loss  # no host sync inside the loop
             step_log.add(epoch, i, step, loss)
+            steps.update()
             if i + 1 < steps_per_epoch and clock.due(i):
                 step_log.flush(wait=True)
                 state = advanced(before, start, epoch, i + 1, (i + 1 - first) * cfg.batch_size)
@@ -318,6 +315,9 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
                     "loss_sum": distributed.mean(loss_sum).item(),
                     "log_window": distributed.mean(step_log.window).item(),
                 }})
+                if clock.stop is not None:
+                    raise RunInterrupted(f"stopped by {clock.stop} at epoch {epoch + 1} step "
+                                         f"{i + 1}; checkpoint written, rerun to resume")
         epoch_loss = (distributed.mean(loss_sum) / steps_per_epoch).item()
         step_log.new_epoch()
         state = advanced(before, start, epoch + 1, 0, (steps_per_epoch - first) * cfg.batch_size)
@@ -327,9 +327,14 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
                 record.update(evaluate_encoder(ctx, model.encoder, knn_only=True))
             store.append_jsonl(metrics_path, record)
         save()
-        epochs.set_postfix(loss=f"{epoch_loss:.4f}")
+        steps.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{epoch_loss:.4f}")
+        stop = distributed.from_main(stopping.requested())
+        if stop is not None:  # also before evaluation: it can take long
+            raise RunInterrupted(f"stopped by {stop} after epoch {epoch + 1}; checkpoint "
+                                 "written, rerun to resume")
         if interrupt is not None and interrupt(epoch + 1) and epoch + 1 < cfg.epochs:
             raise RunInterrupted(f"stopped after epoch {epoch + 1}; rerun to resume")
+    steps.close()
     return state
 
 
@@ -343,7 +348,7 @@ def evaluate_encoder(ctx: RunContext, encoder, knn_only: bool = False) -> dict[s
         train_f = data.raw_features(train.x.to(ctx.device), _to(train.pad_mask, ctx.device)).float()
         test_f = data.raw_features(test.x.to(ctx.device), _to(test.pad_mask, ctx.device)).float()
     else:
-        bs = max(cfg.batch_size, 256)
+        bs = cfg.eval_batch_size
         train_f = extract_features(encoder, data, train, bs, ctx.device, "features train")
         test_f = extract_features(encoder, data, test, bs, ctx.device, "features test")
     if knn_only:
@@ -434,6 +439,7 @@ def _train_and_evaluate(
         "pretrain_flops_per_sample": 0.0,
         "train_samples_per_s": None,
         "device": device_name(device),
+        "device_type": device.type,  # numbers differ between device types: never pooled
         "processes": dist.world,  # data-parallel ranks: samples/s is theirs together
     }
     if cfg.method == "raw-input":
@@ -453,12 +459,12 @@ def _train_and_evaluate(
         metrics = evaluate_encoder(ctx, model.encoder)
         if model.spec.modality == "text":  # recon_loss = held-out masked-token cross-entropy
             blocks = data.heldout_blocks(cfg.eval_test_limit)
-            bs = max(cfg.batch_size, 256)
-            metrics.update(masked_token_metrics(model, blocks, bs, device, cfg.seed))
+            metrics.update(masked_token_metrics(model, blocks, cfg.eval_batch_size, device,
+                                                cfg.seed))
         else:
             test = data.eval_split("test", cfg.eval_test_limit)
             metrics["recon_loss"] = reconstruction_loss(
-                model, data, test, max(cfg.batch_size, 256), device, cfg.seed
+                model, data, test, cfg.eval_batch_size, device, cfg.seed
             )
         metrics["pretrain_loss"] = store.read_jsonl(run_dir / store.METRICS)[-1]["loss"]
         save_reconstructions(ctx, model)

@@ -66,12 +66,12 @@ def test_classifier_learns_and_leaves_the_encoder_unchanged(digits, small_encode
     before = {k: v.clone() for k, v in small_encoder.state_dict().items()}
     small_encoder.train()
     train, test = two_class_split(64, 0), two_class_split(16, 1)
-    recipe = SupervisedRecipe(epochs=3, base_lr=0.02)
+    recipe = SupervisedRecipe(epochs=3, lr=0.02 * 32 / 256, batch_size=32)
 
     def score() -> float:
         torch.manual_seed(0)
         model = cls(small_encoder, 2)
-        return train_classifier(model, digits, train, test, recipe, 32, CPU, seed=0, desc="t")
+        return train_classifier(model, digits, train, test, recipe, CPU, seed=0, desc="t")
 
     first = score()
     assert first == 1.0 and score() == first  # learns; seeded, so repeatable
@@ -82,14 +82,14 @@ def test_classifier_learns_and_leaves_the_encoder_unchanged(digits, small_encode
 def test_tran1_trains_only_its_block_and_head(digits, small_encoder):
     probe = Tran1Probe(small_encoder, 10).train()
     assert not probe.encoder.training  # frozen encoder stays in eval mode
-    trained = {id(p) for g in probe.param_groups(SupervisedRecipe(1, 1e-3), 1e-3) for p in g["params"]}
+    trained = {id(p) for g in probe.param_groups(SupervisedRecipe(1, 1e-3, 32), 1e-3) for p in g["params"]}
     assert not trained & {id(p) for p in small_encoder.parameters()}
     assert trained == {id(p) for n, p in probe.named_parameters() if not n.startswith("encoder.")}
 
 
 def test_finetune_layer_decay_groups(digits, small_encoder):
     model = FinetuneClassifier(small_encoder, 10)
-    groups = model.param_groups(SupervisedRecipe(1, 1e-3, layer_decay=0.5), 1.0)
+    groups = model.param_groups(SupervisedRecipe(1, 1e-3, 32, layer_decay=0.5), 1.0)
     lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
     assert len(lr_of) == len(list(model.parameters()))  # every parameter, once
     enc = model.encoder  # depth 2: embeddings 0.5^3, block i 0.5^(2-i), final norm and head 1
@@ -104,7 +104,7 @@ def test_finetune_layer_decay_groups(digits, small_encoder):
 def test_finetune_dense_encoder_is_one_group(digits):
     trunk = TimmTrunk("resnet18", (("stem_width", 16), ("channels", (16, 32, 64, 128))))
     model = FinetuneClassifier(CNNEncoder(digits.spec, trunk, 32), 10)
-    groups = model.param_groups(SupervisedRecipe(1, 1e-3, layer_decay=0.5), 1.0)
+    groups = model.param_groups(SupervisedRecipe(1, 1e-3, 32, layer_decay=0.5), 1.0)
     assert {g["lr"] for g in groups} == {1.0}
 
 
@@ -125,3 +125,18 @@ def test_encoder_protocols_restore_training_mode(digits, small_encoder):
     out = encoder_protocols(small_encoder, digits, two_class_split(32, 0), two_class_split(16, 1),
                             cfg, CPU)
     assert set(out) == {"tran1_top1"} and small_encoder.training
+
+
+def test_evaluation_does_not_depend_on_the_pretraining_batch(digits, small_encoder):
+    """tran1 and finetune train with their own fixed batch size and lr: two runs that differ
+    only in the pretraining batch (or process count) score the same encoder identically."""
+    small = dict(protocols="tran1,finetune", tran1_epochs=1, finetune_epochs=1,
+                 tran1_batch_size=16, finetune_batch_size=16)
+    train, test = digits.eval_split("train", 96), digits.eval_split("test", 48)
+    scores = [encoder_protocols(small_encoder, digits, train, test,
+                                tiny_config(batch_size=b, **small), CPU) for b in (32, 512)]
+    assert scores[0] == scores[1]
+    # ... and the recipe's own keys do change it (they are what decides the recipe)
+    other = encoder_protocols(small_encoder, digits, train, test,
+                              tiny_config(**{**small, "tran1_lr": 0.5, "finetune_lr": 0.5}), CPU)
+    assert other != scores[0]

@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench.catalog import REFERENCES as TRAIN_REFERENCES
 from bench.cli import main
 from bench.report import write_report
 from bench.tables import REFERENCES
-from bench.train import REFERENCES as TRAIN_REFERENCES
 
 T_975_2 = 4.302652729749464  # t_{0.975, 2} from tables
 FIGURES = ("metrics", "curves", "compute", "mask_ratio")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main, split_launcher_settings
+from bench.api import split_launcher_settings
+from bench.cli import main
 from bench.errors import ConfigError
 from bench.slurm import slurm_settings
 from bench.sweep import differing_keys, expand, load_spec

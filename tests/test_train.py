@@ -87,3 +87,38 @@ def test_reference_rows(tmp_path, digits, reference):
     s = train_run(cfg, tmp_path / cfg.run_id, progress=False, data=digits)
     assert 0.3 < s["metrics"]["knn_top1"] <= 1.0
     assert not (tmp_path / cfg.run_id / store.CHECKPOINT).exists()
+
+
+def test_train_limit_is_one_subset_for_the_whole_run(tmp_path, digits, monkeypatch):
+    """`train_limit=N` pretrains on N samples drawn once from the seed: over 3 epochs exactly N
+    distinct samples are seen (each epoch a new order of the same N), the same N after a kill
+    and resume, and the same N for another method of the same seed."""
+    from bench import train
+
+    seen: list[list[int]] = []
+    batches = train.pretrain_batches
+
+    def spy(data, index_batches, generator, aug, rows):
+        seen.append(index_batches.flatten().tolist())
+        return batches(data, index_batches, generator, aug, rows)
+
+    monkeypatch.setattr(train, "pretrain_batches", spy)
+    cfg = resolve_run(tiny_config(epochs=3, batch_size=32, train_limit=96, protocols="knn",
+                                  checkpoint_every_min=1e-9))
+    train_run(cfg, tmp_path / "full", progress=False, data=digits)
+    epochs = [set(e) for e in seen]
+    assert len(epochs) == 3 and all(len(e) == 96 for e in epochs)
+    assert epochs[0] == epochs[1] == epochs[2] and seen[0] != seen[1]  # reshuffled, same subset
+    full = list(seen)
+
+    seen.clear()
+    kill_at_step(4, lambda: train_run(cfg, tmp_path / "cut", progress=False, data=digits))
+    train_run(cfg, tmp_path / "cut", progress=False, data=digits)
+    # epoch 1, epoch 2 until the kill, epoch 2 resumed at step 1, epoch 3
+    assert seen[0] == full[0] and seen[2] == full[1][32:] and seen[3] == full[2]
+
+    seen.clear()
+    other = resolve_run(tiny_config(method="interp", epochs=1, batch_size=32, train_limit=96,
+                                    protocols="knn"))
+    train_run(other, tmp_path / "interp", progress=False, data=digits)
+    assert set(seen[0]) == epochs[0]

@@ -1,0 +1,85 @@
+"""The one validation pass over resolved runs, before any run folder is created (shared by
+`bench run`, `bench sweep` and the Python API). RunConfig already refuses bad values on its
+own; this pass checks what needs the machine, the data or the disk: the device exists, every
+dataset loads (once), the batch fits the data, each model builds (shapes), the mask ratio hides
+something on the data's grid, and a checkpoint to resume was written on this device type.
+
+A failed check raises a BenchError subclass naming the run and the key to change; nothing has
+been written by then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import distributed, store
+from bench.catalog import REFERENCES
+from bench.config import RunConfig
+from bench.data import dataset_key, load_dataset
+from bench.devices import check_device_type, resolve_device
+from bench.errors import ConfigError
+from bench.masking import visible_count
+
+
+def pretrain_count(cfg: RunConfig, data: Any) -> int:
+    """Samples a run pretrains on: the data's, or `train_limit` of them."""
+    n = data.n_pretrain()
+    return n if cfg.train_limit is None else min(n, cfg.train_limit)
+
+
+def check_fits(cfg: RunConfig, data: Any) -> None:
+    """The global batch fits the pretraining data and splits evenly across processes."""
+    n = pretrain_count(cfg, data)
+    if cfg.batch_size > n:
+        where = f"train_limit={cfg.train_limit}" if cfg.train_limit else f"{cfg.dataset}"
+        raise ConfigError(f"batch_size {cfg.batch_size} exceeds the {n} pretraining samples "
+                          f"({where}); lower --batch-size")
+    distributed.current().rows(cfg.batch_size)
+
+
+def check_model(cfg: RunConfig, spec: Any) -> None:
+    """Build the run's model on the meta device (no memory, no compute): shape errors (heads
+    that do not divide a width, a patch size a CNN has no stage for) surface now, and the mask
+    ratio must leave something hidden on the data's grid."""
+    from bench.train import build_model  # models: imported only when there is a run to check
+
+    if cfg.method in REFERENCES:
+        return
+    try:
+        visible_count(spec.grid, cfg.options.get("mask_ratio", 0.75))
+    except ValueError as err:
+        raise ConfigError(f"{cfg.method}.mask_ratio: {err}") from None
+    try:
+        with torch.device("meta"), torch.random.fork_rng(devices=[]):
+            build_model(cfg, spec)
+    except (AssertionError, ValueError, RuntimeError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{cfg.method} with encoder {cfg.encoder} on {cfg.dataset} cannot be "
+                          f"built: {err}") from None
+
+
+def validate(runs: Sequence[RunConfig], out: Path) -> dict[tuple, Any]:
+    """Check every run; return the loaded datasets by `dataset_key` (launching reuses them)."""
+    datasets: dict[tuple, Any] = {}
+    models: set[str] = set()
+    for cfg in runs:
+        device = resolve_device(cfg.device)
+        key = dataset_key(cfg)
+        if key not in datasets:
+            datasets[key] = load_dataset(*key)
+        data = datasets[key]
+        if cfg.method not in REFERENCES:
+            check_fits(cfg, data)
+        shape_key = repr({**cfg.identity(), "seed": None, "device": device.type})
+        if shape_key not in models:
+            models.add(shape_key)
+            check_model(cfg, data.spec)
+        checkpoint = out / cfg.run_id / store.CHECKPOINT
+        if checkpoint.exists():
+            check_device_type(store.checkpoint_device_type(checkpoint), device, checkpoint)
+    return datasets
