@@ -27,6 +27,8 @@ from bench.errors import DataNotFoundError
 
 CONFIG, SUMMARY, METRICS = "config.json", "summary.json", "metrics.jsonl"
 COMPUTE_PREFIX = "compute."
+SETUP_PREFIX = "setup."  # summary.json's setup record: what the fairness table compares
+EXECUTION_KEYS = ("device_type", "processes")  # summary.json compute fields that split cells
 RUN_KEYS = ("sweep", "run_id", "dataset", "encoder", "method", "options", "seed", "epochs")
 TABLE_COLUMNS = (*RUN_KEYS, "status", "metric", "value", "run_dir")
 FAILED_COLUMNS = (*RUN_KEYS, "error", "run_dir")
@@ -167,15 +169,21 @@ def _read_run(item: tuple[str, frozenset[str]]) -> _Run | Problem:
         identity = _identity(run_dir, config, summary)
         metrics = summary.get("metrics") or {}
         compute = summary.get("compute") or {}
-        if type(metrics) is not dict or type(compute) is not dict:
-            raise _Unreadable(f"{SUMMARY}: 'metrics' or 'compute' is not an object")
+        setup = summary.get("setup") or {}
+        if type(metrics) is not dict or type(compute) is not dict or type(setup) is not dict:
+            raise _Unreadable(f"{SUMMARY}: 'metrics', 'compute' or 'setup' is not an object")
     except _Unreadable as err:
         return Problem(Path(run_dir), str(err))
     values = [(k, float(v)) for k, v in metrics.items() if type(v) in _NUMBER]
     values += [(COMPUTE_PREFIX + k, float(v)) for k, v in compute.items() if type(v) in _NUMBER]
+    values += [(SETUP_PREFIX + k, float(v)) for k, v in setup.items() if type(v) in _NUMBER]
     error = None if status == "ok" else str(summary.get("error") or "(no error recorded)")
     device = compute.get("device")
-    return _Run(identity, status, error, values, config, device if type(device) is str else None)
+    # How a run was executed changes its numbers although not its identity: the report treats
+    # these like settings (never pooled across, listed where they differ).
+    executed = {k: compute[k] for k in EXECUTION_KEYS if k in compute}
+    return _Run(identity, status, error, values, {**config, **executed},
+                device if type(device) is str else None)
 
 
 def _map(fn: Callable[[_T], _R], items: list[_T]) -> list[_R]:
@@ -193,7 +201,8 @@ class Aggregate:
         ("failed") and whatever metrics they logged; compute figures are "compute.<field>" rows.
     failed: one row per run whose status is not "ok", columns FAILED_COLUMNS.
     problems: folders that were skipped, with the reason.
-    configs: run_dir -> its config.json, for every run read (what a report states about it).
+    configs: run_dir -> its config.json with the EXECUTION_KEYS of its summary, for every run
+        read (what a report states about it).
     devices: run_dir -> the device its summary.json names (None when it names none).
     """
 

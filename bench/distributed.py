@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import TypeVar
 
@@ -124,7 +126,96 @@ def wrap(model: nn.Module) -> nn.Module:
 
     DDP averages gradients over ranks; with equal per-rank batches and a per-sample-constant
     number of hidden positions (every image method) that is the gradient of the global mean.
+    Batch normalisation layers are switched to statistics over the global batch (in place:
+    the same parameters and buffers), so W ranks normalise as one process does.
     """
     if current().world == 1:
         return model
+    global_batch_norm(model)
     return nn.parallel.DistributedDataParallel(model)
+
+
+# ------------------------------------------------------------------ batch norm over all ranks
+
+_sync_stats = [False]
+
+
+@contextmanager
+def synced_batch_stats() -> Iterator[None]:
+    """Inside this block (the data-parallel training step only) batch normalisation in
+    training mode uses the global batch's statistics; elsewhere (a rank-0-only evaluation that
+    trains a copy of the encoder) it stays local, so no rank waits for a collective that the
+    others never join."""
+    _sync_stats.append(True)
+    try:
+        yield
+    finally:
+        _sync_stats.pop()
+
+
+def _normalize_globally(bn: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
+    """Batch norm of this rank's rows `x` with the mean and biased variance of the global batch
+    (two differentiable all-reduces; the backward all-reduces the gradients the same way, so
+    DDP's averaged gradients are those of one process on the whole batch). Running statistics
+    are updated as `F.batch_norm` updates them (unbiased variance)."""
+    from torch.distributed.nn.functional import all_reduce
+
+    dims = [0, *range(2, x.dim())]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    xf = x.float()
+    local_n = torch.tensor([xf.numel() / xf.shape[1]], device=x.device)
+    totals = all_reduce(torch.cat([xf.sum(dims), local_n]))
+    n = totals[-1]
+    mean = totals[:-1] / n
+    centred = xf - mean.view(shape)
+    var = all_reduce(centred.pow(2).sum(dims)) / n
+    y = centred * torch.rsqrt(var + bn.eps).view(shape)
+    if bn.affine:
+        y = y * bn.weight.view(shape) + bn.bias.view(shape)
+    if bn.track_running_stats:
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            bn.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+            bn.running_var.mul_(1 - m).add_(var.detach() * n / (n - 1), alpha=m)
+    return y.to(x.dtype)
+
+
+class _GlobalBatchNorm:
+    """Mixed into a batch-norm class (`global_batch_norm`): global statistics inside
+    `synced_batch_stats` in training mode, the class's own forward everywhere else."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (_sync_stats[-1] and self.training):
+            return super().forward(x)
+        y = _normalize_globally(self, x)
+        if _is_timm_norm_act(self):  # timm's BatchNormAct2d: dropout and activation after
+            y = self.act(self.drop(y))
+        return y
+
+
+_GLOBAL_CLASSES: dict[type, type] = {}
+
+
+def _is_timm_norm_act(module: nn.Module) -> bool:
+    from timm.layers import BatchNormAct2d
+
+    return isinstance(module, BatchNormAct2d)
+
+
+def global_batch_norm(model: nn.Module) -> nn.Module:
+    """Switch every batch-norm layer of `model` to global statistics (see `_GlobalBatchNorm`),
+    keeping its parameters, buffers and state-dict names (checkpoints resume under any number
+    of processes). torch's SyncBatchNorm is not used: it refuses CPU (gloo) tensors."""
+    plain = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+    for name, module in model.named_modules():
+        cls = type(module)
+        if not isinstance(module, nn.modules.batchnorm._BatchNorm) or cls in _GLOBAL_CLASSES.values():
+            continue
+        if cls not in plain and not _is_timm_norm_act(module):
+            raise ConfigError(f"{name} is a {cls.__name__}, whose statistics cannot be shared "
+                              "across processes here; train this encoder in one process")
+        if cls not in _GLOBAL_CLASSES:
+            _GLOBAL_CLASSES[cls] = type(f"Global{cls.__name__}", (_GlobalBatchNorm, cls), {})
+        module.__class__ = _GLOBAL_CLASSES[cls]
+    return model

@@ -55,6 +55,7 @@ from bench.tables import (
     to_latex,
     usual_settings,
 )
+from bench.verdict import fairness, verdict
 
 log = logging.getLogger(__name__)
 TITLE = "Maskbench report"
@@ -79,6 +80,7 @@ class Analysis:
     baseline: str
     compute_metric: str | None
     notes: list[str] = field(default_factory=list)
+    rules: dict[str, str] = field(default_factory=dict)  # run_dir -> its weight-decay rule
 
 
 def analyse(dirs: Sequence[Path], baseline: str) -> Analysis:
@@ -116,12 +118,23 @@ def analyse(dirs: Sequence[Path], baseline: str) -> Analysis:
     if len(set(prov.devices) - {UNRECORDED}) > 1:
         notes.append("runs ran on several devices (see Provenance): wall times, samples/s and "
                      "the time axis of the compute view compare hardware as well as methods")
+    rules = {d: str(c.get("weight_decay_rule") or "") for d, c in agg.configs.items()}
     return Analysis(agg, ok, cells, stats, paired, points, matched, curve, prov,
-                    usual_settings(ok), baseline, compute_metric, notes)
+                    usual_settings(ok), baseline, compute_metric, notes, rules)
 
 
-def _section_tables(a: Analysis, dataset: str, encoder: str, first: bool) -> list[Table]:
-    """Main, paired, compute-matched, compute and task tables of one section."""
+@dataclass
+class Section:
+    """One (dataset, encoder) section of the report."""
+
+    tables: list[Table]
+    verdict: list[str]  # who beats the baseline, in words (bench.verdict)
+    warnings: list[str]  # where compared rows ran with a different setup
+
+
+def _section(a: Analysis, dataset: str, encoder: str, first: bool) -> Section:
+    """Main, fairness, paired, compute-matched, compute and task tables of one section, its
+    verdict and its fairness warnings."""
     where = lambda f: f[(f.dataset == dataset) & (f.encoder == encoder)]  # noqa: E731
     cells, stats = where(a.cells), where(a.stats)
     metrics = list(stats.metric.unique())
@@ -134,7 +147,13 @@ def _section_tables(a: Analysis, dataset: str, encoder: str, first: bool) -> lis
                          f"{name}: main table", CI_NOTE + ". Bold: best row of a column whose "
                          "CI does not overlap the runner-up's (reference rows are not ranked)."
                          + settings, MAIN_TABLE_ID if first else "")]
+    rules = {label: a.rules.get(run_dir, "")
+             for label, run_dir in zip(*_run_labels(a, cells))}
+    fair, warnings = fairness(stats, cells, rules, f"{name}: setup of each row (fairness)")
+    tables.append(fair)
     paired = where(a.paired)
+    said = verdict(paired, a.baseline) if not paired.empty else [
+        f"no verdict: the baseline {a.baseline!r} has no finished run in this section"]
     if not paired.empty:
         tables.append(paired_table(
             paired, f"{name}: paired difference to the baseline {paired.baseline.iloc[0]}",
@@ -156,7 +175,13 @@ def _section_tables(a: Analysis, dataset: str, encoder: str, first: bool) -> lis
     if task:
         tables.append(stat_table(stats, cells, task, f"{name}: pretext-task metrics",
                                  f"{', '.join(task)}: {NOT_COMPARABLE}. {CI_NOTE}."))
-    return tables
+    return Section(tables, said, warnings)
+
+
+def _run_labels(a: Analysis, cells: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(label, run_dir) of every finished run of the cells' rows."""
+    runs = a.ok.drop_duplicates("run_dir").merge(cells[[*CELL, "label"]], on=list(CELL))
+    return list(runs.label), list(runs.run_dir)
 
 
 def _make_figures(a: Analysis, out: Path) -> list[figures.Figure]:
@@ -209,7 +234,7 @@ def _provenance_blocks(p: Provenance) -> list[Block]:
     return blocks
 
 
-def _blocks(a: Analysis, dirs: Sequence[Path], section_tables: dict[tuple[str, str], list[Table]],
+def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str], Section],
             figs: list[figures.Figure]) -> list[Block]:
     agg = a.agg
     n_ok = a.ok.run_dir.nunique()
@@ -231,11 +256,21 @@ def _blocks(a: Analysis, dirs: Sequence[Path], section_tables: dict[tuple[str, s
             f"recon_loss, pretrain_loss, masked_token_acc and perplexity are {NOT_COMPARABLE}.",
         )),
     ]
+    if section_of:
+        blocks += [Heading("Verdict", 2, "verdict"), Paragraph(
+            f"Per section and protocol, each row against the baseline {a.baseline!r}, paired by "
+            f"seed (95 % t CI of the mean difference; at least 3 shared seeds; not corrected "
+            "for multiple comparisons).")]
+        blocks.append(Bullets(tuple(f"{dataset} · {encoder}: {line}"
+                                    for (dataset, encoder), s in section_of.items()
+                                    for line in s.verdict)))
     if a.notes:
         blocks += [Heading("Notes", 2, "notes"), Bullets(tuple(a.notes))]
-    for i, ((dataset, encoder), tables) in enumerate(section_tables.items()):
+    for i, ((dataset, encoder), section) in enumerate(section_of.items()):
         blocks.append(Heading(f"{dataset} · {encoder}", 2, f"section-{i}"))
-        blocks += [TableBlock(t) for t in tables]
+        if section.warnings:
+            blocks.append(Bullets(tuple(section.warnings)))
+        blocks += [TableBlock(t) for t in section.tables]
     if figs:
         blocks.append(Heading("Figures", 2, "figures"))
         blocks += [FigureBlock(f) for f in figs]
@@ -269,13 +304,11 @@ def write_report(dirs: Sequence[Path], out: Path, *, baseline: str = "mae") -> P
     a.stats.reindex(columns=stats_cols).to_csv(out / "stats.csv", index=False)
     a.paired.to_csv(out / "paired.csv", index=False)
     a.matched.to_csv(out / "compute_matched.csv", index=False)
-    section_tables = {
-        sec: _section_tables(a, *sec, first=i == 0) for i, sec in enumerate(sections(a.cells))
-    }
+    section_of = {sec: _section(a, *sec, first=i == 0) for i, sec in enumerate(sections(a.cells))}
     (out / "tables.tex").write_text(
         "% Maskbench tables; needs \\usepackage{booktabs}\n\n"
-        + "\n\n".join(to_latex(t) for ts in section_tables.values() for t in ts) + "\n")
-    blocks = _blocks(a, dirs, section_tables, _make_figures(a, out))
+        + "\n\n".join(to_latex(t) for s in section_of.values() for t in s.tables) + "\n")
+    blocks = _blocks(a, dirs, section_of, _make_figures(a, out))
     (out / "report.md").write_text(render_markdown(blocks))
     path = out / "report.html"
     path.write_text(render_html(blocks, TITLE))

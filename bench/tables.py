@@ -49,6 +49,14 @@ METRICS: dict[str, MetricInfo] = {
     "compute.train_s": MetricInfo("pretrain s", 1.0, False, "compute"),
     "compute.wall_s": MetricInfo("wall s", 1.0, False, "compute"),
     "compute.peak_mem_bytes": MetricInfo("peak mem GiB", 2.0**-30, False, "compute"),
+    "compute.processes": MetricInfo("processes", 1.0, None, "compute"),
+    "setup.visible_tokens": MetricInfo("visible tokens", 1.0, None, "setup"),
+    "setup.scored_positions": MetricInfo("scored positions", 1.0, None, "setup"),
+    "setup.encoder_params": MetricInfo("encoder params M", 1e-6, None, "setup"),
+    "setup.decoder_params": MetricInfo("decoder params M", 1e-6, None, "setup"),
+    "setup.method_params": MetricInfo("method params M", 1e-6, None, "setup"),
+    "setup.epochs": MetricInfo("epochs", 1.0, None, "setup"),
+    "setup.batch_size": MetricInfo("batch", 1.0, None, "setup"),
     "recon_loss": MetricInfo("test recon loss"),
     "pretrain_loss": MetricInfo("final pretrain loss"),
     "masked_token_acc": MetricInfo("masked-token acc %", 100.0),
@@ -144,7 +152,7 @@ def sections(cells: pd.DataFrame) -> list[tuple[str, str]]:
 # Statistics
 
 
-def _summary(row: Any) -> Summary:
+def summary_of(row: Any) -> Summary:
     return Summary(row.mean, row.std, int(row.n), row.ci_low, row.ci_high)
 
 
@@ -331,13 +339,14 @@ def format_summary(s: Summary, scale: float, signed: bool = False) -> str:
 def best_rows(stats: pd.DataFrame, metric: str) -> set[str]:
     """Labels to bold in `metric`'s column: the best non-reference cell, when its CI does not
     overlap the runner-up's. Metrics without a direction are never bolded."""
-    direction = metric_info(metric).higher_is_better
+    info = metric_info(metric)
+    direction = info.higher_is_better
     rows = stats[(stats.metric == metric) & ~stats.is_reference & stats["mean"].notna()]
-    if direction is None or len(rows) < 2:
+    if direction is None or info.group != "accuracy" or len(rows) < 2:
         return set()
     ranked = rows.sort_values("mean", ascending=not direction).itertuples(index=False)
     best, runner_up = next(ranked), next(ranked)
-    if best.mean == runner_up.mean or cis_overlap(_summary(best), _summary(runner_up)):
+    if best.mean == runner_up.mean or cis_overlap(summary_of(best), summary_of(runner_up)):
         return set()
     return {best.label}
 
@@ -355,7 +364,7 @@ def stat_table(stats: pd.DataFrame, cells: pd.DataFrame, metrics: list[str], tit
         row = [Cell(label)]
         for m in metrics:
             r = by_key.get((label, m))
-            text = "–" if r is None else format_summary(_summary(r), metric_info(m).scale)
+            text = "–" if r is None else format_summary(summary_of(r), metric_info(m).scale)
             row.append(Cell(text, label in bold[m]))
         rows.append(row)
     return Table(title, ["row", *(metric_info(m).title for m in metrics)], rows, note, anchor)
@@ -397,7 +406,7 @@ def matched_table(matched: pd.DataFrame, title: str, note: str) -> Table:
         row = [Cell(label)]
         for sub in cols:
             r = sub.get(label)
-            row.append(Cell("–" if r is None else format_summary(_summary(r), scale)))
+            row.append(Cell("–" if r is None else format_summary(summary_of(r), scale)))
         rows.append(row)
     return Table(title, columns, rows, note)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 import methods  # noqa: F401  (registers every method)
 from bench import distributed, stopping, store
@@ -109,7 +110,7 @@ class TrainStep:
         batch = len(x) * self.dist.world
         visible = self.model.method.choose_visible(batch, self.model.spec.grid, generator)
         visible = distributed.take_rows(visible, self.dist.rows(batch))
-        with autocast(self.device):
+        with autocast(self.device), distributed.synced_batch_stats():
             loss = self.net(x, None, visible).loss
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -443,12 +444,16 @@ def _train_and_evaluate(
         "processes": dist.world,  # data-parallel ranks: samples/s is theirs together
     }
     if cfg.method == "raw-input":
+        setup = setup_record(cfg, data.spec)
         metrics = evaluate_encoder(ctx, None)
     elif cfg.method == "random-init":
         torch.manual_seed(cfg.seed)
-        metrics = evaluate_encoder(ctx, build_encoder(cfg.encoder, data.spec).to(device))
+        encoder = build_encoder(cfg.encoder, data.spec).to(device)
+        setup = setup_record(cfg, data.spec, encoder=encoder)
+        metrics = evaluate_encoder(ctx, encoder)
     else:
         model = prepare_model(build_model(cfg, data.spec), device)
+        setup = setup_record(cfg, data.spec, model.encoder, model)
         probe_x = data.pretrain_batch(torch.arange(2, device=device), epoch_generator(0, -1, device), False)
         compute["pretrain_flops_per_sample"] = pretrain_flops_per_sample(model, probe_x)
         state = pretrain(ctx, model, interrupt)
@@ -470,9 +475,33 @@ def _train_and_evaluate(
         save_reconstructions(ctx, model)
     compute["peak_mem_bytes"] = peak_memory_bytes(device)
     compute["wall_s"] = time.perf_counter() - wall_start
-    summary = summary_record(cfg, "ok", metrics=metrics, compute=compute)
+    summary = summary_record(cfg, "ok", metrics=metrics, compute=compute, setup=setup)
     store.write_json(run_dir / store.SUMMARY, summary)
     return summary
+
+
+def _parameters(module: nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def setup_record(cfg: RunConfig, spec: DataSpec, encoder: nn.Module | None = None,
+                 model: MaskedPretrainer | None = None) -> dict[str, Any]:
+    """What the report's fairness table compares between rows: tokens the encoder sees and
+    positions the loss scores per sample, trainable parameters by part, epochs and batch.
+    Reference rows see every position and score none."""
+    n = spec.num_tokens
+    visible = n
+    if model is not None:
+        visible = model.method.choose_visible(1, spec.grid, torch.Generator().manual_seed(0)).count
+    return {
+        "visible_tokens": visible,
+        "scored_positions": n - visible if model is not None else 0,
+        "encoder_params": _parameters(encoder),
+        "decoder_params": 0 if model is None else _parameters(model.proj) + _parameters(model.decoder),
+        "method_params": 0 if model is None else _parameters(model.method),
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+    }
 
 
 def summary_record(cfg: RunConfig, status: str, **extra: Any) -> dict[str, Any]:

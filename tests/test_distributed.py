@@ -105,6 +105,44 @@ def test_torchrun_two_processes_follow_one(tmp_path, single):
         assert json.loads(Path(f"{spied}{rank}.json").read_text()) == [[16] * 8, [2, 6]]
 
 
+def test_torchrun_two_processes_follow_one_with_batch_norm(tmp_path):
+    """A CNN encoder (BatchNorm) under DDP: statistics over the global batch, so 2 processes
+    follow the single process's losses as the ViT does (each rank normalising its own 16 rows
+    would not), and its running statistics match (the encoder's probes see them)."""
+    settings = dict(TINY, method="qbheat", encoder="cnn-resnet-micro", protocols="knn")
+    cfg = resolve_run(tiny_config(**settings))
+    single = tmp_path / "single" / cfg.run_id
+    train_run(cfg, single, progress=False, data=load_dataset("digits"))
+    out = tmp_path / "ddp"
+    cli = [a for a in CLI if a not in ("protocols=knn",)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           __file__, str(tmp_path / "rows"), "run", "--methods", "qbheat", "--encoder",
+           "cnn-resnet-micro", "--out", str(out), *cli, "protocols=knn"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = out / cfg.run_id
+    assert _losses(run) == pytest.approx(_losses(single), rel=RTOL)
+    assert _losses(run, store.STEPS) == pytest.approx(_losses(single, store.STEPS), rel=RTOL)
+    ddp, one = (store.load_torch(d / store.CHECKPOINT)["model"] for d in (run, single))
+    stats = [k for k in one if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.allclose(ddp[k], one[k], rtol=1e-4, atol=1e-6) for k in stats)
+
+
+def test_batch_norm_becomes_global_in_place():
+    """The switch keeps the very parameters and buffers (the optimizer and checkpoints see no
+    change) and the class's own forward outside the data-parallel step."""
+    bn = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    params = [id(p) for p in bn.parameters()]
+    keys = list(bn.state_dict())
+    x = torch.randn(3, 1, 6, 6)
+    before = bn(x)
+    distributed.global_batch_norm(bn)
+    assert type(bn[1]).__name__ == "GlobalBatchNorm2d" and isinstance(bn[1], torch.nn.BatchNorm2d)
+    assert [id(p) for p in bn.parameters()] == params and list(bn.state_dict()) == keys
+    assert torch.allclose(bn(x), before)  # not under synced_batch_stats: the plain layer
+
+
 def _slurm_usable() -> None:
     """Skip (fail under CI=true) unless the SLURM test cluster answers."""
     script = ROOT / "scripts" / "slurm-dev-cluster.sh"

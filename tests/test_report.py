@@ -23,7 +23,7 @@ FIGURES = ("metrics", "curves", "compute", "mask_ratio")
 
 def write_run(root: Path, name: str, method: str, seed: int, metrics: dict | None = None, *,
               options: dict | None = None, encoder: str = "vit-micro", status: str = "ok",
-              train_s: float = 6.0, **config) -> Path:
+              train_s: float = 6.0, setup: dict | None = None, **config) -> Path:
     """A run folder as bench.train writes it, with a 3-epoch curve ending at the final kNN."""
     run_dir = root / name
     run_dir.mkdir(parents=True)
@@ -38,7 +38,8 @@ def write_run(root: Path, name: str, method: str, seed: int, metrics: dict | Non
                "train_samples_per_s": None if is_ref else 1000.0, "device": "cpu (test)",
                **({} if is_ref else {"train_s": train_s})}
     summary = {"run_id": name, "method": method, "dataset": "fashion-mnist", "encoder": encoder,
-               "seed": seed, "status": status, "metrics": metrics, "compute": compute}
+               "seed": seed, "status": status, "metrics": metrics, "compute": compute,
+               **({"setup": setup} if setup else {})}
     if status == "failed":
         summary |= {"error": "RuntimeError: CUDA out of memory", "metrics": {}, "compute": {}}
     (run_dir / "summary.json").write_text(json.dumps(summary))
@@ -136,6 +137,53 @@ def test_bold_only_where_cis_do_not_overlap(synthetic_report):
     assert "| qbheat | **91.0 ± 2.5 (n=3)** | 82.0 ± 24.8 (n=3) |" in md  # kNN: CIs overlap
     tex = (synthetic_report / "tables.tex").read_text()
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"\textbf{91.0 $\pm$ 2.5 (n=3)}" in tex
+
+
+def test_verdict_says_who_wins_in_words(synthetic_report):
+    """qbheat - mae on linear top-1: mean 9.0 points, 95 % CI 9.0 ± 2.48, 3 seeds: a win; the
+    kNN differences are the constant 0.02 (a degenerate CI that excludes 0); interp has 2
+    seeds: not tested; vit-tiny has one method row only."""
+    md = (synthetic_report / "report.md").read_text()
+    verdict = md.split("## Verdict")[1].split("\n## ")[0]
+    assert ("fashion-mnist · vit-micro: qbheat beats mae on linear top-1 by 9.0 points, 95 % CI "
+            "[6.5, 11.5], 3 seeds; 2 other row(s) not distinguishable from mae.") in verdict
+    assert "qbheat beats mae on kNN top-1 by 2.0 points, 95 % CI [2.0, 2.0], 3 seeds" in verdict
+    assert "raw-input" not in verdict and "random-init" not in verdict  # not strategies
+    assert "fashion-mnist · vit-tiny: no verdict: the baseline 'mae'" not in verdict
+
+
+def test_nothing_distinguishable_is_said_plainly(tmp_path):
+    for s, (a, b) in enumerate(((0.80, 0.81), (0.82, 0.80), (0.81, 0.82))):
+        write_run(tmp_path / "res", f"mae{s}", "mae", s, {"linear_top1": a})
+        write_run(tmp_path / "res", f"interp{s}", "interp", s, {"linear_top1": b})
+    write_report([tmp_path / "res"], tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert ("fashion-mnist · vit-micro: linear top-1: no row is distinguishable from mae at "
+            "this n (3 seeds; 95 % CIs of the paired differences include 0).") in md
+
+
+def test_fairness_table_and_warnings(tmp_path):
+    """Each row's setup; a warning where compared rows differ in what should be equal (visible
+    tokens here), a separate one for what differs by design (method parameters)."""
+    same = dict(scored_positions=48, encoder_params=800_000, decoder_params=200_000, epochs=3,
+                batch_size=256)
+    for s in range(2):
+        write_run(tmp_path / "res", f"mae{s}", "mae", s, {"linear_top1": 0.8},
+                  setup=dict(same, visible_tokens=16, method_params=128),
+                  weight_decay_rule="rule one")
+        write_run(tmp_path / "res", f"qb{s}", "qbheat", s, {"linear_top1": 0.8},
+                  setup=dict(same, visible_tokens=12, method_params=32768),
+                  weight_decay_rule="rule one")
+    write_report([tmp_path / "res"], tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert ("| row | visible tokens | scored positions | encoder params M | decoder params M | "
+            "epochs | batch | method params M | GFLOPs/sample | weight-decay rule |") in md
+    assert "| mae | 16 | 48 | 0.8 | 0.2 | 3 | 256 | 0.000128 | 2 | R1 |" in md
+    assert "R1: rule one" in md
+    assert ("⚠ compared rows differ in visible tokens in setup: the comparison is not like for "
+            "like: mae 16, qbheat 12") in md
+    assert "⚠ compared rows differ in method params M by design" in md
+    assert "differ in epochs" not in md and "differ in weight-decay rule" not in md
 
 
 def test_failed_truncated_and_missing_are_listed(synthetic, synthetic_report):
