@@ -292,6 +292,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
         methods=args.methods, encoder=args.encoder, dataset=args.dataset, batch=args.batch,
         steps=args.steps, warmup=args.warmup, device=args.device or "auto",
         image_size=args.image_size, compile=args.compile, data_root=args.data_root,
+        settings=parse_assignments(args.settings),
     )
     rows = measure(opts)
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
@@ -355,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction,
                    help="torch.compile the step (default: on CUDA only, as in training)")
     p.add_argument("--json", action="store_true", help="one JSON object per method")
+    p.add_argument("settings", nargs="*", metavar="KEY=VALUE",
+                   help="run fields of the timed run (decoder_depth=4, vocab_size=2000, "
+                        "mae.mask_ratio=0.6)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_perf)
 

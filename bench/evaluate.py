@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from bench import progress
 from bench.config import protocol_list
 from bench.data.images import EvalSplit
-from bench.models.encoders import Encoder, init_weights, mean_pool, transformer_blocks
+from bench.models.encoders import LAYER_NORM, Encoder, init_weights, mean_pool, transformer_blocks
 from bench.models.pretrainer import MaskedPretrainer
 from bench.optim import decay_groups, no_decay_names
 
@@ -164,7 +164,7 @@ class Tran1Probe(nn.Module):
         self.encoder = encoder
         self.block = transformer_blocks(encoder.dim, 1, _heads(encoder.dim))
         self.block.apply(init_weights)
-        self.norm = nn.LayerNorm(encoder.dim, eps=1e-6)
+        self.norm = LAYER_NORM(encoder.dim)
         self.head = nn.Linear(encoder.dim, num_classes)
 
     def train(self, mode: bool = True) -> Tran1Probe:

@@ -38,7 +38,13 @@ from bench.jobs import (
     run_states,
     write_record,
 )
-from bench.slurm import SlurmSettings, make_executor, sbatch_script, slurm_settings
+from bench.slurm import (
+    SlurmSettings,
+    check_partition_fits,
+    make_executor,
+    sbatch_script,
+    slurm_settings,
+)
 from bench.validate import validate
 
 log = logging.getLogger(__name__)
@@ -75,6 +81,9 @@ class LocalLauncher:
     def __init__(self, progress: bool = True, workers: int = 1):
         self.progress = progress
         self.workers = workers
+
+    def preflight(self) -> None:
+        """Nothing to ask of this machine beyond the validation pass."""
 
     def launch(self, runs: Sequence[RunConfig], out: Path, datasets: dict | None = None) -> list[dict]:
         for cfg in runs:
@@ -151,6 +160,11 @@ class SubmititLauncher:
 
     def executor(self, out: Path):
         return make_executor(out / SUBMITIT_DIR, self.settings, self.job_name, self.name)
+
+    def preflight(self) -> None:
+        """Refuse what SLURM would refuse, with the key to change, before anything is written."""
+        if self.name == "slurm":
+            check_partition_fits(self.settings)
 
     def script(self, out: Path, n_runs: int) -> str:
         """The sbatch script a launch of `n_runs` runs would submit."""
@@ -258,6 +272,8 @@ def launch_runs(runs: Sequence[RunConfig], out: Path, options: LaunchOptions,
         if options.launcher == "slurm" and todo:
             result.script = launcher.script(out, len(todo))
         return result
+    if todo:
+        launcher.preflight()
     datasets = validate(todo, out)
     out = store.ensure_writable(out)
     signals = stopping.handle_signals() if _main_thread() else contextlib.nullcontext()

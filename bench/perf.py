@@ -13,20 +13,22 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from bench.config import RunConfig
-from bench.data import load_dataset
+from bench.config import RunConfig, apply_overrides
+from bench.data import dataset_entry, dataset_key, load_dataset
 from bench.data.streaming import pretrain_batches
 from bench.devices import device_name, peak_memory_bytes, resolve_device
+from bench.errors import ConfigError
 from bench.evaluate import autocast
 from bench.models.encoders import DataSpec
 from bench.optim import build_optimizer
 from bench.progress import bar
-from bench.sweep import resolve_run
+from bench.sweep import resolve_run, split_settings
 from bench.train import (
     TrainStep,
     build_model,
@@ -59,6 +61,7 @@ class PerfOptions:
     image_size: int | None = None  # synthetic images of this size instead of the dataset's
     compile: bool | None = None  # None: on CUDA only, as in training
     data_root: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # run fields: decoder_depth=4 ...
 
 
 def _sync(device: torch.device) -> None:
@@ -96,17 +99,42 @@ def _fill_seconds(model, x: Tensor, device: torch.device, steps: int) -> float:
     return _time_steps(step, itertools.repeat(x), device, steps, 2)
 
 
+def run_config(method: str, opts: PerfOptions, device: torch.device) -> RunConfig:
+    """The training run whose step is timed: the options' method, encoder, dataset and batch,
+    and any other run field from `settings`."""
+    top, per_method = split_settings(opts.settings)
+    base = RunConfig(method=method, encoder=opts.encoder, dataset=opts.dataset,
+                     batch_size=opts.batch, device=str(device), data_root=opts.data_root)
+    return resolve_run(replace(apply_overrides(base, top), options=per_method.get(method, {})))
+
+
 def measure(opts: PerfOptions) -> list[dict]:
     device = resolve_device(opts.device)
     if opts.image_size:
+        if dataset_entry(opts.dataset)[0].modality != "image":
+            raise ConfigError(f"--image-size makes synthetic images; {opts.dataset} is text")
         p = 16 if opts.image_size >= 128 else 4
         spec = DataSpec("image", (opts.image_size // p,) * 2, patch_size=p, in_chans=3)
         data = None
     else:
-        data = load_dataset(opts.dataset, opts.data_root).to(device)
+        data = load_dataset(*dataset_key(run_config(opts.methods[0], opts, device))).to(device)
         spec = data.spec
     return [_measure_one(method, opts, device, spec, data)
             for method in bar(opts.methods, desc="perf", unit="method")]
+
+
+def synthetic_batch(spec: DataSpec, batch: int, device: torch.device) -> Tensor:
+    """On-device inputs of the data's shape: normal pixels, or token ids past the reserved
+    ones (text)."""
+    if spec.modality == "text":
+        return torch.randint(4, spec.vocab_size, (batch, *spec.grid), device=device)
+    return torch.randn(batch, spec.in_chans, *spec.image_size, device=device)
+
+
+def input_size(spec: DataSpec) -> str:
+    if spec.modality == "text":
+        return f"{spec.grid[0]} tokens"
+    return f"{spec.image_size[0]} px"
 
 
 def _real_inputs(data, batch: int, count: int, gen: torch.Generator, device) -> Iterator[Tensor]:
@@ -117,13 +145,12 @@ def _real_inputs(data, batch: int, count: int, gen: torch.Generator, device) -> 
 
 
 def _measure_one(method: str, opts: PerfOptions, device: torch.device, spec: DataSpec, data) -> dict:
-    cfg = resolve_run(RunConfig(method=method, encoder=opts.encoder, dataset=opts.dataset,
-                                batch_size=opts.batch, device=str(device)))
+    cfg = run_config(method, opts, device)
     model = prepare_model(build_model(cfg, spec), device)
     compiled = use_compile(opts.compile, device)
     step = TrainStep(model, build_optimizer(model, cfg.lr, cfg.weight_decay, device), device, compiled)
     gen = epoch_generator(0, 0, device)
-    synthetic = torch.randn(opts.batch, spec.in_chans, *spec.image_size, device=device)
+    synthetic = synthetic_batch(spec, opts.batch, device)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -142,7 +169,7 @@ def _measure_one(method: str, opts: PerfOptions, device: torch.device, spec: Dat
         "method": method,
         "encoder": opts.encoder,
         "dataset": None if data is None else opts.dataset,
-        "image_size": spec.image_size[0],
+        "input": input_size(spec),
         "batch": opts.batch,
         "device": device_name(device),
         "compile": compiled,
@@ -176,7 +203,7 @@ def format_table(rows: list[dict]) -> str:
         r = rows[0]
         memory = "process max RSS" if r["device"].startswith("cpu") else "max allocated"
         lines.append(
-            f"{r['encoder']}, {r['image_size']} px, batch {r['batch']}, "
+            f"{r['encoder']}, {r['input']}, batch {r['batch']}, "
             f"{r['dataset'] or 'synthetic data only'}, compile {'on' if r['compile'] else 'off'}; "
             f"device {r['device']}; peak memory = {memory}; "
             f"load average {' '.join(f'{x:.2f}' for x in r['load_avg'])}"

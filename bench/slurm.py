@@ -134,6 +134,38 @@ def sbatch_script(executor, n_tasks: int) -> str:
     )
 
 
+def parse_sinfo(text: str, partition: str | None) -> tuple[str, int] | None:
+    """(partition, CPUs of its largest node) from `sinfo -h -o %P|%c` lines ("debug*|2": the
+    star marks the default partition, "8+" nodes of 8 CPUs or more); `partition` None: the
+    default one. None when the partition is not listed."""
+    for line in text.splitlines():
+        name, _, cpus = line.strip().partition("|")
+        is_default = name.endswith("*")
+        name = name.rstrip("*")
+        if (name == partition or (partition is None and is_default)) and cpus.rstrip("+").isdigit():
+            return name, int(cpus.rstrip("+"))
+    return None
+
+
+def check_partition_fits(settings: SlurmSettings) -> None:
+    """Refuse, naming the key to change, a job asking more CPUs per node than the partition's
+    nodes have (sbatch's own refusal names neither). Silent when sinfo cannot answer."""
+    try:
+        text = _run(["sinfo", "-h", "-o", "%P|%c"])
+    except SchedulerError:
+        return
+    found = parse_sinfo(text, settings.partition)
+    if found is None:
+        return
+    name, cpus = found
+    asked = settings.cpus_per_task * settings.tasks_per_node
+    if asked > cpus:
+        raise SchedulerError(
+            f"slurm.cpus_per_task={settings.cpus_per_task} x slurm.tasks_per_node="
+            f"{settings.tasks_per_node} asks {asked} CPUs per node, and partition {name}'s "
+            f"nodes have {cpus}: lower slurm.cpus_per_task (at most {cpus // settings.tasks_per_node})")
+
+
 @dataclass(frozen=True)
 class JobInfo:
     """What sacct says about one job (or array task)."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +16,46 @@ from bench.data import load_dataset
 from bench.train import TrainStep
 
 torch.set_num_threads(2)
+
+
+def require(present: bool, message: str) -> None:
+    """Skip a test whose outside resource (a Debian data package, a program) is missing here;
+    under CI=true .ci/run installs it, so there its absence fails the test instead."""
+    if present:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message} (.ci/run installs it)")
+    pytest.skip(message)
+
+
+def require_bible() -> None:
+    require(shutil.which("bible") is not None, "`bible` absent: sudo apt-get install bible-kjv")
+
+
+def require_wordnet() -> None:
+    require(Path("/usr/share/wordnet/data.noun").is_file(),
+            "WordNet files absent: sudo apt-get install wordnet-base")
+
+
+def require_fashion_mnist() -> None:
+    require(Path("/usr/share/datasets/fashion-mnist").is_dir(),
+            "Fashion-MNIST absent: sudo apt-get install dataset-fashion-mnist")
+
+
+TINY_WORDS = ("apple pear plum fig", "horse cow goat sheep", "red blue green grey")
+
+
+def tiny_text_corpus():
+    """300 labelled texts of 1-12 words, each class with its own words: the in-repo corpus of
+    the text tests (no Debian package needed)."""
+    from bench.data import text
+
+    texts, labels = [], []
+    for i in range(300):
+        words = TINY_WORDS[i % 3].split()
+        texts.append(" ".join(words[(i + k) % 4] for k in range(1 + i % 12)) + f" n{i}")
+        labels.append(i % 3)
+    return text.make_corpus("tiny", texts, labels, ["fruit", "animal", "colour"])
 
 
 def tiny_config(**overrides) -> RunConfig:

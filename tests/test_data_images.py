@@ -7,9 +7,8 @@ import torch
 
 from bench.data import load_dataset
 from bench.data.images import augment, find_idx_root, load_card, read_idx
-from bench.errors import DataNotFoundError
-
-FMNIST = "/usr/share/datasets/fashion-mnist"
+from bench.errors import ConfigError, DataNotFoundError
+from tests.conftest import require_fashion_mnist
 
 
 def write_idx(path, array, gz):
@@ -45,8 +44,26 @@ def test_discovery_order_and_torchvision_layout(tmp_path, monkeypatch):
         find_idx_root(missing, None)
 
 
-@pytest.mark.skipif(not __import__("os").path.isdir(FMNIST), reason="Debian package dataset-fashion-mnist not installed")
+def test_an_explicit_data_root_is_never_replaced(tmp_path, monkeypatch):
+    """A --data-root without the files is an error naming the files expected there, even
+    though $MASKBENCH_DATA and Debian's copy hold them (it used to train on those silently)."""
+    card = load_card("fashion-mnist")
+    env = tmp_path / "env"
+    env.mkdir()
+    for stem in card["files"].values():
+        (env / stem).write_bytes(b"")
+    monkeypatch.setenv("MASKBENCH_DATA", str(env))
+    with pytest.raises(DataNotFoundError) as err:
+        find_idx_root(card, str(tmp_path / "typo"))
+    message = str(err.value)
+    assert "train-images-idx3-ubyte" in message and str(tmp_path / "typo") in message
+    assert str(env) not in message and "\n" not in message
+    with pytest.raises(ConfigError, match="bundled with scikit-learn"):
+        load_dataset("digits", data_root=str(tmp_path))
+
+
 def test_fashion_mnist_real_files():
+    require_fashion_mnist()
     d = load_dataset("fashion-mnist")
     assert d.train_x.shape == (60000, 1, 32, 32) and d.test_x.shape == (10000, 1, 32, 32)
     assert d.spec.grid == (8, 8)

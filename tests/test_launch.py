@@ -299,3 +299,11 @@ def test_sbatch_script_matches_golden(tmp_path, monkeypatch, name, settings, run
         golden.parent.mkdir(exist_ok=True)
         golden.write_text(script)
     assert script == golden.read_text()
+
+
+def test_sinfo_partition_and_default():
+    from bench.slurm import parse_sinfo
+
+    text = "debug*|2\ngpu|64+\nbig|x\n"
+    assert parse_sinfo(text, None) == ("debug", 2) and parse_sinfo(text, "gpu") == ("gpu", 64)
+    assert parse_sinfo(text, "nope") is None and parse_sinfo(text, "big") is None

@@ -203,3 +203,16 @@ def test_sbatch_refusal_is_one_line_and_records_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: sbatch refused the jobs:") and "Invalid partition" in err
     assert len(err.splitlines()) == 1 and not list(out.glob(f"*/{JOB}"))
+
+
+def test_asking_more_cpus_than_the_partition_has_names_the_key(tmp_path, capsys):
+    """The test node has 2 CPUs: 4 per task is refused before sbatch, naming the key and the
+    limit; nothing is submitted or written."""
+    out = tmp_path / "out"
+    code = main(["run", "--methods", "mae", "--dataset", "digits", "--out", str(out),
+                 "--launcher", "slurm", "slurm.partition=debug", "slurm.cpus_per_task=4",
+                 "epochs=1", "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "slurm.cpus_per_task=4" in err and "partition debug's nodes have 2" in err
+    assert not out.exists()

@@ -14,16 +14,20 @@ import torch
 from bench.data import text as T
 from bench.data.cards import load_card
 from bench.errors import ConfigError, DataNotFoundError, UnknownDatasetError
+from tests.conftest import require, require_bible, require_wordnet, tiny_text_corpus
 
-needs_bible = pytest.mark.skipif(
-    shutil.which("bible") is None, reason="`bible` absent: sudo apt-get install bible-kjv"
-)
+
+@pytest.fixture
+def bible() -> None:
+    require_bible()
+
+
+needs_bible = pytest.mark.usefixtures("bible")
 
 
 @pytest.fixture(scope="module")
 def wordnet_raw() -> tuple[list[str], list[int]]:
-    if not (T.WORDNET_DIR / "data.noun").is_file():
-        pytest.skip("WordNet files absent: sudo apt-get install wordnet-base")
+    require_wordnet()
     return T.read_wordnet_glosses(T.WORDNET_DIR)
 
 
@@ -34,10 +38,9 @@ def wordnet(wordnet_raw: tuple[list[str], list[int]]) -> T.TextCorpus:
 
 
 @pytest.fixture(scope="module")
-def kjv_small() -> T.TextCorpus:
-    if shutil.which("bible") is None:
-        pytest.skip("`bible` absent: sudo apt-get install bible-kjv")
-    return T.load_corpus("kjv-verses", limit=2000)
+def tiny() -> T.TextCorpus:
+    """The in-repo corpus the tokenizer tests use (no Debian package needed)."""
+    return tiny_text_corpus()
 
 
 def _assert_card_matches(corpus: T.TextCorpus) -> None:
@@ -74,8 +77,7 @@ def test_lexnames_are_the_45_standard_names() -> None:
 
 
 def test_lexnames_match_man_page() -> None:
-    if shutil.which("man") is None:
-        pytest.skip("`man` absent")
+    require(shutil.which("man") is not None, "`man` absent: sudo apt-get install man-db")
     out = subprocess.run(
         ["man", "-P", "cat", "5", "lexnames"],
         capture_output=True,
@@ -83,8 +85,7 @@ def test_lexnames_match_man_page() -> None:
         env={**os.environ, "MANWIDTH": "200"},
     ).stdout
     table = dict(re.findall(r"^\s*(\d\d)\s+([a-z]+\.[A-Za-z]+)\s", out, re.MULTILINE))
-    if not table:
-        pytest.skip("man page lexnames(5) absent: sudo apt-get install wordnet-base")
+    require(bool(table), "man page lexnames(5) absent: sudo apt-get install wordnet-base")
     assert [table[f"{i:02d}"] for i in range(len(table))] == list(T.LEXNAMES)
 
 
@@ -211,28 +212,27 @@ def test_limit_is_deterministic_nested_and_proportional(
 # --- Tokenizer ---------------------------------------------------------------------------------
 
 
-@needs_bible
-def test_tokenizer_round_trip_and_special_ids(kjv_small: T.TextCorpus) -> None:
-    tok = T.get_tokenizer(kjv_small, vocab_size=1000)
+def test_tokenizer_round_trip_and_special_ids(tiny: T.TextCorpus) -> None:
+    tok = T.get_tokenizer(tiny, vocab_size=120)
     assert T.special_ids(tok) == T.SpecialIds(pad=0, unk=1, mask=2, sep=3)
-    assert tok.get_vocab_size() == 1000
-    for text in ("And God said, Let there be light.", "Jesus wept!", "The LORD is my shepherd"):
+    assert 4 < tok.get_vocab_size() <= 120
+    for text in ("Apple pear", "RED horse grey goat", "plum fig n7"):
         assert tok.decode(tok.encode(text).ids) == text.lower()
+    assert T.UNK not in tok.encode("apple pear").tokens  # words it was trained on
 
 
-@needs_bible
 def test_tokenizer_cache_hit_does_not_retrain(
-    kjv_small: T.TextCorpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny: T.TextCorpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = T.get_tokenizer(kjv_small, vocab_size=800, cache_dir=tmp_path)
-    path = T.tokenizer_path(kjv_small, 800, tmp_path)
+    first = T.get_tokenizer(tiny, vocab_size=100, cache_dir=tmp_path)
+    path = T.tokenizer_path(tiny, 100, tmp_path)
     stamp = path.stat().st_mtime_ns
 
     def fail(*_: object) -> None:
         raise AssertionError("retrained despite a cached tokenizer")
 
     monkeypatch.setattr(T, "_train_tokenizer", fail)
-    second = T.get_tokenizer(kjv_small, vocab_size=800, cache_dir=tmp_path)
+    second = T.get_tokenizer(tiny, vocab_size=100, cache_dir=tmp_path)
     assert second.to_str() == first.to_str()
     assert path.stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no leftover temporary file
@@ -254,10 +254,9 @@ def test_pack_blocks_hand_case() -> None:
         T.pack_blocks([[1]], length=0, sep_id=0)
 
 
-@needs_bible
-def test_encode_padded_truncates_pads_and_masks(kjv_small: T.TextCorpus) -> None:
-    tok = T.get_tokenizer(kjv_small, vocab_size=800)
-    texts = ["the lord", "", "and god said let there be light and there was light"]
+def test_encode_padded_truncates_pads_and_masks(tiny: T.TextCorpus) -> None:
+    tok = T.get_tokenizer(tiny, vocab_size=100)
+    texts = ["red blue", "", "apple pear plum fig horse cow goat sheep red blue green"]
     ids, mask = T.encode_padded(tok, texts, max_len=6)
     assert ids.shape == mask.shape == (3, 6)
     assert ids.dtype == torch.long and mask.dtype == torch.bool

@@ -4,7 +4,6 @@ and bag-of-words, the held-out masked-token metrics, and the CLI end to end on W
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,18 +26,7 @@ from bench.models.pretrainer import MaskedPretrainer, PretrainOutput
 from bench.sweep import expand
 from bench.train import train_run
 from methods.base import build_method
-
-WORDS = ("apple pear plum fig", "horse cow goat sheep", "red blue green grey")
-
-
-def tiny_corpus() -> T.TextCorpus:
-    """300 labelled texts of 1-12 words, each class with its own words."""
-    texts, labels = [], []
-    for i in range(300):
-        words = WORDS[i % 3].split()
-        texts.append(" ".join(words[(i + k) % 4] for k in range(1 + i % 12)) + f" n{i}")
-        labels.append(i % 3)
-    return T.make_corpus("tiny", texts, labels, ["fruit", "animal", "colour"])
+from tests.conftest import require_wordnet, tiny_text_corpus
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +36,11 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny(cache: Path) -> T.TextData:
-    return T.text_data(tiny_corpus(), vocab_size=200, block_length=16, cache_dir=cache)
+    return T.text_data(tiny_text_corpus(), vocab_size=200, block_length=16, cache_dir=cache)
 
 
 def test_text_data_protocol_shapes(tiny: T.TextData) -> None:
-    corpus = tiny_corpus()
+    corpus = tiny_text_corpus()
     spec = tiny.spec
     assert (spec.modality, spec.grid, spec.pad_id) == ("text", (16,), 0)
     assert spec.vocab_size == tiny.vocab_size <= 200
@@ -80,9 +68,9 @@ def test_text_data_protocol_shapes(tiny: T.TextData) -> None:
 
 
 def test_heldout_blocks_are_the_first_test_texts_packed(tiny: T.TextData, cache: Path) -> None:
-    tok = T.get_tokenizer(tiny_corpus(), 200, cache)
+    tok = T.get_tokenizer(tiny_text_corpus(), 200, cache)
     sep = T.special_ids(tok).sep
-    test = T.hash_ordered(tiny_corpus()).test_texts
+    test = T.hash_ordered(tiny_text_corpus()).test_texts
     seqs = [e.ids for e in tok.encode_batch(test)]
     assert torch.equal(tiny.heldout_blocks(), T.pack_blocks(seqs, 16, sep))
     for n in (4, 7, len(test)):
@@ -98,12 +86,12 @@ def test_tensors_come_from_the_cache_the_second_time(
         raise AssertionError("re-encoded despite a cached copy")
 
     monkeypatch.setattr(T, "encode_corpus", no_encoding)
-    again = T.text_data(tiny_corpus(), vocab_size=200, block_length=16, cache_dir=cache)
+    again = T.text_data(tiny_text_corpus(), vocab_size=200, block_length=16, cache_dir=cache)
     assert again.fingerprint == tiny.fingerprint
     assert torch.equal(again.train_blocks, tiny.train_blocks)
     assert torch.equal(again.test_x, tiny.test_x)
     with pytest.raises(AssertionError, match="re-encoded"):  # another length: another entry
-        T.text_data(tiny_corpus(), vocab_size=200, block_length=8, cache_dir=cache)
+        T.text_data(tiny_text_corpus(), vocab_size=200, block_length=8, cache_dir=cache)
 
 
 def test_racing_processes_agree_on_the_tokenizer(
@@ -111,7 +99,7 @@ def test_racing_processes_agree_on_the_tokenizer(
 ) -> None:
     """Training is not reproducible, so when two processes (DDP ranks) train on a cold cache,
     the first tokenizer published wins and both use it."""
-    corpus = tiny_corpus()
+    corpus = tiny_text_corpus()
     path = T.tokenizer_path(corpus, 200, tmp_path)
     winner = T._train_tokenizer(corpus.train_texts, 200)
     mine = T._train_tokenizer(corpus.train_texts, 120)  # stands for a different training
@@ -238,7 +226,7 @@ def test_text_dir_pretrains_and_reports_masked_token_metrics_only(
     folder = tmp_path / "texts"
     folder.mkdir()
     (folder / "a.txt").write_text(
-        "\n\n".join(" ".join(tiny_corpus().train_texts[i : i + 4]) for i in range(0, 160, 4))
+        "\n\n".join(" ".join(tiny_text_corpus().train_texts[i : i + 4]) for i in range(0, 160, 4))
     )
     name = f"text-dir:{folder}"
     with pytest.raises(IncompatibleError, match="no labels"):
@@ -282,10 +270,7 @@ def test_text_options_only_for_text_datasets() -> None:
 def test_cli_end_to_end_on_wordnet(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if not (T.WORDNET_DIR / "data.noun").is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail("WordNet files absent in CI: .ci/run installs wordnet-base")
-        pytest.skip("WordNet files absent: sudo apt-get install wordnet-base")
+    require_wordnet()
     monkeypatch.setenv("MASKBENCH_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
     methods = ["qbheat", "mae", "interp", "random-init", "raw-input"]

@@ -22,6 +22,7 @@ class DatasetEntry:
     load: Callable[..., Any]  # load(data_root, arg=None, **kw) -> ImageData | TextData
     takes_argument: bool = False
     labelled: bool = True  # False: pretraining only (no probes, no reference rows)
+    data_root_note: str | None = None  # why data_root means nothing here (then it is refused)
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset", UnknownDatasetError)
@@ -45,6 +46,7 @@ register_dataset(
         "image",
         "scikit-learn digits 1437/360, upsampled to 32x32 (tiny tests)",
         lambda data_root=None, arg=None: load_digits(data_root),
+        data_root_note="digits is bundled with scikit-learn",
     )
 )
 register_dataset(
@@ -81,6 +83,7 @@ register_dataset(
         "streamed",
         lambda data_root=None, arg=None: load_imagefolder(arg),
         takes_argument=True,
+        data_root_note="imagefolder:PATH names its folder",
     )
 )
 for _name in TORCHVISION_SETS:  # CIFAR-10/100, STL-10: facts in datasets/<name>.toml
@@ -111,6 +114,9 @@ def load_dataset(
 ) -> Any:
     """Load a dataset; vocab_size and block_length (text only) default to bench.data.text's."""
     entry, arg = dataset_entry(name)
+    if data_root is not None and entry.data_root_note:
+        raise ConfigError(f"data_root={data_root}: {entry.data_root_note}, so data_root is not "
+                          "used; drop it")
     text_options = {"vocab_size": vocab_size, "block_length": block_length}
     given = {k: v for k, v in text_options.items() if v is not None}
     if given and entry.modality != "text":

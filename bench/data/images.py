@@ -102,20 +102,22 @@ def _find_file(folder: Path, stem: str) -> Path | None:
 
 
 def find_idx_root(card: dict, data_root: str | None) -> Path:
-    """First folder holding all four IDX files: --data-root, $MASKBENCH_DATA, Debian's path,
-    or a torchvision-format root (`<root>/FashionMNIST/raw`) under either of the first two."""
-    candidates: list[Path] = []
-    for base in (data_root, os.environ.get(card["env_var"])):
-        if base:
-            candidates += [Path(base), Path(base) / card["torchvision_subdir"]]
-    candidates.append(Path(card["default_location"]))
+    """The folder holding all four IDX files (each possibly gzipped): an explicit `data_root`
+    only (the folder itself or its torchvision layout `<root>/FashionMNIST/raw`: an explicit
+    path is never replaced by another); else $MASKBENCH_DATA likewise, then Debian's path."""
+    bases = [data_root] if data_root else [os.environ.get(card["env_var"])]
+    candidates = [p for b in bases if b for p in (Path(b), Path(b) / card["torchvision_subdir"])]
+    if not data_root:
+        candidates.append(Path(card["default_location"]))
     for folder in candidates:
         if all(_find_file(folder, stem) for stem in card["files"].values()):
             return folder
-    looked = ", ".join(str(c) for c in candidates)
+    looked = " or ".join(str(c) for c in candidates)
+    expected = ", ".join(card["files"].values())
+    hint = ("check --data-root" if data_root else
+            f"provide it with --data-root DIR, ${card['env_var']}=DIR, or `{card['install']}`")
     raise DataNotFoundError(
-        f"{card['name']} not found (looked in {looked}); provide it with --data-root DIR, "
-        f"${card['env_var']}=DIR, or `{card['install']}`"
+        f"{card['name']} not found: expected {expected} (each may end in .gz) in {looked}; {hint}"
     )
 
 

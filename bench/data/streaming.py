@@ -260,7 +260,9 @@ def load_imagefolder(
 
 
 def _candidate_roots(card: dict[str, Any], data_root: str | None) -> list[Path]:
-    bases = (data_root, os.environ.get(card["env_var"]), card["default_location"])
+    """An explicit `data_root` alone (never replaced by another folder), else $MASKBENCH_DATA
+    and the card's default location."""
+    bases = (data_root,) if data_root else (os.environ.get(card["env_var"]), card["default_location"])
     return [Path(b).expanduser() for b in bases if b]
 
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from bench.errors import IncompatibleError
 from bench.masking import Visible
-from bench.models.encoders import DataSpec, Encoder, EncoderSpec, register_encoder
+from bench.models.encoders import LAYER_NORM, DataSpec, Encoder, EncoderSpec, register_encoder
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class CNNEncoder(Encoder):
         self.dim, self.patch = dim, spec.patch_size
         self.trunk, channels = trunk.build(spec.in_chans, spec.patch_size)
         self.proj = nn.Linear(channels, dim)
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.norm = LAYER_NORM(dim)
 
     def _features(self, images: Tensor, grid: tuple[int, ...]) -> Tensor:
         """`[B, gh * gw, dim]` in row-major order for images covering `grid` tokens."""

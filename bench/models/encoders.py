@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar
 
 from timm.models.vision_transformer import Block
@@ -104,9 +105,16 @@ class TextTokens(nn.Module):
         return self.embed(ids) + self.pos[:, : ids.shape[1]]
 
 
+LAYER_NORM = partial(nn.LayerNorm, eps=1e-6)  # MAE's; stated, since timm's default changed
+
+
 def transformer_blocks(dim: int, depth: int, heads: int, mlp_ratio: float = 4.0) -> nn.Sequential:
-    """timm's pre-norm ViT blocks (fused SDPA attention where available)."""
-    return nn.Sequential(*[Block(dim, heads, mlp_ratio, qkv_bias=True) for _ in range(depth)])
+    """timm's pre-norm ViT blocks (fused SDPA attention where available), with LayerNorm eps
+    1e-6 given explicitly (timm's own default has moved between releases). Padding masks
+    (`attn_mask`) reach the attention from timm 1.0.26 on: pyproject pins that floor."""
+    blocks = [Block(dim, heads, mlp_ratio, qkv_bias=True, norm_layer=LAYER_NORM)
+              for _ in range(depth)]
+    return nn.Sequential(*blocks)
 
 
 def init_weights(module: nn.Module) -> None:
@@ -130,7 +138,7 @@ class TransformerEncoder(Encoder):
         self.dim = dim
         self.tokens = ImageTokens(spec, dim) if spec.modality == "image" else TextTokens(spec, dim)
         self.blocks = transformer_blocks(dim, depth, heads)
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.norm = LAYER_NORM(dim)
         self.blocks.apply(init_weights)
 
     def _run(self, x: Tensor, pad_mask: Tensor | None) -> Tensor:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.masking import Visible
-from bench.models.encoders import DataSpec, Encoder, init_weights, transformer_blocks
+from bench.models.encoders import LAYER_NORM, DataSpec, Encoder, init_weights, transformer_blocks
 from bench.models.patches import normalized_patches
 from bench.models.posembed import sincos_table
 from methods.base import MaskingMethod
@@ -26,7 +26,7 @@ class Decoder(nn.Module):
         super().__init__()
         self.register_buffer("pos", sincos_table(spec.grid, dim).unsqueeze(0), persistent=False)
         self.blocks = transformer_blocks(dim, depth, heads)
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.norm = LAYER_NORM(dim)
         self.head = nn.Linear(dim, spec.target_dim)
         self.apply(init_weights)
 
