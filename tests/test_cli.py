@@ -92,9 +92,13 @@ def test_missing_data_names_three_ways(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(images, "load_card", lambda name: card)
     monkeypatch.delenv("MASKBENCH_DATA", raising=False)
     out = tmp_path / "out"
-    assert main(["run", "--dataset", "fashion-mnist", "--data-root", str(tmp_path), "--out", str(out)]) == 2
+    assert main(["run", "--dataset", "fashion-mnist", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "--data-root" in err and "$MASKBENCH_DATA" in err and "apt-get install dataset-fashion-mnist" in err
+    assert len(err.splitlines()) == 1 and not out.exists()
+    assert main(["run", "--dataset", "fashion-mnist", "--data-root", str(tmp_path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()  # an explicit folder: only it, and what it lacks
+    assert str(tmp_path) in err and "train-images-idx3-ubyte" in err and "check --data-root" in err
     assert len(err.splitlines()) == 1 and not out.exists()
 
 
@@ -113,23 +117,40 @@ def test_list_json(capsys):
     assert "vit-micro" in cat["encoders"] and "fashion-mnist" in cat["datasets"]
 
 
-def test_killed_process_resumes_to_same_numbers(tmp_path):
-    """SIGKILL a real `python -m bench run` after its first checkpoint; the rerun ends with
-    the numbers of an uninterrupted run."""
+def test_killed_mid_epoch_resumes_to_same_numbers(tmp_path):
+    """SIGKILL (no `finally` runs) a real `python -m bench run` inside its second epoch, after a
+    mid-epoch checkpoint; the rerun resumes at that step and ends with the numbers of an
+    uninterrupted run: metrics, per-epoch and per-step losses."""
+    from bench.jobs import checkpoint_position
+
     args = ["run", "--methods", "mae", "--out"]
-    tiny = [*TINY, "--epochs", "3"]
+    tiny = [*TINY, "--epochs", "2", "--batch-size", "32", "checkpoint_every_min=1e-9",
+            "log_every=2"]  # 8 steps per epoch, a checkpoint after every step
     assert main([*args, str(tmp_path / "full"), *tiny]) == 0
     cmd = [sys.executable, "-m", "bench", *args, str(tmp_path / "cut"), *tiny]
     env = {**os.environ, "OMP_NUM_THREADS": str(__import__("torch").get_num_threads())}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 120
-    while not list((tmp_path / "cut").glob("*/checkpoint.pt")) and time.time() < deadline:
-        time.sleep(0.05)
+    deadline = time.time() + 300
+    position = (0, 0)
+    while position < (1, 3) and time.time() < deadline and proc.poll() is None:
+        dirs = run_dirs(tmp_path / "cut")
+        if dirs and (dirs[0] / store.CHECKPOINT).exists():
+            try:
+                position = checkpoint_position(dirs[0])
+            except (RuntimeError, OSError, EOFError):  # replaced while being read
+                pass
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     (run_dir,) = run_dirs(tmp_path / "cut")
     assert not (run_dir / "summary.json").exists()
+    epoch, step = checkpoint_position(run_dir)
+    assert epoch == 1 and 0 < step < 8  # killed inside the second epoch
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    full = store.read_json(run_dirs(tmp_path / "full")[0] / "summary.json")
-    cut = store.read_json(run_dir / "summary.json")
-    assert cut["metrics"] == full["metrics"]
+    full_dir = run_dirs(tmp_path / "full")[0]
+    assert store.read_json(run_dir / "summary.json")["metrics"] == store.read_json(
+        full_dir / "summary.json")["metrics"]
+    for name in (store.METRICS, store.STEPS):
+        assert (run_dir / name).read_text() == (full_dir / name).read_text()
+    attempts = store.read_jsonl(run_dir / "attempts.jsonl")
+    assert [(a["start_epoch"], a["start_step"]) for a in attempts] == [(0, 0), (epoch, step)]

@@ -307,3 +307,45 @@ def test_sinfo_partition_and_default():
     text = "debug*|2\ngpu|64+\nbig|x\n"
     assert parse_sinfo(text, None) == ("debug", 2) and parse_sinfo(text, "gpu") == ("gpu", 64)
     assert parse_sinfo(text, "nope") is None and parse_sinfo(text, "big") is None
+
+
+def test_an_interrupted_run_stays_resumable(tmp_path, digits):
+    """A run stopped by its scheduler (RunInterrupted after a checkpoint) writes no summary:
+    `bench status` shows it interrupted, it is relaunched without --retry-failed, and it then
+    resumes to the numbers of an uninterrupted run."""
+    cfg = resolve_run(tiny_config(epochs=2, protocols="knn"))
+    run_dir = tmp_path / cfg.run_id
+    result = RunJob(cfg, run_dir, interrupt=lambda epoch: epoch == 1).run(digits)
+    assert result["status"] == "interrupted" and "after epoch 1" in result["error"]
+    assert not (run_dir / store.SUMMARY).exists() and not (run_dir / LOCK).exists()
+    (state,) = run_states(tmp_path, [cfg.run_id])
+    assert state.state == "interrupted"
+    assert runs_to_do([cfg], tmp_path, retry_failed=False) == [cfg]
+    resumed = RunJob(cfg, run_dir).run(digits)
+    full = RunJob(cfg, tmp_path / "full").run(digits)
+    assert resumed["status"] == "ok" and resumed["metrics"] == full["metrics"]
+    assert [s.state for s in run_states(tmp_path, [cfg.run_id])] == ["done"]
+
+
+def test_summary_records_processes_and_device_type_and_resume_checks_it(tmp_path, digits, capsys):
+    """Both change numbers without changing the run id: recorded; a checkpoint written on
+    another device type is a one-line refusal before anything runs."""
+    from bench.cli import main
+
+    cfg = resolve_run(tiny_config(epochs=1, protocols="knn"))
+    summary = RunJob(cfg, tmp_path / cfg.run_id).run(digits)
+    assert summary["compute"]["processes"] == 1 and summary["compute"]["device_type"] == "cpu"
+    other = resolve_run(tiny_config(epochs=2, protocols="knn"))
+    RunJob(other, tmp_path / other.run_id, interrupt=lambda epoch: epoch == 1).run(digits)
+    checkpoint = tmp_path / other.run_id / store.CHECKPOINT
+    state = store.load_torch(checkpoint)
+    store.save_torch(checkpoint, {**state, "device_type": "cuda"})
+    before = checkpoint.read_bytes()
+    args = ["run", "--methods", "mae", "--dataset", "digits", "--epochs", "2", "--batch-size",
+            "64", "--train-limit", "256", "--eval-train-limit", "512", "--eval-test-limit", "128",
+            "--out", str(tmp_path), "--no-progress", "probe_steps=30", "decoder_dim=64",
+            "decoder_depth=1", "decoder_heads=2", "device=cpu", "protocols=knn"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "written on cuda and this run is on cpu" in err and len(err.splitlines()) == 1
+    assert checkpoint.read_bytes() == before  # nothing lost
