@@ -90,6 +90,9 @@ def add_launcher_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-failed", action="store_true",
                    help="rerun runs that failed or were cancelled before")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--log-to", metavar="TRACKERS",
+                   help="also log each run to these trackers: comma list of tensorboard, wandb, "
+                        "mlflow (the run setting log_to; see README)")
     p.add_argument("settings", nargs="*", metavar="KEY=VALUE",
                    help="run fields (epochs=3), method options (mae.mask_ratio=0.6) or SLURM "
                         "settings (slurm.partition=gpu, slurm.sbatch.reservation=x)")
@@ -117,7 +120,7 @@ RUN_FLAGS = ("dataset", "encoder", "epochs", "batch_size", "data_root", "device"
 
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
-    fixed = {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
+    fixed = {k: getattr(args, k) for k in (*RUN_FLAGS, "log_to") if getattr(args, k) is not None}
     if args.compile is not None:
         fixed["compile"] = args.compile
     return {**fixed, **parse_assignments(args.settings)}
@@ -135,6 +138,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from bench.sweep import load_spec
 
     settings, slurm = split_launcher_settings(parse_assignments(args.settings))
+    if args.log_to is not None:
+        settings["log_to"] = args.log_to
     spec = load_spec(args.spec).override(settings)
     if args.seeds is not None:
         spec.seeds = args.seeds
@@ -148,7 +153,7 @@ def launch_runs(runs: list, out: Path, args: argparse.Namespace, slurm: dict[str
                 job_name: str) -> int:
     """List the runs and what each needs, then launch the new, interrupted (and with
     --retry-failed the failed and cancelled) ones; `run` and `sweep` both end here."""
-    from bench import distributed, store
+    from bench import distributed, store, trackers
     from bench.jobs import run_states
     from bench.launch import check_data, make_launcher, runs_to_do
     from bench.report import write_report
@@ -170,6 +175,7 @@ def launch_runs(runs: list, out: Path, args: argparse.Namespace, slurm: dict[str
         return 0
     datasets = check_data(todo)
     out = store.ensure_writable(out)
+    trackers.check_runs(todo, out)  # a missing package or bad URI: one line, nothing trained
     launcher.launch(todo, out, datasets)
     if not dist.is_main:
         return 0  # rank 0 reports

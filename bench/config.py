@@ -81,6 +81,20 @@ def protocol_list(text: str) -> tuple[str, ...]:
     return names
 
 
+# Experiment trackers a run may also log to (bench/trackers): `log_to=tensorboard,wandb`.
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+
+
+def tracker_list(text: str) -> tuple[str, ...]:
+    """'tensorboard,wandb' -> ('tensorboard', 'wandb'); '' -> (); an unknown name raises."""
+    names = tuple(dict.fromkeys(t.strip() for t in str(text).split(",") if t.strip()))
+    unknown = [n for n in names if n not in TRACKERS]
+    if unknown:
+        raise ConfigError(f"unknown tracker {unknown[0]!r} in log_to={text!r}; valid: "
+                          f"{', '.join(TRACKERS)}")
+    return names
+
+
 @dataclass
 class RunConfig:
     """Everything that decides a run's numbers. Its hash (minus `LOCATION_KEYS`) is the run id."""
@@ -112,6 +126,7 @@ class RunConfig:
     compile: bool | None = None  # torch.compile the pretraining step (None: on CUDA only)
     log_every: int = 0  # also log the mean loss of every N steps, without a host sync (0: off)
     checkpoint_every_min: float = 10.0  # also checkpoint inside epochs this often (0: epoch ends)
+    log_to: str = ""  # also log to these trackers (comma list of TRACKERS); the run folder stays
     # Text data only (None: bench/data/text.py's defaults, stated in the dataset cards).
     vocab_size: int | None = None  # WordPiece vocabulary, trained on the train split
     block_length: int | None = None  # tokens per pretraining block = eval truncation length
@@ -120,12 +135,22 @@ class RunConfig:
     tran1_epochs: int = 10  # tran1: one transformer block + linear head on frozen tokens
     finetune_epochs: int = 5  # finetune: end to end, linear head on pooled features
     finetune_layer_decay: float = 0.75  # lr x decay^(depth - layer) per ViT block (1: none)
+    # Hugging Face datasets (hf:PATH) only: the input column (text or image) and the label
+    # column (None: unlabelled, like text-dir). See bench/data/hf.py.
+    hf_text: str | None = None
+    hf_image: str | None = None
+    hf_label: str | None = None
 
     # A resumed run ends as an uninterrupted one, so checkpointing is not part of the identity.
-    LOCATION_KEYS = ("device", "data_root", "compile", "log_every", "checkpoint_every_min")
+    LOCATION_KEYS = ("device", "data_root", "compile", "log_every", "checkpoint_every_min",
+                     "log_to")
+    # Fields added after run ids were in use: left out of the identity while unset, so the
+    # runs that predate them keep their ids.
+    UNSET_FREE_KEYS = ("hf_text", "hf_image", "hf_label")
 
     def __post_init__(self) -> None:
         protocol_list(self.protocols)
+        self.log_to = ",".join(tracker_list(self.log_to))
         if self.log_every < 0:
             raise ConfigError(f"log_every must be >= 0 (0: off), got {self.log_every}")
         if self.checkpoint_every_min < 0:
@@ -148,6 +173,9 @@ class RunConfig:
         d = dataclasses.asdict(self)
         for key in self.LOCATION_KEYS:
             d.pop(key)
+        for key in self.UNSET_FREE_KEYS:
+            if d[key] is None:
+                d.pop(key)
         return d
 
     @property

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +24,14 @@ def tiny_config(**overrides) -> RunConfig:
         decoder_dim=64, decoder_depth=1, decoder_heads=2, device="cpu",
     )
     return RunConfig(**{**base, **overrides})
+
+
+def require(module: str) -> Any:
+    """Import an optional extra's package (`pip install -e '.[dev]'` has them all): skip when it
+    is missing, except under CI=true, where a missing package is a failure."""
+    if os.environ.get("CI") == "true":
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
 
 
 @pytest.fixture(scope="session")
