@@ -1,5 +1,5 @@
-"""Command line: run, sweep, status, report, list, perf. The only place that turns errors into
-exit codes."""
+"""Command line: run, sweep, status, report, list, perf, export, download. The only place that
+turns errors into exit codes."""
 
 from __future__ import annotations
 
@@ -279,6 +279,14 @@ def cmd_perf(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from bench.export import export_run
+
+    done = export_run(args.run_dir, args.to, args.out)
+    print(f"wrote {done.path} ({done.tensors} tensors); load it with:\n{done.load}")
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from bench.data.streaming import download
 
@@ -338,6 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per method")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_perf)
+
+    p = sub.add_parser("export", help="write a finished run's encoder for timm (or as safetensors)")
+    p.add_argument("run_dir", type=Path, help="a finished run's folder (OUT/<run_id>)")
+    p.add_argument("--to", choices=("timm", "safetensors"), default="timm",
+                   help="timm: the matching timm model's weights (ViT: VisionTransformer; CNN: its "
+                        "timm trunk); safetensors: the encoder's own state dict (default timm)")
+    p.add_argument("--out", type=Path, help="file to write (default RUN_DIR/encoder-TO.safetensors)")
+    p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("download", help="fetch a torchvision dataset (cifar10, cifar100, stl10)")
     p.add_argument("dataset")
