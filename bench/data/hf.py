@@ -20,8 +20,8 @@ pretraining and the masked-token metrics only, no probes.
   of the first training images. A DatasetDict's train split trains and its test (else
   validation) split tests; one split (`:split`, or a Dataset) is divided 1 in 10 to test by a
   hash of the row number. Each split is ordered by that hash, so the eval limits take a mixed
-  sample. Size: the first training image's shorter side, at most 224; patches of 16 px from
-  112 px, 8 from 64, else 4; the size rounded down to a multiple of the patch.
+  sample. Size: the shorter side of the training split's first image, at most 224; patches
+  of 16 px from 112 px, 8 from 64, else 4; the size rounded down to a multiple of the patch.
 
 The numbers are in the dataset card, datasets/hf.toml.
 """
