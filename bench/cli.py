@@ -1,5 +1,5 @@
-"""Command line: run, sweep, status, report, list, perf. The only place that turns errors into
-exit codes."""
+"""Command line: run, sweep, status, report, list, perf, export, download. The only place that
+turns errors into exit codes."""
 
 from __future__ import annotations
 
@@ -121,6 +121,9 @@ def add_launcher_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-failed", action="store_true",
                    help="rerun runs that failed or were cancelled before")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--log-to", metavar="TRACKERS",
+                   help="also log each run to these trackers: comma list of tensorboard, wandb, "
+                        "mlflow (the run setting log_to; see README)")
     p.add_argument("settings", nargs="*", metavar="KEY=VALUE",
                    help="run fields (epochs=3), method options (mae.mask_ratio=0.6) or SLURM "
                         "settings (slurm.partition=gpu, slurm.sbatch.reservation=x)")
@@ -131,7 +134,7 @@ RUN_FLAGS = ("dataset", "encoder", "epochs", "batch_size", "data_root", "device"
 
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
-    fixed = {k: getattr(args, k) for k in RUN_FLAGS if getattr(args, k) is not None}
+    fixed = {k: getattr(args, k) for k in (*RUN_FLAGS, "log_to") if getattr(args, k) is not None}
     if args.compile is not None:
         fixed["compile"] = args.compile
     return {**fixed, **parse_assignments(args.settings)}
@@ -167,13 +170,20 @@ def cmd_run(args: argparse.Namespace) -> int:
                                   print_plan))
 
 
+def sweep_settings(args: argparse.Namespace) -> dict[str, Any]:
+    settings = parse_assignments(args.settings)
+    if args.log_to is not None:
+        settings["log_to"] = args.log_to
+    return settings
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from bench import api
     from bench.launch import launch_runs
 
     with notes():
         seeds = None if args.seeds is None else api.unique(args.seeds, "seed")
-    spec = api.load_sweep(args.spec, seeds=seeds, settings=parse_assignments(args.settings))
+    spec = api.load_sweep(args.spec, seeds=seeds, settings=sweep_settings(args))
     out = args.out or spec.out or Path("results") / spec.name
     options = launch_options(args, spec.slurm, f"maskbench-{spec.name}")
     return finish(launch_runs(spec.runs(), out, options, print_plan))
@@ -299,6 +309,14 @@ def cmd_perf(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from bench.export import export_run
+
+    done = export_run(args.run_dir, args.to, args.out)
+    print(f"wrote {done.path} ({done.tensors} tensors); load it with:\n{done.load}")
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from bench.data.streaming import download
 
@@ -361,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "mae.mask_ratio=0.6)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_perf)
+
+    p = sub.add_parser("export", help="write a finished run's encoder for timm (or as safetensors)")
+    p.add_argument("run_dir", type=Path, help="a finished run's folder (OUT/<run_id>)")
+    p.add_argument("--to", choices=("timm", "safetensors"), default="timm",
+                   help="timm: the matching timm model's weights (ViT: VisionTransformer; CNN: its "
+                        "timm trunk); safetensors: the encoder's own state dict (default timm)")
+    p.add_argument("--out", type=Path, help="file to write (default RUN_DIR/encoder-TO.safetensors)")
+    p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("download", help="fetch a torchvision dataset (cifar10, cifar100, stl10)")
     p.add_argument("dataset")

@@ -97,6 +97,20 @@ _BOUND_NOTES = {"eval_every": " (0: only at the end)", "log_every": " (0: off)",
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
+# Experiment trackers a run may also log to (bench/trackers): `log_to=tensorboard,wandb`.
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+
+
+def tracker_list(text: str) -> tuple[str, ...]:
+    """'tensorboard,wandb' -> ('tensorboard', 'wandb'); '' -> (); an unknown name raises."""
+    names = tuple(dict.fromkeys(t.strip() for t in str(text).split(",") if t.strip()))
+    unknown = [n for n in names if n not in TRACKERS]
+    if unknown:
+        raise ConfigError(f"unknown tracker {unknown[0]!r} in log_to={text!r}; valid: "
+                          f"{', '.join(TRACKERS)}")
+    return names
+
+
 @dataclass
 class RunConfig:
     """Everything that decides a run's numbers. Its hash (minus `LOCATION_KEYS`) is the run id."""
@@ -128,6 +142,7 @@ class RunConfig:
     compile: bool | None = None  # torch.compile the pretraining step (None: on CUDA only)
     log_every: int = 0  # also log the mean loss of every N steps, without a host sync (0: off)
     checkpoint_every_min: float = 10.0  # also checkpoint inside epochs this often (0: epoch ends)
+    log_to: str = ""  # also log to these trackers (comma list of TRACKERS); the run folder stays
     # Text data only (None: bench/data/text.py's defaults, stated in the dataset cards).
     vocab_size: int | None = None  # WordPiece vocabulary, trained on the train split
     block_length: int | None = None  # tokens per pretraining block = eval truncation length
@@ -143,9 +158,18 @@ class RunConfig:
     finetune_batch_size: int = 256
     finetune_lr: float = 5e-4  # MAE's fine-tuning base lr at batch 256
     finetune_layer_decay: float = 0.75  # lr x decay^(depth - layer) per ViT block (1: none)
+    # Hugging Face datasets (hf:PATH) only: the input column (text or image) and the label
+    # column (None: unlabelled, like text-dir). See bench/data/hf.py.
+    hf_text: str | None = None
+    hf_image: str | None = None
+    hf_label: str | None = None
 
     # A resumed run ends as an uninterrupted one, so checkpointing is not part of the identity.
-    LOCATION_KEYS = ("device", "data_root", "compile", "log_every", "checkpoint_every_min")
+    LOCATION_KEYS = ("device", "data_root", "compile", "log_every", "checkpoint_every_min",
+                     "log_to")
+    # Fields added after run ids were in use: left out of the identity while unset, so the
+    # runs that predate them keep their ids.
+    UNSET_FREE_KEYS = ("hf_text", "hf_image", "hf_label")
 
     def __post_init__(self) -> None:
         protocol_list(self.protocols)
@@ -158,6 +182,7 @@ class RunConfig:
         for name in ("base_lr", "knn_temperature", "tran1_lr", "finetune_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        self.log_to = ",".join(tracker_list(self.log_to))
         if not 0.0 < self.finetune_layer_decay <= 1.0:
             raise ConfigError(
                 f"finetune_layer_decay must be in (0, 1], got {self.finetune_layer_decay}"
@@ -176,6 +201,9 @@ class RunConfig:
         d = dataclasses.asdict(self)
         for key in self.LOCATION_KEYS:
             d.pop(key)
+        for key in self.UNSET_FREE_KEYS:
+            if d[key] is None:
+                d.pop(key)
         return d
 
     @property

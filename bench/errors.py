@@ -54,3 +54,12 @@ class ResumeError(BenchError):
 
 class SchedulerError(BenchError):
     """The batch scheduler (SLURM: sbatch, sacct) refused a job or could not be asked."""
+
+
+class TrackerError(BenchError):
+    """An experiment tracker (TensorBoard, W&B, MLflow) cannot be used: package missing, bad
+    URI. Raised before training starts."""
+
+
+class ExportError(BenchError):
+    """A run's encoder cannot be exported (unfinished, failed, a reference row, no timm form)."""

@@ -274,6 +274,29 @@ def _show(ax, img, title: str | None = None) -> None:
         ax.set_ylabel(title, fontsize=7, rotation=0, ha="right", va="center")
 
 
+def visible_and_pasted(rec: dict):
+    """From a run's reconstructions.pt: what the encoder saw (hidden patches grey) and the
+    reconstruction pasted into the hidden patches, both `[N, C, H, W]` in [0, 1]."""
+    p, (gh, gw) = rec["patch_size"], rec["grid"]
+    vis = rec["visible"].view(-1, 1, gh, gw).float()
+    vis_px = vis.repeat_interleave(p, 2).repeat_interleave(p, 3)
+    shown = rec["images"] * vis_px + 0.5 * (1 - vis_px)
+    pasted = rec["images"] * vis_px + rec["recon"] * (1 - vis_px)
+    return shown, pasted
+
+
+def reconstruction_grid(rec: dict) -> np.ndarray:
+    """One run's reconstructions as one RGB uint8 picture `[H, W, 3]` (what trackers show):
+    rows original, visible, reconstruction; one column per test image; 2-px white gaps."""
+    import torch
+    from torchvision.utils import make_grid
+
+    shown, pasted = visible_and_pasted(rec)
+    rows = torch.cat([rec["images"], shown, pasted]).float().clamp(0, 1)
+    grid = make_grid(rows, nrow=rec["images"].shape[0], padding=2, pad_value=1.0)
+    return (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
 def reconstruction_figure(ok: pd.DataFrame, cells: pd.DataFrame, out: Path,
                           notes: list[str]) -> Figure | None:
     """Per section: the same test images, then per pretrained row (lowest seed) what its
@@ -313,11 +336,7 @@ def reconstruction_figure(ok: pd.DataFrame, cells: pd.DataFrame, out: Path,
             axes[r, j].axis("on")
             _show(axes[r, j], originals[j], f"{title}\noriginal" if j == 0 else None)
         for label, rec in samples:
-            p, (gh, gw) = rec["patch_size"], rec["grid"]
-            vis = rec["visible"].view(-1, 1, gh, gw).float()
-            vis_px = vis.repeat_interleave(p, 2).repeat_interleave(p, 3)
-            shown = rec["images"] * vis_px + 0.5 * (1 - vis_px)  # hidden patches grey
-            pasted = rec["images"] * vis_px + rec["recon"] * (1 - vis_px)
+            shown, pasted = visible_and_pasted(rec)
             for j in range(originals.shape[0]):
                 for k, (img, what) in enumerate(((shown, "visible"), (pasted, "reconstruction"))):
                     axes[r + 1 + k, j].axis("on")

@@ -31,6 +31,7 @@ from bench.document import (
     render_markdown,
 )
 from bench.errors import DataNotFoundError
+from bench.export import export_command, export_format
 from bench.html import render_html
 from bench.provenance import UNRECORDED, Provenance, describe_runs
 from bench.tables import (
@@ -234,6 +235,19 @@ def _provenance_blocks(p: Provenance) -> list[Block]:
     return blocks
 
 
+def _export_table(a: Analysis) -> Table | None:
+    """One `bench export` command per finished pretrained run (timm for images)."""
+    runs = a.ok.drop_duplicates("run_dir")
+    rows = [(r.run_id, r.method, r.seed, export_command(Path(r.run_dir), fmt))
+            for r in runs.itertuples() if (fmt := export_format(a.agg.configs.get(r.run_dir, {})))]
+    if not rows:
+        return None
+    return list_table(pd.DataFrame(rows, columns=["run_id", "method", "seed", "command"]),
+                      f"Export commands: {len(rows)} runs",
+                      "Writes the run's encoder as a safetensors file timm loads (text "
+                      "encoders: their own state dict); the command prints how to load it.")
+
+
 def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str], Section],
             figs: list[figures.Figure]) -> list[Block]:
     agg = a.agg
@@ -278,6 +292,9 @@ def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str],
         failed = agg.failed[["run_id", "method", "options", "seed", "error", "run_dir"]]
         blocks += [Heading("Failed runs", 2, "failed"),
                    TableBlock(list_table(failed, f"Failed runs: {len(failed)} (in no cell)"))]
+    exports = _export_table(a)
+    if exports is not None:
+        blocks += [Heading("Export the encoders", 2, "export"), TableBlock(exports)]
     if agg.problems:
         problems = pd.DataFrame([(str(p.path), p.reason) for p in agg.problems],
                                 columns=["folder", "reason"])

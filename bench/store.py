@@ -40,6 +40,10 @@ def write_json(path: Path, obj: Any) -> None:
     _atomic(path, lambda f: f.write(data))
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    _atomic(path, lambda f: f.write(data))
+
+
 def read_json(path: Path) -> Any:
     with path.open() as f:
         return json.load(f)

@@ -17,7 +17,7 @@ from typing import Any
 import methods  # noqa: F401  (registers every method)
 from bench.catalog import REFERENCES
 from bench.config import RunConfig, apply_overrides, run_config_fields
-from bench.data import dataset_entry
+from bench.data import run_dataset_entry
 from bench.errors import ConfigError, IncompatibleError
 from bench.models.encoders import ENCODERS, encoders_of_kind
 from bench.slurm import slurm_settings
@@ -41,7 +41,7 @@ def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
 
 def resolve_run(cfg: RunConfig) -> RunConfig:
     """Validate `cfg` and canonicalise it (every option spelled out) so its hash is stable."""
-    entry, _ = dataset_entry(cfg.dataset)
+    entry = run_dataset_entry(cfg)
     encoder = ENCODERS.get(cfg.encoder)
     if entry.modality not in encoder.modalities:
         raise IncompatibleError(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import methods  # noqa: F401  (registers every method)
-from bench import distributed, stopping, store
+from bench import distributed, stopping, store, trackers
 from bench.catalog import REFERENCES
 from bench.config import RunConfig
 from bench.data import dataset_key, load_dataset
@@ -123,8 +123,10 @@ class StepLog:
     `steps.jsonl` without stalling the step loop: each mean is copied to the host without
     blocking and written once a CUDA event says the copy landed (at the latest, at epoch end)."""
 
-    def __init__(self, path: Path, every: int, device: torch.device, write: bool):
+    def __init__(self, path: Path, every: int, device: torch.device, write: bool,
+                 tracker: trackers.RunTracker | None = None):
         self.path, self.every, self.device, self.write = path, every, device, write
+        self.tracker = tracker
         self.pending: list[tuple[dict[str, int], torch.Tensor, Any]] = []
         self.window = torch.zeros((), device=device)
 
@@ -147,7 +149,10 @@ class StepLog:
         while self.pending and (wait or self.pending[0][2] is None or self.pending[0][2].query()):
             where, mean, _ = self.pending.pop(0)
             if self.write:
-                store.append_jsonl(self.path, {**where, "loss": mean.item()})
+                record = {**where, "loss": mean.item()}
+                store.append_jsonl(self.path, record)
+                if self.tracker is not None:
+                    self.tracker.log_metrics(record, where["step"], "steps")
 
     def new_epoch(self) -> None:
         self.flush(wait=True)
@@ -188,6 +193,7 @@ class RunContext:
     run_dir: Path
     device: torch.device
     data: Any
+    tracker: trackers.RunTracker
 
 
 def write_config(run_dir: Path, cfg: RunConfig, data) -> None:
@@ -201,8 +207,16 @@ def write_config(run_dir: Path, cfg: RunConfig, data) -> None:
             "git_sha": store.git_sha(),
             "versions": store.package_versions(),
             "data_fingerprint": getattr(data, "fingerprint", None),
+            "data_spec": data_spec_record(data),
         },
     )
+
+
+def data_spec_record(data) -> dict[str, Any]:
+    """What rebuilds the encoder and feeds it (bench export): the DataSpec, and for images the
+    normalisation the encoder was trained on."""
+    return {**asdict(data.spec), "mean": getattr(data, "mean", None),
+            "std": getattr(data, "std", None)}
 
 
 # Under DDP the ranks agree on a mid-epoch checkpoint (a small collective) every this many
@@ -286,8 +300,9 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
     elif dist.is_main:  # records of an attempt that never reached a checkpoint
         metrics_path.unlink(missing_ok=True)
         steps_path.unlink(missing_ok=True)
+    ctx.tracker.start(state["epoch"] * steps_per_epoch + state["step"])
     train_step = TrainStep(model, opt, device, use_compile(cfg.compile, device))
-    step_log = StepLog(steps_path, cfg.log_every, device, write=dist.is_main)
+    step_log = StepLog(steps_path, cfg.log_every, device, write=dist.is_main, tracker=ctx.tracker)
     clock = CheckpointClock(cfg.checkpoint_every_min, dist.world)
 
     def save(extra: dict[str, Any] | None = None) -> None:
@@ -343,6 +358,7 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
             if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
                 record.update(evaluate_encoder(ctx, model.encoder, knn_only=True))
             store.append_jsonl(metrics_path, record)
+            ctx.tracker.log_metrics(record, (epoch + 1) * steps_per_epoch, "epoch")
         save()
         steps.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{epoch_loss:.4f}")
         stop = distributed.from_main(stopping.requested())
@@ -431,14 +447,16 @@ def train_run(
 
     Under DDP (see bench.distributed) all ranks pretrain; rank 0 alone evaluates and writes the
     run folder, and the other ranks return `summary_record(cfg, "ok", rank=r)` after pretraining.
-    `progress=False` silences every progress bar of the run (bench.progress).
+    `progress=False` silences every progress bar of the run (bench.progress). The trackers of
+    `cfg.log_to` (bench.trackers) are checked before anything else and follow the run folder.
     """
-    with shown(progress):
-        return _train_and_evaluate(cfg, run_dir, interrupt, data)
+    with shown(progress), trackers.open_run(cfg, run_dir, stopped=(RunInterrupted,)) as tracker:
+        return _train_and_evaluate(cfg, run_dir, interrupt, data, tracker)
 
 
 def _train_and_evaluate(
-    cfg: RunConfig, run_dir: Path, interrupt: Callable[[int], bool] | None, data
+    cfg: RunConfig, run_dir: Path, interrupt: Callable[[int], bool] | None, data,
+    tracker: trackers.RunTracker,
 ) -> dict[str, Any]:
     wall_start = time.perf_counter()
     dist = distributed.current()
@@ -449,7 +467,7 @@ def _train_and_evaluate(
         write_config(run_dir, cfg, data)
     elif cfg.method in REFERENCES:  # nothing to train: rank 0 evaluates
         return summary_record(cfg, "ok", rank=dist.rank)
-    ctx = RunContext(cfg, run_dir, device, data)
+    ctx = RunContext(cfg, run_dir, device, data, tracker)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     compute: dict[str, Any] = {
@@ -493,6 +511,7 @@ def _train_and_evaluate(
     compute["wall_s"] = time.perf_counter() - wall_start
     summary = summary_record(cfg, "ok", metrics=metrics, compute=compute, setup=setup)
     store.write_json(run_dir / store.SUMMARY, summary)
+    tracker.log_result(summary)
     return summary
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from bench import distributed, store
+from bench import distributed, store, trackers
 from bench.catalog import REFERENCES
 from bench.config import RunConfig
 from bench.data import dataset_key, load_dataset
@@ -82,4 +82,5 @@ def validate(runs: Sequence[RunConfig], out: Path) -> dict[tuple, Any]:
         checkpoint = out / cfg.run_id / store.CHECKPOINT
         if checkpoint.exists():
             check_device_type(store.checkpoint_device_type(checkpoint), device, checkpoint)
+    trackers.check_runs(runs, out)  # a missing package or a bad URI: one line, nothing trained
     return datasets

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 from collections.abc import Callable
@@ -65,6 +66,14 @@ def tiny_config(**overrides) -> RunConfig:
         decoder_dim=64, decoder_depth=1, decoder_heads=2, device="cpu",
     )
     return RunConfig(**{**base, **overrides})
+
+
+def require_module(module: str) -> Any:
+    """Import an optional extra's package (`pip install -e '.[dev]'` has them all): skip when it
+    is missing, except under CI=true, where a missing package is a failure."""
+    if os.environ.get("CI") == "true":
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
 
 
 @pytest.fixture(scope="session")

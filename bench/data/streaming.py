@@ -38,9 +38,17 @@ def default_workers() -> int:
     return int(env) if env else min(16, len(os.sched_getaffinity(0)))
 
 
+def square_image(img, size: int, mode: str = "RGB") -> Tensor:
+    """A PIL image as uint8 `[C, size, size]` (`mode` RGB: 3 channels, L: 1): the shorter side
+    resized to `size` (antialiased), then the centre square."""
+    from torchvision.transforms import functional as TF
+
+    return TF.pil_to_tensor(TF.center_crop(TF.resize(img.convert(mode), size), size))
+
+
 class FolderImages(Dataset):
-    """Image files decoded to uint8 `[3, size, size]`: the shorter side resized to `size`
-    (antialiased), then the centre square. Runs on DataLoader workers."""
+    """Image files decoded by `square_image` to uint8 `[3, size, size]`. Runs on DataLoader
+    workers."""
 
     def __init__(self, files: list[str], labels: list[int], size: int):
         self.files, self.labels, self.size = files, labels, size
@@ -50,11 +58,9 @@ class FolderImages(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
         from PIL import Image
-        from torchvision.transforms import functional as TF
 
         with Image.open(self.files[i]) as img:
-            img = TF.center_crop(TF.resize(img.convert("RGB"), self.size), self.size)
-        return TF.pil_to_tensor(img), self.labels[i]
+            return square_image(img, self.size), self.labels[i]
 
 
 class ArrayImages(Dataset):
@@ -90,12 +96,13 @@ class StreamingImageData:
     pretrain_set: Dataset  # what pretraining sees (STL-10: train + unlabeled)
     train_set: Dataset  # labelled: the probes fit on it
     test_set: Dataset
-    classes: list[str]
+    classes: list[str] | None  # None: unlabelled (hf: without hf_label), pretraining only
     mean: tuple[float, ...]
     std: tuple[float, ...]
     image_size: int
     patch_size: int
     fingerprint: str
+    channels: int = 3
     workers: int = field(default_factory=default_workers)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     modality: str = "image"
@@ -104,7 +111,7 @@ class StreamingImageData:
     @property
     def spec(self) -> DataSpec:
         g = self.image_size // self.patch_size
-        return DataSpec("image", (g, g), patch_size=self.patch_size, in_chans=3)
+        return DataSpec("image", (g, g), patch_size=self.patch_size, in_chans=self.channels)
 
     def to(self, device: torch.device | str) -> StreamingImageData:
         return replace(self, device=torch.device(device))  # shares the decoded splits

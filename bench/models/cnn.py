@@ -63,7 +63,7 @@ class CNNEncoder(Encoder):
         super().__init__()
         if spec.modality != "image":
             raise IncompatibleError("CNN encoders take images only")
-        self.dim, self.patch = dim, spec.patch_size
+        self.dim, self.patch, self.timm_trunk = dim, spec.patch_size, trunk
         self.trunk, channels = trunk.build(spec.in_chans, spec.patch_size)
         self.proj = nn.Linear(channels, dim)
         self.norm = LAYER_NORM(dim)
