@@ -203,6 +203,9 @@ def finish(launch) -> int:
         print(f"stopped by {launch.stopped}: the running run wrote a checkpoint; rerun the same "
               "command to resume", file=sys.stderr)
         return EXIT_CODES.get(launch.stopped, 1)
+    for summary in launch.interrupted:  # e.g. a full disk: say why, then stop
+        print(f"error: run {summary['run_id']} stopped: {summary.get('error')}", file=sys.stderr)
+        return EXIT_FAILED_RUNS
     if launch.report is not None:
         print(f"report: {launch.report}")
     if launch.job_id is not None:

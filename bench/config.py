@@ -142,6 +142,7 @@ class RunConfig:
     compile: bool | None = None  # torch.compile the pretraining step (None: on CUDA only)
     log_every: int = 0  # also log the mean loss of every N steps, without a host sync (0: off)
     checkpoint_every_min: float = 10.0  # also checkpoint inside epochs this often (0: epoch ends)
+    strict_data: bool = False  # refuse a dataset with unreadable files (default: skip, count)
     log_to: str = ""  # also log to these trackers (comma list of TRACKERS); the run folder stays
     # Text data only (None: bench/data/text.py's defaults, stated in the dataset cards).
     vocab_size: int | None = None  # WordPiece vocabulary, trained on the train split
@@ -166,7 +167,7 @@ class RunConfig:
 
     # A resumed run ends as an uninterrupted one, so checkpointing is not part of the identity.
     LOCATION_KEYS = ("device", "data_root", "compile", "log_every", "checkpoint_every_min",
-                     "log_to")
+                     "log_to", "strict_data")
     # Fields added after run ids were in use: left out of the identity while unset, so the
     # runs that predate them keep their ids.
     UNSET_FREE_KEYS = ("hf_text", "hf_image", "hf_label")

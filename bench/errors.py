@@ -48,6 +48,10 @@ class OutputError(BenchError, OSError):
     """The output folder cannot be written."""
 
 
+class DiskFullError(OutputError):
+    """A checkpoint did not fit on the disk; the run stops, resumable once space is freed."""
+
+
 class ResumeError(BenchError):
     """A run folder's checkpoint cannot be resumed here (written on another device type)."""
 

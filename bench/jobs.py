@@ -28,7 +28,7 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 
 from bench import distributed, store
 from bench.config import RunConfig
-from bench.errors import OutputError, SchedulerError
+from bench.errors import DiskFullError, OutputError, SchedulerError
 from bench.slurm import RUNNING_STATES, JobInfo, query_jobs
 
 log = logging.getLogger(__name__)
@@ -229,15 +229,14 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
 
 
 def checkpoint_position(run_dir: Path) -> tuple[int, int]:
-    """(epochs finished, steps of the next epoch finished) in the run's checkpoint, (0, 0)
-    without one: where training resumes."""
-    path = run_dir / store.CHECKPOINT
-    if not path.exists():
-        return 0, 0
-    import torch
+    """(epochs finished, steps of the next epoch finished) in the run's newest readable
+    checkpoint, (0, 0) without one: where training resumes."""
+    from bench import checkpoint
 
-    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)["state"]
-    return int(state["epoch"]), int(state.get("step", 0))
+    found = checkpoint.peek(run_dir)
+    if found is None:
+        return 0, 0
+    return int(found["state"]["epoch"]), int(found["state"].get("step", 0))
 
 
 class RunJob(Checkpointable):
@@ -320,7 +319,7 @@ class RunJob(Checkpointable):
             log.info("run %s (%s seed %d) from epoch %d step %d -> %s", self.cfg.run_id,
                      self.cfg.method, self.cfg.seed, epoch, step, self.run_dir)
             return train_run(self.cfg, self.run_dir, self.progress, self.interrupt, data)
-        except RunInterrupted as err:  # a checkpoint, no summary: `interrupted`, resumable
+        except (RunInterrupted, DiskFullError) as err:  # no summary: `interrupted`, resumable
             log.warning("run %s %s", self.cfg.run_id, err)
             return summary_record(self.cfg, "interrupted", error=str(err))
         except Exception as err:  # recorded in summary.json: reports list it, the sweep goes on

@@ -100,6 +100,8 @@ class LocalLauncher:
                               f"{cfg.seed})")
             job = RunJob(cfg, out / cfg.run_id, self.progress)
             summaries.append(job.run(datasets[dataset_key(cfg)]))
+            if summaries[-1]["status"] == "interrupted":  # a signal or a full disk: stop here
+                break
         return summaries
 
     def _launch_workers(self, runs: Sequence[RunConfig], out: Path) -> list[dict]:
@@ -247,6 +249,11 @@ class Launch:
     def failed(self) -> list[dict]:
         return [s for s in self.summaries if s.get("status") == "failed"]
 
+    @property
+    def interrupted(self) -> list[dict]:
+        """Runs stopped with a checkpoint (a signal, a full disk): rerunning resumes them."""
+        return [s for s in self.summaries if s.get("status") == "interrupted"]
+
 
 def launch_runs(runs: Sequence[RunConfig], out: Path, options: LaunchOptions,
                 show_plan: Callable[[Launch], None] | None = None) -> Launch:
@@ -282,7 +289,7 @@ def launch_runs(runs: Sequence[RunConfig], out: Path, options: LaunchOptions,
         result.stopped = stopping.requested()
     if not dist.is_main:
         return result
-    if launcher.waits and options.report and result.stopped is None:
+    if launcher.waits and options.report and result.stopped is None and not result.interrupted:
         from bench.report import write_report
 
         result.report = write_report([out], out / "report", baseline=options.baseline)

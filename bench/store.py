@@ -60,12 +60,6 @@ def load_torch(path: Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def checkpoint_device_type(path: Path) -> str | None:
-    """The device type a checkpoint was written on (None for checkpoints that predate it),
-    read without loading its tensors."""
-    return torch.load(path, map_location="cpu", mmap=True, weights_only=True).get("device_type")
-
-
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     with path.open("a") as f:
         f.write(json.dumps(record, sort_keys=True, default=str) + "\n")

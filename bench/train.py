@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import methods  # noqa: F401  (registers every method)
-from bench import distributed, stopping, store, trackers
+from bench import checkpoint, distributed, stopping, store, trackers
 from bench.catalog import REFERENCES
 from bench.config import RunConfig
 from bench.data import dataset_key, load_dataset
@@ -284,8 +284,12 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
     # epoch: epochs finished; step: steps of the next epoch finished (a mid-epoch checkpoint).
     state = {"epoch": 0, "step": 0, "train_s": 0.0, "samples": 0}
     partial = None  # a mid-epoch checkpoint's generator state and running sums
-    if ckpt_path.exists():
-        ckpt = store.load_torch(ckpt_path)
+    # Rank 0 reads first (moving an unreadable file aside), then the others read what it read.
+    ckpt = checkpoint.load(ctx.run_dir) if dist.is_main else None
+    distributed.barrier()
+    if not dist.is_main:
+        ckpt = checkpoint.load(ctx.run_dir, move_aside=False)
+    if ckpt is not None:
         check_device_type(ckpt.get("device_type"), device, ckpt_path)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -307,9 +311,9 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
 
     def save(extra: dict[str, Any] | None = None) -> None:
         if dist.is_main:
-            store.save_torch(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                         "state": state, "device_type": device.type,
-                                         **(extra or {})})
+            checkpoint.save(ctx.run_dir, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                          "state": state, "device_type": device.type,
+                                          **(extra or {})})
         distributed.barrier()  # every rank resumes from the same checkpoint
         clock.reset()
 
@@ -509,10 +513,17 @@ def _train_and_evaluate(
         save_reconstructions(ctx, model)
     compute["peak_mem_bytes"] = peak_memory_bytes(device)
     compute["wall_s"] = time.perf_counter() - wall_start
-    summary = summary_record(cfg, "ok", metrics=metrics, compute=compute, setup=setup)
+    summary = summary_record(cfg, "ok", metrics=metrics, compute=compute, setup=setup,
+                             data=data_record(data))
     store.write_json(run_dir / store.SUMMARY, summary)
     tracker.log_result(summary)
     return summary
+
+
+def data_record(data: Any) -> dict[str, Any]:
+    """What the run's data left out: files that do not decode (skipped and counted)."""
+    skipped = list(getattr(data, "skipped", ()))
+    return {"skipped": len(skipped), "skipped_files": skipped[:20]}
 
 
 def _parameters(module: nn.Module | None) -> int:

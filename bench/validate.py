@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from bench import distributed, store, trackers
+from bench import checkpoint, distributed, store, trackers
 from bench.catalog import REFERENCES
 from bench.config import RunConfig
 from bench.data import dataset_key, load_dataset
 from bench.devices import check_device_type, resolve_device
-from bench.errors import ConfigError
+from bench.errors import ConfigError, DataNotFoundError
 from bench.masking import visible_count
 
 
@@ -73,14 +73,18 @@ def validate(runs: Sequence[RunConfig], out: Path) -> dict[tuple, Any]:
         if key not in datasets:
             datasets[key] = load_dataset(*key)
         data = datasets[key]
+        skipped = getattr(data, "skipped", ())
+        if skipped and cfg.strict_data:
+            raise DataNotFoundError(f"{cfg.dataset}: {skipped[0]} ({len(skipped)} unreadable "
+                                    "file(s); strict_data=true refuses them, false skips them)")
         if cfg.method not in REFERENCES:
             check_fits(cfg, data)
         shape_key = repr({**cfg.identity(), "seed": None, "device": device.type})
         if shape_key not in models:
             models.add(shape_key)
             check_model(cfg, data.spec)
-        checkpoint = out / cfg.run_id / store.CHECKPOINT
-        if checkpoint.exists():
-            check_device_type(store.checkpoint_device_type(checkpoint), device, checkpoint)
+        found = checkpoint.peek(out / cfg.run_id)
+        if found is not None:
+            check_device_type(found["device_type"], device, out / cfg.run_id / store.CHECKPOINT)
     trackers.check_runs(runs, out)  # a missing package or a bad URI: one line, nothing trained
     return datasets

@@ -91,8 +91,54 @@ def test_imagefolder_errors_name_the_layout(tmp_path):
     with pytest.raises(DataNotFoundError, match=r"train/<class>/<image>.*val,test"):
         load_dataset(f"imagefolder:{tmp_path}")
     (tmp_path / "val" / "a").mkdir(parents=True)
-    with pytest.raises(DataNotFoundError, match="imagefolder"):  # a class folder with no image
+    with pytest.raises(DataNotFoundError) as err:  # a class folder with no image: named
         load_dataset(f"imagefolder:{tmp_path}")
+    assert f"class folder {tmp_path / 'train' / 'a'} holds no image" in str(err.value)
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "a" / "x.png")
+    (tmp_path / "train" / "b").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "b" / "y.png")
+    with pytest.raises(DataNotFoundError, match=f"{tmp_path / 'val'} has no b/ folder"):
+        load_dataset(f"imagefolder:{tmp_path}")
+
+
+def test_unreadable_images_are_skipped_counted_or_refused(tmp_path, folder, monkeypatch, capsys):
+    """A truncated JPEG and a file that is no image: left out of the data (the rest trains),
+    counted in summary.json with their paths; `strict_data=true` refuses the run in one line
+    naming the first, before anything is written. The check is cached: a second load decodes
+    nothing."""
+    import shutil
+
+    from bench.cli import main
+    from bench.data import image_scan
+
+    monkeypatch.setenv("MASKBENCH_CACHE", str(tmp_path / "cache"))
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    jpeg = (bad / "train" / "dog" / "0.jpg").read_bytes()
+    (bad / "train" / "dog" / "0.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (bad / "val" / "fox" / "9.jpg").write_bytes(b"not a jpeg")
+    data = S.load_imagefolder(str(bad), image_size=32, patch_size=4)
+    assert data.n_pretrain() == 23 and len(data.test_set) == 9  # 24 - 1 and 9 + 1 - 1
+    assert [s.split(":")[0] for s in data.skipped] == ["train/dog/0.jpg", "val/fox/9.jpg"]
+    assert "Truncated" in data.skipped[0]
+    monkeypatch.setattr(image_scan, "decode_error", lambda path: pytest.fail("rescanned"))
+    assert S.load_imagefolder(str(bad), image_size=32, patch_size=4).skipped == data.skipped
+    monkeypatch.undo()
+    monkeypatch.setenv("MASKBENCH_CACHE", str(tmp_path / "cache"))
+    cfg = resolve_run(tiny_config(dataset=f"imagefolder:{bad}", epochs=1, batch_size=8,
+                                  train_limit=None, eval_train_limit=None, eval_test_limit=None,
+                                  protocols="knn"))
+    summary = train_run(cfg, tmp_path / "runs" / cfg.run_id, progress=False, data=data)
+    assert summary["status"] == "ok"
+    assert summary["data"] == {"skipped": 2, "skipped_files": list(data.skipped)}
+    out = tmp_path / "strict"
+    argv = ["run", "--methods", "mae", "--dataset", f"imagefolder:{bad}", "--out", str(out),
+            "--no-progress", "strict_data=true", "epochs=1", "batch_size=8"]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "train/dog/0.jpg" in err and "strict_data=true refuses" in err
+    assert len(err.splitlines()) == 1 and not out.exists()
 
 
 def test_torchvision_set_missing_names_files_and_download(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ the trainer's one way to get an epoch's batches from either kind of data.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -23,11 +24,14 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from bench import progress
+from bench.data.cache import cache_root
 from bench.data.cards import load_card
+from bench.data.image_scan import unreadable
 from bench.data.images import EvalSplit, apply_affine, crop_flip_params, normalize_images
 from bench.errors import ConfigError, DataNotFoundError
 from bench.models.encoders import DataSpec
 
+log = logging.getLogger(__name__)
 TORCHVISION_SETS = ("cifar10", "cifar100", "stl10")
 EVAL_DECODE_BATCH = 256
 
@@ -107,6 +111,7 @@ class StreamingImageData:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     modality: str = "image"
     decoded: dict[tuple[str, int | None], EvalSplit] = field(default_factory=dict, repr=False)
+    skipped: tuple[str, ...] = ()  # "path: reason" of files left out: they do not decode
 
     @property
     def spec(self) -> DataSpec:
@@ -213,19 +218,36 @@ def _fingerprint(*parts: Any) -> str:
 
 
 def _folder_split(
-    root: Path, folder: Path, class_to_idx: dict[str, int], size: int
+    root: Path, folder: Path, class_to_idx: dict[str, int], size: int, bad: dict[str, str]
 ) -> tuple[FolderImages, list[str]]:
-    """The images under `folder/<class>/` in a stable mixed order, and their paths from root."""
+    """The images under `folder/<class>/` in a stable mixed order, and their paths from root;
+    the files in `bad` (they do not decode) are left out."""
     from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
+    for name in sorted(class_to_idx):
+        if not (folder / name).is_dir():
+            raise DataNotFoundError(f"imagefolder:{root}: {folder} has no {name}/ folder, which "
+                                    f"{root / 'train'} has; every split needs every class")
     try:
         samples = make_dataset(str(folder), class_to_idx, IMG_EXTENSIONS)
-    except FileNotFoundError as err:  # a class folder without images
-        raise DataNotFoundError(f"imagefolder:{root}: {err}") from None
+    except FileNotFoundError:  # a class folder without images
+        empty = [n for n in sorted(class_to_idx) if not any(
+            f.lower().endswith(IMG_EXTENSIONS) for f in os.listdir(folder / n))]
+        raise DataNotFoundError(
+            f"imagefolder:{root}: class folder {folder / empty[0]} holds no image "
+            f"({', '.join(IMG_EXTENSIONS)}); add images or remove it") from None
+    samples = [s for s in samples if s[0] not in bad]
     rel = [os.path.relpath(f, root) for f, _ in samples]
     order = _stable_order(rel)
     images = FolderImages([samples[i][0] for i in order], [samples[i][1] for i in order], size)
     return images, [rel[i] for i in order]
+
+
+def _image_files(folder: Path, class_to_idx: dict[str, int]) -> list[str]:
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    return sorted(str(folder / c / f) for c in class_to_idx if (folder / c).is_dir()
+                  for f in os.listdir(folder / c) if f.lower().endswith(IMG_EXTENSIONS))
 
 
 def load_imagefolder(
@@ -250,8 +272,14 @@ def load_imagefolder(
             f"{root}/{{{','.join(card['test_dirs'])}}}/<class>/<image> ({card['layout']})"
         )
     classes, class_to_idx = find_classes(str(root / "train"))
-    train, train_rel = _folder_split(root, root / "train", class_to_idx, size)
-    test, test_rel = _folder_split(root, test_dir, class_to_idx, size)
+    files = [*_image_files(root / "train", class_to_idx), *_image_files(test_dir, class_to_idx)]
+    bad = unreadable(files, cache_root(), default_workers(), f"imagefolder:{path}")
+    if bad:
+        first = "; ".join(f"{os.path.relpath(f, root)} ({r})" for f, r in list(bad.items())[:3])
+        log.warning("imagefolder:%s: %d unreadable image(s) skipped (first: %s)", path,
+                    len(bad), first)
+    train, train_rel = _folder_split(root, root / "train", class_to_idx, size, bad)
+    test, test_rel = _folder_split(root, test_dir, class_to_idx, size, bad)
     return StreamingImageData(
         name=f"imagefolder:{path}",
         pretrain_set=train,
@@ -263,6 +291,7 @@ def load_imagefolder(
         image_size=size,
         patch_size=patch,
         fingerprint=_fingerprint(size, train_rel, train.labels, test_rel, test.labels),
+        skipped=tuple(f"{os.path.relpath(f, root)}: {r}" for f, r in bad.items()),
     )
 
 

@@ -28,6 +28,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from torch import Tensor
 
 from bench import progress, store
+from bench.data.cache import cache_root
 from bench.data.images import EvalSplit
 from bench.errors import ConfigError, DataNotFoundError, UnknownDatasetError
 from bench.models.encoders import DataSpec
@@ -478,12 +479,6 @@ def load_corpus(
 DEFAULT_BLOCK_LENGTH = 64  # tokens per pretraining block, and the eval truncation length
 ENCODE_CHUNK = 8192  # texts per tokenizer call: granularity of the progress bar
 TENSORS_FORMAT = 1  # part of the tensor cache's file name: bump when what it stores changes
-
-
-def cache_root() -> Path:
-    """Where tokenizers, `bible` output and encoded tensors are kept between runs:
-    $MASKBENCH_CACHE, else ~/.cache/maskbench."""
-    return Path(os.environ.get("MASKBENCH_CACHE") or Path.home() / ".cache" / "maskbench")
 
 
 def blocks_upto(seqs: Sequence[Sequence[int]], length: int) -> Tensor:
