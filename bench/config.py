@@ -8,7 +8,7 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from bench.errors import ConfigError
 
@@ -69,6 +69,8 @@ def parse_options(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
 
 # Evaluation protocols a run may select; each reports "<name>_top1" (bench/evaluate.py).
 PROTOCOLS = ("linear", "knn", "tran1", "finetune")
+# What a text run's grid is made of: tokens (one text block) or sentences (a window of them).
+GRANULARITIES = ("token", "sentence")
 
 
 def protocol_list(text: str) -> tuple[str, ...]:
@@ -115,6 +117,11 @@ class RunConfig:
     # Text data only (None: bench/data/text.py's defaults, stated in the dataset cards).
     vocab_size: int | None = None  # WordPiece vocabulary, trained on the train split
     block_length: int | None = None  # tokens per pretraining block = eval truncation length
+    # Text level: "sentence" makes the grid a window of `sentences` consecutive sentences of one
+    # document, each `sentence_length` tokens (None: bench/data/sentences.py's defaults).
+    granularity: Literal["token", "sentence"] = "token"
+    sentences: int | None = None
+    sentence_length: int | None = None
     # Evaluation protocols run after pretraining (comma list of PROTOCOLS), fixed recipes.
     protocols: str = "linear,knn"
     tran1_epochs: int = 10  # tran1: one transformer block + linear head on frozen tokens
@@ -123,6 +130,9 @@ class RunConfig:
 
     # A resumed run ends as an uninterrupted one, so checkpointing is not part of the identity.
     LOCATION_KEYS = ("device", "data_root", "compile", "log_every", "checkpoint_every_min")
+    # Identity keys added after runs were recorded: hashed only where they differ from their
+    # default, so the run ids of earlier runs (which are at the default) stay what they were.
+    HASHED_UNLESS_DEFAULT = ("granularity", "sentences", "sentence_length")
 
     def __post_init__(self) -> None:
         protocol_list(self.protocols)
@@ -139,6 +149,15 @@ class RunConfig:
             raise ConfigError(
                 f"finetune_layer_decay must be in (0, 1], got {self.finetune_layer_decay}"
             )
+        if self.granularity not in GRANULARITIES:
+            raise ConfigError(
+                f"granularity={self.granularity!r}: must be one of {', '.join(GRANULARITIES)}"
+            )
+        if self.sentences is not None and self.sentences < 2:
+            raise ConfigError(f"sentences must be >= 2 (a window to hide some of), got "
+                              f"{self.sentences}")
+        if self.sentence_length is not None and self.sentence_length < 1:
+            raise ConfigError(f"sentence_length must be >= 1, got {self.sentence_length}")
 
     @property
     def lr(self) -> float:
@@ -152,7 +171,9 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+        hashed = {k: v for k, v in self.identity().items()
+                  if k not in self.HASHED_UNLESS_DEFAULT or v != _FIELD_DEFAULTS[k]}
+        blob = json.dumps(hashed, sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,6 +183,9 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
 
 def run_config_fields() -> list[str]:

@@ -32,9 +32,11 @@ from bench.evaluate import (
     probe_metrics,
     reconstruction_loss,
 )
+from bench.evaluate_sentences import masked_sentence_metrics, next_sentence_top1
 from bench.models.encoders import DataSpec, build_encoder
 from bench.models.patches import patchify, unpatchify
 from bench.models.pretrainer import MaskedPretrainer
+from bench.models.sentences import SentencePretrainer, slot_spec
 from bench.optim import WEIGHT_DECAY_RULE, build_optimizer, lr_at
 from bench.progress import bar, shown
 from methods.base import build_method
@@ -64,10 +66,15 @@ def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Genera
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
 
 
-def build_model(cfg: RunConfig, spec: DataSpec) -> MaskedPretrainer:
+def build_model(cfg: RunConfig, spec: DataSpec, sentences: int | None = None) -> MaskedPretrainer:
+    """The pretrainer of `cfg` for data of `spec`; at granularity=sentence `spec` is one
+    sentence's (the encoder's input) and the grid is `sentences` slots."""
     torch.manual_seed(cfg.seed)
     encoder = build_encoder(cfg.encoder, spec)
     method = build_method(cfg.method, cfg.options, cfg.decoder_dim, spec.modality, encoder.kind)
+    if cfg.granularity == "sentence":
+        return SentencePretrainer(slot_spec(spec, sentences), encoder, method, cfg.decoder_dim,
+                                  cfg.decoder_depth, cfg.decoder_heads)
     return MaskedPretrainer(
         spec, encoder, method, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads
     )
@@ -333,19 +340,35 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
     return state
 
 
+def split_features(ctx: RunContext, encoder, split, desc: str) -> torch.Tensor:
+    """Features of `split` the probes read: the encoder's pooled ones, or (encoder None, the
+    raw-input row) the input's own."""
+    if encoder is None:
+        x, pad = split.x.to(ctx.device), _to(split.pad_mask, ctx.device)
+        return ctx.data.raw_features(x, pad).float()
+    bs = max(ctx.cfg.batch_size, 256)
+    return extract_features(encoder, ctx.data, split, bs, ctx.device, desc)
+
+
+def next_sentence_metrics(ctx: RunContext, encoder) -> dict[str, float]:
+    """`next_sentence_top1` on the test documents (the first ones, up to eval_test_limit
+    sentences), seeded by the run's seed."""
+    split = ctx.data.document_split(ctx.cfg.eval_test_limit)
+    features = split_features(ctx, encoder, split, "features documents")
+    return {"next_sentence_top1": next_sentence_top1(features, split.y.to(ctx.device),
+                                                     ctx.cfg.seed)}
+
+
 def evaluate_encoder(ctx: RunContext, encoder, knn_only: bool = False) -> dict[str, float]:
     cfg, data = ctx.cfg, ctx.data
+    documents = ({} if knn_only or cfg.granularity != "sentence"
+                 else next_sentence_metrics(ctx, encoder))
     if data.classes is None:  # unlabelled text (text-dir): nothing to probe
-        return {}
+        return documents
     train = data.eval_split("train", cfg.eval_train_limit)
     test = data.eval_split("test", cfg.eval_test_limit)
-    if encoder is None:  # raw-input reference
-        train_f = data.raw_features(train.x.to(ctx.device), _to(train.pad_mask, ctx.device)).float()
-        test_f = data.raw_features(test.x.to(ctx.device), _to(test.pad_mask, ctx.device)).float()
-    else:
-        bs = max(cfg.batch_size, 256)
-        train_f = extract_features(encoder, data, train, bs, ctx.device, "features train")
-        test_f = extract_features(encoder, data, test, bs, ctx.device, "features test")
+    train_f = split_features(ctx, encoder, train, "features train")
+    test_f = split_features(ctx, encoder, test, "features test")
     if knn_only:
         from bench.evaluate import knn_top1
 
@@ -358,7 +381,7 @@ def evaluate_encoder(ctx: RunContext, encoder, knn_only: bool = False) -> dict[s
     metrics = probe_metrics(train_f, train.y, test_f, test.y, cfg)
     if encoder is not None:  # tran1 / finetune need an encoder: not the raw-input row
         metrics.update(encoder_protocols(encoder, data, train, test, cfg, ctx.device))
-    return metrics
+    return {**metrics, **documents}
 
 
 def _to(t, device):
@@ -442,7 +465,8 @@ def _train_and_evaluate(
         torch.manual_seed(cfg.seed)
         metrics = evaluate_encoder(ctx, build_encoder(cfg.encoder, data.spec).to(device))
     else:
-        model = prepare_model(build_model(cfg, data.spec), device)
+        model = prepare_model(build_model(cfg, data.spec, getattr(data, "sentences", None)),
+                              device)
         probe_x = data.pretrain_batch(torch.arange(2, device=device), epoch_generator(0, -1, device), False)
         compute["pretrain_flops_per_sample"] = pretrain_flops_per_sample(model, probe_x)
         state = pretrain(ctx, model, interrupt)
@@ -451,7 +475,11 @@ def _train_and_evaluate(
         if not dist.is_main:
             return summary_record(cfg, "ok", rank=dist.rank)
         metrics = evaluate_encoder(ctx, model.encoder)
-        if model.spec.modality == "text":  # recon_loss = held-out masked-token cross-entropy
+        if cfg.granularity == "sentence":  # recon_loss = held-out bag-of-words cross-entropy
+            windows = data.heldout_windows(cfg.eval_test_limit)
+            metrics.update(masked_sentence_metrics(model, windows, max(cfg.batch_size, 256),
+                                                   device, cfg.seed))
+        elif model.spec.modality == "text":  # recon_loss = held-out masked-token cross-entropy
             blocks = data.heldout_blocks(cfg.eval_test_limit)
             bs = max(cfg.batch_size, 256)
             metrics.update(masked_token_metrics(model, blocks, bs, device, cfg.seed))

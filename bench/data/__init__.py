@@ -6,8 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.data.cards import load_card
+from bench.config import GRANULARITIES
+from bench.data.cards import card_names, load_card
 from bench.data.images import load_digits, load_fashion_mnist
+from bench.data.sentences import load_sentence_data
 from bench.data.streaming import TORCHVISION_SETS, load_imagefolder, load_torchvision
 from bench.data.text import load_text_data
 from bench.errors import ConfigError, UnknownDatasetError
@@ -22,6 +24,7 @@ class DatasetEntry:
     load: Callable[..., Any]  # load(data_root, arg=None, **kw) -> ImageData | TextData
     takes_argument: bool = False
     labelled: bool = True  # False: pretraining only (no probes, no reference rows)
+    documents: str | None = None  # what a document is at granularity=sentence (None: no such level)
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset", UnknownDatasetError)
@@ -59,8 +62,10 @@ register_dataset(
     DatasetEntry(
         "kjv-verses",
         "text",
-        "King James Bible verses 28,000/3,102, 6 book-genre classes (64-token blocks)",
+        "King James Bible verses 28,000/3,102, 6 book-genre classes (64-token blocks; "
+        "granularity=sentence: 1,058/131 chapters of verses)",
         lambda data_root=None, arg=None, **kw: load_text_data("kjv-verses", data_root, **kw),
+        documents="a chapter, its verses in canonical order",
     )
 )
 register_dataset(
@@ -71,6 +76,7 @@ register_dataset(
         lambda data_root=None, arg=None, **kw: load_text_data(f"text-dir:{arg}", data_root, **kw),
         takes_argument=True,
         labelled=False,
+        documents="a .txt file, its paragraphs split into sentences (syntok)",
     )
 )
 register_dataset(
@@ -103,23 +109,53 @@ def dataset_entry(name: str) -> tuple[DatasetEntry, str | None]:
     return entry, (arg or None)
 
 
+def check_granularity(name: str, granularity: str = "token", **given: Any) -> None:
+    """Refuse, in one line, a granularity the dataset lacks or text options of the other level;
+    `given` holds the text options set (None: not set)."""
+    entry, _ = dataset_entry(name)
+    if granularity not in GRANULARITIES:
+        raise ConfigError(f"granularity={granularity!r}: must be one of {', '.join(GRANULARITIES)}")
+    other = {"token": ("sentences", "sentence_length"), "sentence": ("block_length",)}[granularity]
+    misplaced = [k for k, v in given.items() if v is not None and k in other]
+    if misplaced:
+        raise ConfigError(f"{', '.join(misplaced)}: not used at granularity={granularity}")
+    if granularity == "sentence" and entry.documents is None:
+        if entry.modality != "text":
+            raise ConfigError(f"granularity=sentence: text datasets only, and {name!r} is "
+                              f"{entry.modality}")
+        card = load_card(entry.name) if entry.name in card_names() else {}
+        why = card.get("sentences", {}).get("refused", "it has no documents")
+        raise ConfigError(f"granularity=sentence: {name} is not a sentence-level corpus ({why}; "
+                          "see its card, datasets/" + entry.name + ".toml); use granularity=token")
+
+
 def load_dataset(
     name: str,
     data_root: str | None = None,
     vocab_size: int | None = None,
     block_length: int | None = None,
+    granularity: str = "token",
+    sentences: int | None = None,
+    sentence_length: int | None = None,
 ) -> Any:
-    """Load a dataset; vocab_size and block_length (text only) default to bench.data.text's."""
+    """Load a dataset; the text options (vocab_size, and block_length at the token level or
+    sentences and sentence_length at the sentence level) default to bench.data.text's and
+    bench.data.sentences's."""
     entry, arg = dataset_entry(name)
-    text_options = {"vocab_size": vocab_size, "block_length": block_length}
+    text_options = {"vocab_size": vocab_size, "block_length": block_length,
+                    "sentences": sentences, "sentence_length": sentence_length}
     given = {k: v for k, v in text_options.items() if v is not None}
     if given and entry.modality != "text":
         raise ConfigError(
             f"{', '.join(given)}: text datasets only, and {name!r} is {entry.modality}"
         )
+    check_granularity(name, granularity, **text_options)
+    if granularity == "sentence":
+        return load_sentence_data(name, data_root, **given)
     return entry.load(data_root=data_root, arg=arg, **given)
 
 
-def dataset_key(cfg: Any) -> tuple[str, str | None, int | None, int | None]:
+def dataset_key(cfg: Any) -> tuple[Any, ...]:
     """What decides a run's loaded data: runs with equal keys share one `load_dataset(*key)`."""
-    return (cfg.dataset, cfg.data_root, cfg.vocab_size, cfg.block_length)
+    return (cfg.dataset, cfg.data_root, cfg.vocab_size, cfg.block_length, cfg.granularity,
+            cfg.sentences, cfg.sentence_length)
