@@ -50,8 +50,8 @@ demo-text: setup
 # each verse 24 tokens; probes on verses, the next-sentence check on held-out chapters.
 demo-sentences: setup
 	$(PYTHON) -m bench run --methods qbheat,mae,interp,random-init,raw-input \
-	  --dataset kjv-verses --encoder vit-micro --epochs 2 --train-limit 1024 --batch-size 32 \
-	  --eval-train-limit 3000 --eval-test-limit 1000 --seeds 0 --out $(DEMO_SENTENCES_OUT) \
+	  --dataset kjv-verses --encoder vit-micro --epochs 2 --train-limit 512 --batch-size 32 \
+	  --eval-train-limit 2000 --eval-test-limit 1000 --seeds 0 --out $(DEMO_SENTENCES_OUT) \
 	  granularity=sentence sentences=8 sentence_length=24 vocab_size=2000
 
 test: setup

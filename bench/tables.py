@@ -49,6 +49,7 @@ METRICS: dict[str, MetricInfo] = {
     "compute.train_s": MetricInfo("pretrain s", 1.0, False, "compute"),
     "compute.wall_s": MetricInfo("wall s", 1.0, False, "compute"),
     "compute.peak_mem_bytes": MetricInfo("peak mem GiB", 2.0**-30, False, "compute"),
+    "compute.processes": MetricInfo("processes", 1.0, None, "compute"),  # data-parallel ranks
     "recon_loss": MetricInfo("test recon loss"),
     "pretrain_loss": MetricInfo("final pretrain loss"),
     "masked_token_acc": MetricInfo("masked-token acc %", 100.0),

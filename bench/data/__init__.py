@@ -24,7 +24,7 @@ class DatasetEntry:
     load: Callable[..., Any]  # load(data_root, arg=None, **kw) -> ImageData | TextData
     takes_argument: bool = False
     labelled: bool = True  # False: pretraining only (no probes, no reference rows)
-    documents: str | None = None  # what a document is at granularity=sentence (None: no such level)
+    sentence_level: bool = False  # has documents of sentences (granularity=sentence)
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset", UnknownDatasetError)
@@ -65,18 +65,19 @@ register_dataset(
         "King James Bible verses 28,000/3,102, 6 book-genre classes (64-token blocks; "
         "granularity=sentence: 1,058/131 chapters of verses)",
         lambda data_root=None, arg=None, **kw: load_text_data("kjv-verses", data_root, **kw),
-        documents="a chapter, its verses in canonical order",
+        sentence_level=True,  # a chapter is a document, its verses the sentences
     )
 )
 register_dataset(
     DatasetEntry(
         "text-dir",
         "text",
-        "your .txt files (text-dir:PATH), unlabelled: pretraining and masked-token metrics only",
+        "your .txt files (text-dir:PATH), unlabelled: pretraining and masked-token metrics only "
+        "(granularity=sentence: a file is a document of sentences)",
         lambda data_root=None, arg=None, **kw: load_text_data(f"text-dir:{arg}", data_root, **kw),
         takes_argument=True,
         labelled=False,
-        documents="a .txt file, its paragraphs split into sentences (syntok)",
+        sentence_level=True,  # a file is a document, its paragraphs split into sentences
     )
 )
 register_dataset(
@@ -119,7 +120,7 @@ def check_granularity(name: str, granularity: str = "token", **given: Any) -> No
     misplaced = [k for k, v in given.items() if v is not None and k in other]
     if misplaced:
         raise ConfigError(f"{', '.join(misplaced)}: not used at granularity={granularity}")
-    if granularity == "sentence" and entry.documents is None:
+    if granularity == "sentence" and not entry.sentence_level:
         if entry.modality != "text":
             raise ConfigError(f"granularity=sentence: text datasets only, and {name!r} is "
                               f"{entry.modality}")
