@@ -7,8 +7,9 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEBIAN_DATA := dataset-fashion-mnist wordnet-base bible-kjv
 DEMO_OUT ?= results/demo
 DEMO_TEXT_OUT ?= results/demo-text
+DEMO_SENTENCES_OUT ?= results/demo-sentences
 
-.PHONY: setup data demo demo-text test lint perf clean-results
+.PHONY: setup data demo demo-text demo-sentences test lint perf clean-results
 
 setup: $(VENV)/.installed data
 
@@ -44,6 +45,14 @@ demo-text: setup
 	  --dataset wordnet-glosses --encoder vit-micro --epochs 2 --train-limit 1024 --batch-size 64 \
 	  --eval-train-limit 4000 --eval-test-limit 1000 --seeds 0,1 --out $(DEMO_TEXT_OUT) \
 	  vocab_size=2000
+
+# The same comparison at the sentence level: windows of 8 consecutive verses of one KJV chapter,
+# each verse 24 tokens; probes on verses, the next-sentence check on held-out chapters.
+demo-sentences: setup
+	$(PYTHON) -m bench run --methods qbheat,mae,interp,random-init,raw-input \
+	  --dataset kjv-verses --encoder vit-micro --epochs 2 --train-limit 512 --batch-size 32 \
+	  --eval-train-limit 2000 --eval-test-limit 1000 --seeds 0 --out $(DEMO_SENTENCES_OUT) \
+	  granularity=sentence sentences=8 sentence_length=24 vocab_size=2000
 
 test: setup
 	$(PYTHON) -m pytest -q

@@ -9,7 +9,7 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from bench.catalog import REFERENCES
 from bench.errors import ConfigError
@@ -71,6 +71,8 @@ def parse_options(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
 
 # Evaluation protocols a run may select; each reports "<name>_top1" (bench/evaluate.py).
 PROTOCOLS = ("linear", "knn", "tran1", "finetune")
+# What a text run's grid is made of: tokens (one text block) or sentences (a window of them).
+GRANULARITIES = ("token", "sentence")
 
 
 def protocol_list(text: str) -> tuple[str, ...]:
@@ -147,6 +149,11 @@ class RunConfig:
     # Text data only (None: bench/data/text.py's defaults, stated in the dataset cards).
     vocab_size: int | None = None  # WordPiece vocabulary, trained on the train split
     block_length: int | None = None  # tokens per pretraining block = eval truncation length
+    # Text level: "sentence" makes the grid a window of `sentences` consecutive sentences of one
+    # document, each `sentence_length` tokens (None: bench/data/sentences.py's defaults).
+    granularity: Literal["token", "sentence"] = "token"
+    sentences: int | None = None
+    sentence_length: int | None = None
     # Evaluation protocols run after pretraining (comma list of PROTOCOLS), fixed recipes with
     # their own batch sizes and learning rates: independent of the pretraining batch and of
     # the number of processes.
@@ -168,9 +175,10 @@ class RunConfig:
     # A resumed run ends as an uninterrupted one, so checkpointing is not part of the identity.
     LOCATION_KEYS = ("device", "data_root", "compile", "log_every", "checkpoint_every_min",
                      "log_to", "strict_data")
-    # Fields added after run ids were in use: left out of the identity while unset, so the
-    # runs that predate them keep their ids.
-    UNSET_FREE_KEYS = ("hf_text", "hf_image", "hf_label")
+    # Identity keys added after runs were recorded: hashed only where they differ from their
+    # default, so the run ids of earlier runs (which are at the default) stay what they were.
+    HASHED_UNLESS_DEFAULT = ("hf_text", "hf_image", "hf_label", "granularity", "sentences",
+                             "sentence_length")
 
     def __post_init__(self) -> None:
         protocol_list(self.protocols)
@@ -193,6 +201,15 @@ class RunConfig:
                               f"decoder_dim={self.decoder_dim}")
         if not DEVICE_PATTERN.fullmatch(self.device):
             raise ConfigError(f"device={self.device!r}: expected auto, cpu, cuda or cuda:N")
+        if self.granularity not in GRANULARITIES:
+            raise ConfigError(
+                f"granularity={self.granularity!r}: must be one of {', '.join(GRANULARITIES)}"
+            )
+        if self.sentences is not None and self.sentences < 2:
+            raise ConfigError(f"sentences must be >= 2 (a window to hide some of), got "
+                              f"{self.sentences}")
+        if self.sentence_length is not None and self.sentence_length < 1:
+            raise ConfigError(f"sentence_length must be >= 1, got {self.sentence_length}")
 
     @property
     def lr(self) -> float:
@@ -202,8 +219,8 @@ class RunConfig:
         d = dataclasses.asdict(self)
         for key in self.LOCATION_KEYS:
             d.pop(key)
-        for key in self.UNSET_FREE_KEYS:
-            if d[key] is None:
+        for key in self.HASHED_UNLESS_DEFAULT:
+            if d[key] == _FIELD_DEFAULTS[key]:
                 d.pop(key)
         return d
 
@@ -219,6 +236,9 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
 
 def run_config_fields() -> list[str]:

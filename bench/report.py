@@ -38,6 +38,7 @@ from bench.tables import (
     CELL,
     CI_NOTE,
     MAIN_COMPUTE,
+    METRICS,
     NOT_COMPARABLE,
     REFERENCES,
     Table,
@@ -140,7 +141,7 @@ def _section(a: Analysis, dataset: str, encoder: str, first: bool) -> Section:
     cells, stats = where(a.cells), where(a.stats)
     metrics = list(stats.metric.unique())
     accuracy = metric_order(metrics, "accuracy")
-    name = f"{dataset} · {encoder}"
+    name = section_name(a, dataset, encoder)
     usual = a.usual.get((dataset, encoder))
     settings = (" Rows without [brackets] have " + ", ".join(f"{k}={v}" for k, v in usual.items())
                 + "." if usual else "")
@@ -183,6 +184,16 @@ def _run_labels(a: Analysis, cells: pd.DataFrame) -> tuple[list[str], list[str]]
     """(label, run_dir) of every finished run of the cells' rows."""
     runs = a.ok.drop_duplicates("run_dir").merge(cells[[*CELL, "label"]], on=list(CELL))
     return list(runs.label), list(runs.run_dir)
+
+
+def section_name(a: Analysis, dataset: str, encoder: str) -> str:
+    """`dataset · encoder`, and the text level where some of its runs are at the sentence level
+    (a section at the default token level says nothing, as before the sentence level)."""
+    runs = a.ok[(a.ok.dataset == dataset) & (a.ok.encoder == encoder)].run_dir.unique()
+    levels = {a.agg.configs.get(r, {}).get("granularity", "token") for r in runs}
+    level = {frozenset({"sentence"}): " · sentence level",
+             frozenset({"token", "sentence"}): " · token and sentence level"}.get(frozenset(levels))
+    return f"{dataset} · {encoder}{level or ''}"
 
 
 def _make_figures(a: Analysis, out: Path) -> list[figures.Figure]:
@@ -267,7 +278,8 @@ def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str],
             "(none when fewer than 3 seeds are shared).",
             "Reference rows: random-init (the same encoder, untrained) and raw-input (the "
             "same probes on the standardised input).",
-            f"recon_loss, pretrain_loss, masked_token_acc and perplexity are {NOT_COMPARABLE}.",
+            f"{', '.join(m for m, i in METRICS.items() if i.group == 'task')} are "
+            f"{NOT_COMPARABLE}.",
         )),
     ]
     if section_of:
@@ -281,7 +293,7 @@ def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str],
     if a.notes:
         blocks += [Heading("Notes", 2, "notes"), Bullets(tuple(a.notes))]
     for i, ((dataset, encoder), section) in enumerate(section_of.items()):
-        blocks.append(Heading(f"{dataset} · {encoder}", 2, f"section-{i}"))
+        blocks.append(Heading(section_name(a, dataset, encoder), 2, f"section-{i}"))
         if section.warnings:
             blocks.append(Bullets(tuple(section.warnings)))
         blocks += [TableBlock(t) for t in section.tables]

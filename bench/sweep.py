@@ -17,7 +17,7 @@ from typing import Any
 import methods  # noqa: F401  (registers every method)
 from bench.catalog import REFERENCES
 from bench.config import RunConfig, apply_overrides, run_config_fields
-from bench.data import run_dataset_entry
+from bench.data import check_granularity, run_dataset_entry
 from bench.errors import ConfigError, IncompatibleError
 from bench.models.encoders import ENCODERS, encoders_of_kind
 from bench.slurm import slurm_settings
@@ -42,6 +42,8 @@ def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
 def resolve_run(cfg: RunConfig) -> RunConfig:
     """Validate `cfg` and canonicalise it (every option spelled out) so its hash is stable."""
     entry = run_dataset_entry(cfg)
+    check_granularity(cfg.dataset, cfg.granularity, block_length=cfg.block_length,
+                      sentences=cfg.sentences, sentence_length=cfg.sentence_length)
     encoder = ENCODERS.get(cfg.encoder)
     if entry.modality not in encoder.modalities:
         raise IncompatibleError(

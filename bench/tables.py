@@ -44,6 +44,7 @@ METRICS: dict[str, MetricInfo] = {
     "knn_top1": MetricInfo("kNN top-1 %", 100.0, True, "accuracy"),
     "tran1_top1": MetricInfo("tran1 top-1 %", 100.0, True, "accuracy"),
     "finetune_top1": MetricInfo("fine-tune top-1 %", 100.0, True, "accuracy"),
+    "next_sentence_top1": MetricInfo("next-sentence top-1 %", 100.0, True, "accuracy"),
     "compute.pretrain_flops_per_sample": MetricInfo("GFLOPs/sample", 1e-9, False, "compute"),
     "compute.train_samples_per_s": MetricInfo("samples/s", 1.0, True, "compute"),
     "compute.train_s": MetricInfo("pretrain s", 1.0, False, "compute"),
@@ -61,6 +62,7 @@ METRICS: dict[str, MetricInfo] = {
     "pretrain_loss": MetricInfo("final pretrain loss"),
     "masked_token_acc": MetricInfo("masked-token acc %", 100.0),
     "perplexity": MetricInfo("perplexity"),
+    "masked_bow_recall": MetricInfo("masked-sentence word recall %", 100.0),
 }
 MAIN_COMPUTE = ("compute.pretrain_flops_per_sample", "compute.train_samples_per_s")
 

@@ -33,9 +33,11 @@ from bench.evaluate import (
     probe_metrics,
     reconstruction_loss,
 )
+from bench.evaluate_sentences import masked_sentence_metrics, next_sentence_top1
 from bench.models.encoders import DataSpec, build_encoder
 from bench.models.patches import patchify, unpatchify
 from bench.models.pretrainer import MaskedPretrainer
+from bench.models.sentences import SentencePretrainer, slot_spec
 from bench.optim import WEIGHT_DECAY_RULE, build_optimizer, lr_at
 from bench.progress import bar, shown
 from bench.validate import check_fits
@@ -71,10 +73,15 @@ def epoch_order(subset: torch.Tensor | None, available: int, gen: torch.Generato
     return subset.to(gen.device)[torch.randperm(len(subset), generator=gen, device=gen.device)]
 
 
-def build_model(cfg: RunConfig, spec: DataSpec) -> MaskedPretrainer:
+def build_model(cfg: RunConfig, spec: DataSpec, sentences: int | None = None) -> MaskedPretrainer:
+    """The pretrainer of `cfg` for data of `spec`; at granularity=sentence `spec` is one
+    sentence's (the encoder's input) and the grid is `sentences` slots."""
     torch.manual_seed(cfg.seed)
     encoder = build_encoder(cfg.encoder, spec)
     method = build_method(cfg.method, cfg.options, cfg.decoder_dim, spec.modality, encoder.kind)
+    if cfg.granularity == "sentence":
+        return SentencePretrainer(slot_spec(spec, sentences), encoder, method, cfg.decoder_dim,
+                                  cfg.decoder_depth, cfg.decoder_heads)
     return MaskedPretrainer(
         spec, encoder, method, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads
     )
@@ -375,19 +382,34 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
     return state
 
 
+def split_features(ctx: RunContext, encoder, split, desc: str) -> torch.Tensor:
+    """Features of `split` the probes read: the encoder's pooled ones, or (encoder None, the
+    raw-input row) the input's own."""
+    if encoder is None:
+        x, pad = split.x.to(ctx.device), _to(split.pad_mask, ctx.device)
+        return ctx.data.raw_features(x, pad).float()
+    return extract_features(encoder, ctx.data, split, ctx.cfg.eval_batch_size, ctx.device, desc)
+
+
+def next_sentence_metrics(ctx: RunContext, encoder) -> dict[str, float]:
+    """`next_sentence_top1` on the test documents (the first ones, up to eval_test_limit
+    sentences), seeded by the run's seed."""
+    split = ctx.data.document_split(ctx.cfg.eval_test_limit)
+    features = split_features(ctx, encoder, split, "features documents")
+    return {"next_sentence_top1": next_sentence_top1(features, split.y.to(ctx.device),
+                                                     ctx.cfg.seed)}
+
+
 def evaluate_encoder(ctx: RunContext, encoder, knn_only: bool = False) -> dict[str, float]:
     cfg, data = ctx.cfg, ctx.data
+    documents = ({} if knn_only or cfg.granularity != "sentence"
+                 else next_sentence_metrics(ctx, encoder))
     if data.classes is None:  # unlabelled text (text-dir): nothing to probe
-        return {}
+        return documents
     train = data.eval_split("train", cfg.eval_train_limit)
     test = data.eval_split("test", cfg.eval_test_limit)
-    if encoder is None:  # raw-input reference
-        train_f = data.raw_features(train.x.to(ctx.device), _to(train.pad_mask, ctx.device)).float()
-        test_f = data.raw_features(test.x.to(ctx.device), _to(test.pad_mask, ctx.device)).float()
-    else:
-        bs = cfg.eval_batch_size
-        train_f = extract_features(encoder, data, train, bs, ctx.device, "features train")
-        test_f = extract_features(encoder, data, test, bs, ctx.device, "features test")
+    train_f = split_features(ctx, encoder, train, "features train")
+    test_f = split_features(ctx, encoder, test, "features test")
     if knn_only:
         from bench.evaluate import knn_top1
 
@@ -400,7 +422,7 @@ def evaluate_encoder(ctx: RunContext, encoder, knn_only: bool = False) -> dict[s
     metrics = probe_metrics(train_f, train.y, test_f, test.y, cfg)
     if encoder is not None:  # tran1 / finetune need an encoder: not the raw-input row
         metrics.update(encoder_protocols(encoder, data, train, test, cfg, ctx.device))
-    return metrics
+    return {**metrics, **documents}
 
 
 def _to(t, device):
@@ -490,7 +512,8 @@ def _train_and_evaluate(
         setup = setup_record(cfg, data.spec, encoder=encoder)
         metrics = evaluate_encoder(ctx, encoder)
     else:
-        model = prepare_model(build_model(cfg, data.spec), device)
+        model = prepare_model(build_model(cfg, data.spec, getattr(data, "sentences", None)),
+                              device)
         setup = setup_record(cfg, data.spec, model.encoder, model)
         probe_x = data.pretrain_batch(torch.arange(2, device=device), epoch_generator(0, -1, device), False)
         compute["pretrain_flops_per_sample"] = pretrain_flops_per_sample(model, probe_x)
@@ -500,7 +523,11 @@ def _train_and_evaluate(
         if not dist.is_main:
             return summary_record(cfg, "ok", rank=dist.rank)
         metrics = evaluate_encoder(ctx, model.encoder)
-        if model.spec.modality == "text":  # recon_loss = held-out masked-token cross-entropy
+        if cfg.granularity == "sentence":  # recon_loss = held-out bag-of-words cross-entropy
+            windows = data.heldout_windows(cfg.eval_test_limit)
+            metrics.update(masked_sentence_metrics(model, windows, cfg.eval_batch_size,
+                                                   device, cfg.seed))
+        elif model.spec.modality == "text":  # recon_loss = held-out masked-token cross-entropy
             blocks = data.heldout_blocks(cfg.eval_test_limit)
             metrics.update(masked_token_metrics(model, blocks, cfg.eval_batch_size, device,
                                                 cfg.seed))
@@ -535,6 +562,8 @@ def setup_record(cfg: RunConfig, spec: DataSpec, encoder: nn.Module | None = Non
     """What the report's fairness table compares between rows: tokens the encoder sees and
     positions the loss scores per sample, trainable parameters by part, epochs and batch.
     Reference rows see every position and score none."""
+    if model is not None:
+        spec = model.spec  # the method's grid (sentence slots at granularity=sentence)
     n = spec.num_tokens
     visible = n
     if model is not None:

@@ -41,7 +41,7 @@ def check_fits(cfg: RunConfig, data: Any) -> None:
     distributed.current().rows(cfg.batch_size)
 
 
-def check_model(cfg: RunConfig, spec: Any) -> None:
+def check_model(cfg: RunConfig, data: Any) -> None:
     """Build the run's model on the meta device (no memory, no compute): shape errors (heads
     that do not divide a width, a patch size a CNN has no stage for) surface now, and the mask
     ratio must leave something hidden on the data's grid."""
@@ -50,17 +50,17 @@ def check_model(cfg: RunConfig, spec: Any) -> None:
     if cfg.method in REFERENCES:
         return
     try:
-        visible_count(spec.grid, cfg.options.get("mask_ratio", 0.75))
-    except ValueError as err:
-        raise ConfigError(f"{cfg.method}.mask_ratio: {err}") from None
-    try:
         with torch.device("meta"), torch.random.fork_rng(devices=[]):
-            build_model(cfg, spec)
+            model = build_model(cfg, data.spec, getattr(data, "sentences", None))
     except (AssertionError, ValueError, RuntimeError) as err:
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(f"{cfg.method} with encoder {cfg.encoder} on {cfg.dataset} cannot be "
                           f"built: {err}") from None
+    try:
+        visible_count(model.spec.grid, cfg.options.get("mask_ratio", 0.75))
+    except ValueError as err:
+        raise ConfigError(f"{cfg.method}.mask_ratio: {err}") from None
 
 
 def validate(runs: Sequence[RunConfig], out: Path) -> dict[tuple, Any]:
@@ -82,7 +82,7 @@ def validate(runs: Sequence[RunConfig], out: Path) -> dict[tuple, Any]:
         shape_key = repr({**cfg.identity(), "seed": None, "device": device.type})
         if shape_key not in models:
             models.add(shape_key)
-            check_model(cfg, data.spec)
+            check_model(cfg, data)
         found = checkpoint.peek(out / cfg.run_id)
         if found is not None:
             check_device_type(found["device_type"], device, out / cfg.run_id / store.CHECKPOINT)

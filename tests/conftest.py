@@ -5,9 +5,10 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import torch
@@ -103,3 +104,55 @@ def kill_at_step(k: int, run: Callable[[], Any]) -> None:
             run()
     finally:
         TrainStep.__call__ = step
+
+
+class FillCall(NamedTuple):
+    latent: torch.Tensor
+    visible: Any
+    grid: tuple[int, ...]
+    out: torch.Tensor
+
+
+@contextmanager
+def recorded_fill(method: torch.nn.Module) -> Iterator[list[FillCall]]:
+    """Inside: every call of `method.fill` is recorded (detached copies of its input and
+    output), and the fill still runs as it is."""
+    calls: list[FillCall] = []
+    fill = method.fill
+
+    def recording(latent, visible, grid):
+        out = fill(latent, visible, grid)
+        calls.append(FillCall(latent.detach().clone(), visible, grid, out.detach().clone()))
+        return out
+
+    method.fill = recording
+    try:
+        yield calls
+    finally:
+        del method.fill  # the class's fill again
+
+
+def assert_compiles_as_one_graph(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """`model`'s pretraining forward traces as one graph (fullgraph: no graph break), is not
+    recompiled when the masks change, and gives the eager loss and gradients. (aot_eager
+    backend: dynamo and AOT autograd without code generation, so it takes seconds on a CPU.)"""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    gen = torch.Generator().manual_seed(0)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(3):
+            visible = model.method.choose_visible(len(x), model.spec.grid, gen)
+            results = []
+            for fn in (compiled, model):
+                model.zero_grad(set_to_none=True)
+                loss = fn(x, None, visible).loss
+                loss.backward()
+                grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+                results.append((loss.detach(), grads))
+            (loss_c, grads_c), (loss_e, grads_e) = results
+            torch.testing.assert_close(loss_c, loss_e)
+            assert len(grads_c) == len(grads_e) > 0
+            for gc, ge in zip(grads_c, grads_e):
+                torch.testing.assert_close(gc, ge)

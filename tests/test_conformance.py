@@ -8,6 +8,7 @@ from bench.config import RunConfig
 from bench.models.encoders import DataSpec, TransformerEncoder
 from bench.models.pretrainer import MaskedPretrainer
 from methods.base import build_method
+from tests.conftest import assert_compiles_as_one_graph
 
 SPECS = {
     "image": DataSpec("image", (8, 8), patch_size=4, in_chans=1),
@@ -81,30 +82,8 @@ def test_every_method_registered():
 @pytest.mark.parametrize("name,modality", CASES)
 def test_pretraining_step_compiles_as_one_graph(name, modality):
     """On CUDA the step is torch.compile'd by default: every method's forward traces as one
-    graph (fullgraph: no graph break), is not recompiled when the masks change, and gives the
-    eager loss and gradients. (aot_eager backend: dynamo and AOT autograd without code
-    generation, so the check takes seconds on a CPU.)"""
-    import torch._dynamo
-
+    graph, without recompiling on new masks, matching eager (see assert_compiles_as_one_graph)."""
     spec = SPECS[modality]
     torch.manual_seed(0)
     model = MaskedPretrainer(spec, TransformerEncoder(spec, 32, 1, 2), make(name, modality), D, 1, 2)
-    torch._dynamo.reset()
-    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
-    gen = torch.Generator().manual_seed(0)
-    x = inputs(modality, batch=4)
-    with torch._dynamo.config.patch(error_on_recompile=True):
-        for _ in range(3):
-            visible = model.method.choose_visible(4, spec.grid, gen)
-            results = []
-            for fn in (compiled, model):
-                model.zero_grad(set_to_none=True)
-                loss = fn(x, None, visible).loss
-                loss.backward()
-                grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
-                results.append((loss.detach(), grads))
-            (loss_c, grads_c), (loss_e, grads_e) = results
-            torch.testing.assert_close(loss_c, loss_e)
-            assert len(grads_c) == len(grads_e) > 0
-            for gc, ge in zip(grads_c, grads_e):
-                torch.testing.assert_close(gc, ge)
+    assert_compiles_as_one_graph(model, inputs(modality, batch=4))

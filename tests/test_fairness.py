@@ -14,6 +14,7 @@ from bench.models.pretrainer import MaskedPretrainer
 from bench.optim import build_optimizer, no_decay_names
 from bench.train import build_model
 from methods.base import build_method
+from tests.conftest import recorded_fill
 
 RATIOS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.9)
 LAYOUTS = [("qbheat", {}), ("mae", {}), ("interp", {}), ("mae", {"visible": "block"}),
@@ -64,21 +65,11 @@ def test_fill_runs_in_float32_under_bf16_autocast(name, modality):
         for p in method.parameters():
             p.normal_(std=0.05)
     model = MaskedPretrainer(spec, TransformerEncoder(spec, 32, 1, 2), method, 16, 1, 2)
-    seen = []
-    fill = method.fill
-
-    def recording(latent, visible, grid):
-        out = fill(latent, visible, grid)
-        seen.append((latent.detach().clone(), visible, out.detach().clone()))
-        return out
-
-    method.fill = recording
     x = torch.randn(4, 1, 32, 32) if modality == "image" else torch.randint(4, 40, (4, 16))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with recorded_fill(method) as calls, torch.autocast("cpu", dtype=torch.bfloat16):
         model(x, torch.Generator().manual_seed(0))
-    method.fill = fill
-    ((latent, visible, out),) = seen
-    expected = fill(latent.float(), visible, spec.grid)
+    ((latent, visible, _, out),) = calls
+    expected = method.fill(latent.float(), visible, spec.grid)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=0)
 

@@ -6,9 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bench.data.cards import load_card
+from bench.config import GRANULARITIES
+from bench.data.cards import card_names, load_card
 from bench.data.hf import HFColumns, hf_columns, load_hf
 from bench.data.images import load_digits, load_fashion_mnist
+from bench.data.sentences import load_sentence_data
 from bench.data.streaming import TORCHVISION_SETS, load_imagefolder, load_torchvision
 from bench.data.text import load_text_data
 from bench.errors import ConfigError, UnknownDatasetError
@@ -25,6 +27,7 @@ class DatasetEntry:
     labelled: bool = True  # False: pretraining only (no probes, no reference rows)
     data_root_note: str | None = None  # why data_root means nothing here (then it is refused)
     takes_columns: bool = False  # hf: the run's hf_text / hf_image / hf_label decide the rest
+    sentence_level: bool = False  # has documents of sentences (granularity=sentence)
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset", UnknownDatasetError)
@@ -63,18 +66,22 @@ register_dataset(
     DatasetEntry(
         "kjv-verses",
         "text",
-        "King James Bible verses 28,000/3,102, 6 book-genre classes (64-token blocks)",
+        "King James Bible verses 28,000/3,102, 6 book-genre classes (64-token blocks; "
+        "granularity=sentence: 1,058/131 chapters of verses)",
         lambda data_root=None, arg=None, **kw: load_text_data("kjv-verses", data_root, **kw),
+        sentence_level=True,  # a chapter is a document, its verses the sentences
     )
 )
 register_dataset(
     DatasetEntry(
         "text-dir",
         "text",
-        "your .txt files (text-dir:PATH), unlabelled: pretraining and masked-token metrics only",
+        "your .txt files (text-dir:PATH), unlabelled: pretraining and masked-token metrics only "
+        "(granularity=sentence: a file is a document of sentences)",
         lambda data_root=None, arg=None, **kw: load_text_data(f"text-dir:{arg}", data_root, **kw),
         takes_argument=True,
         labelled=False,
+        sentence_level=True,  # a file is a document, its paragraphs split into sentences
     )
 )
 register_dataset(
@@ -136,31 +143,60 @@ def run_dataset_entry(cfg: Any) -> DatasetEntry:
     return with_columns(dataset_entry(cfg.dataset)[0], hf_columns(cfg))
 
 
+def check_granularity(name: str, granularity: str = "token", **given: Any) -> None:
+    """Refuse, in one line, a granularity the dataset lacks or text options of the other level;
+    `given` holds the text options set (None: not set)."""
+    entry, _ = dataset_entry(name)
+    if granularity not in GRANULARITIES:
+        raise ConfigError(f"granularity={granularity!r}: must be one of {', '.join(GRANULARITIES)}")
+    other = {"token": ("sentences", "sentence_length"), "sentence": ("block_length",)}[granularity]
+    misplaced = [k for k, v in given.items() if v is not None and k in other]
+    if misplaced:
+        raise ConfigError(f"{', '.join(misplaced)}: not used at granularity={granularity}")
+    if granularity == "sentence" and not entry.sentence_level:
+        if entry.modality != "text":
+            raise ConfigError(f"granularity=sentence: text datasets only, and {name!r} is "
+                              f"{entry.modality}")
+        card = load_card(entry.name) if entry.name in card_names() else {}
+        why = card.get("sentences", {}).get("refused", "it has no documents")
+        raise ConfigError(f"granularity=sentence: {name} is not a sentence-level corpus ({why}; "
+                          "see its card, datasets/" + entry.name + ".toml); use granularity=token")
+
+
 def load_dataset(
     name: str,
     data_root: str | None = None,
     vocab_size: int | None = None,
     block_length: int | None = None,
     columns: HFColumns | None = None,
+    granularity: str = "token",
+    sentences: int | None = None,
+    sentence_length: int | None = None,
 ) -> Any:
-    """Load a dataset; vocab_size and block_length (text only) default to bench.data.text's;
-    `columns` are an hf: dataset's."""
+    """Load a dataset; the text options (vocab_size, and block_length at the token level or
+    sentences and sentence_length at the sentence level) default to bench.data.text's and
+    bench.data.sentences's; `columns` are an hf: dataset's."""
     entry, arg = dataset_entry(name)
     if data_root is not None and entry.data_root_note:
         raise ConfigError(f"data_root={data_root}: {entry.data_root_note}, so data_root is not "
                           "used; drop it")
     entry = with_columns(entry, columns)
-    text_options = {"vocab_size": vocab_size, "block_length": block_length}
+    text_options = {"vocab_size": vocab_size, "block_length": block_length,
+                    "sentences": sentences, "sentence_length": sentence_length}
     given = {k: v for k, v in text_options.items() if v is not None}
     if given and entry.modality != "text":
         raise ConfigError(
             f"{', '.join(given)}: text datasets only, and {name!r} is {entry.modality}"
         )
+    check_granularity(name, granularity, **text_options)
+    if granularity == "sentence":
+        return load_sentence_data(name, data_root, **given)
     if entry.takes_columns:
         given["columns"] = columns
     return entry.load(data_root=data_root, arg=arg, **given)
 
 
-def dataset_key(cfg: Any) -> tuple[str, str | None, int | None, int | None, HFColumns | None]:
+def dataset_key(cfg: Any) -> tuple[Any, ...]:
     """What decides a run's loaded data: runs with equal keys share one `load_dataset(*key)`."""
-    return (cfg.dataset, cfg.data_root, cfg.vocab_size, cfg.block_length, hf_columns(cfg))
+    return (cfg.dataset, cfg.data_root, cfg.vocab_size, cfg.block_length, hf_columns(cfg),
+            cfg.granularity, cfg.sentences, cfg.sentence_length)

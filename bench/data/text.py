@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import tempfile
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -270,29 +270,55 @@ def _kjv_lines(root: str | None, cache_dir: Path | None) -> list[str]:
     return out.splitlines()
 
 
+def kjv_verses(root: str | None, cache_dir: Path | None) -> list[tuple[str, str]]:
+    """(reference, text) of every verse in canonical order (see `_kjv_lines` for `root`)."""
+    return read_kjv_verses(_kjv_lines(root, cache_dir))
+
+
 # ---------------------------------------------------------------------------------------------
 # A user's folder of .txt files
 
 
-def read_text_dir(folder: Path) -> list[str]:
-    """One document per paragraph (blank-line separated, inner newlines joined by spaces) of
-    every .txt file under folder, files in sorted path order."""
+def text_dir_folder(name: str, root: str | None) -> Path:
+    """The folder `text-dir:PATH` names; data_root must be unset (the path is in the name)."""
+    if root is not None:
+        raise ConfigError(f"{name}: data_root is not used by text-dir; the path is in the name")
+    folder = name.removeprefix(TEXT_DIR_PREFIX)
+    if not folder:
+        raise ConfigError(f"{name!r}: name the folder, as in text-dir:/path/to/texts")
+    return Path(folder).expanduser()
+
+
+def text_files(folder: Path) -> Iterator[tuple[Path, str]]:
+    """(path, content) of every .txt file under folder, in sorted path order; a missing folder
+    or a file that is not UTF-8 raises a one-line error."""
     if not folder.is_dir():
         raise DataNotFoundError(
             f"text folder {folder} not found; use text-dir:PATH naming a folder of .txt files"
         )
-    docs: list[str] = []
     for path in sorted(folder.rglob("*.txt")):
         try:
-            content = path.read_text(encoding="utf-8")
+            yield path, path.read_text(encoding="utf-8")
         except UnicodeDecodeError as err:
             raise ConfigError(
                 f"{path} is not UTF-8 text ({err.reason} at byte {err.start})"
             ) from None
-        for para in re.split(r"\n\s*\n", content):
-            doc = " ".join(line.strip() for line in para.splitlines() if line.strip())
-            if doc:
-                docs.append(doc)
+
+
+def paragraphs(content: str) -> list[str]:
+    """The non-empty paragraphs of a text (blank-line separated, inner newlines joined by
+    spaces)."""
+    out = []
+    for para in re.split(r"\n\s*\n", content):
+        doc = " ".join(line.strip() for line in para.splitlines() if line.strip())
+        if doc:
+            out.append(doc)
+    return out
+
+
+def read_text_dir(folder: Path) -> list[str]:
+    """One document per paragraph of every .txt file under folder, files in sorted path order."""
+    docs = [para for _, content in text_files(folder) for para in paragraphs(content)]
     if not docs:
         raise DataNotFoundError(
             f"no non-empty .txt file under {folder}; add UTF-8 .txt files there"
@@ -459,17 +485,11 @@ def load_corpus(
         texts, labels = read_wordnet_glosses(Path(root) if root else WORDNET_DIR)
         return make_corpus(name, texts, labels, list(LEXNAMES), limit)
     if name == "kjv-verses":
-        verses = read_kjv_verses(_kjv_lines(root, cache_dir))
+        verses = kjv_verses(root, cache_dir)
         labels = [KJV_GENRES.index(kjv_genre(ref)) for ref, _ in verses]
         return make_corpus(name, [text for _, text in verses], labels, list(KJV_GENRES), limit)
     if name.startswith(TEXT_DIR_PREFIX):
-        if root is not None:
-            raise ConfigError(f"{name}: data_root is not used by text-dir; the path is in the name")
-        folder = name.removeprefix(TEXT_DIR_PREFIX)
-        if not folder:
-            raise ConfigError(f"{name!r}: name the folder, as in text-dir:/path/to/texts")
-        texts = read_text_dir(Path(folder).expanduser())
-        return make_corpus(name, texts, None, None, limit)
+        return make_corpus(name, read_text_dir(text_dir_folder(name, root)), None, None, limit)
     raise UnknownDatasetError(name, list(CORPUS_NAMES))
 
 
@@ -509,17 +529,22 @@ def hash_ordered(corpus: TextCorpus) -> TextCorpus:
     )
 
 
+def tokenize(tokenizer: Tokenizer, texts: Sequence[str], desc: str) -> list[list[int]]:
+    """Token ids of each text, `ENCODE_CHUNK` texts per tokenizer call (the progress bar's
+    step)."""
+    seqs: list[list[int]] = []
+    for i in progress.bar(range(0, len(texts), ENCODE_CHUNK), desc=desc, unit="chunk", leave=False):
+        seqs += [e.ids for e in tokenizer.encode_batch_fast(list(texts[i : i + ENCODE_CHUNK]))]
+    return seqs
+
+
 def encode_corpus(tokenizer: Tokenizer, corpus: TextCorpus, length: int) -> dict[str, Tensor]:
     """Every tensor `TextData` needs, from one tokenizer pass over each split: packed blocks
     (pretraining, held-out masked-token metrics) and texts truncated/padded to `length` (probes)."""
     ids = special_ids(tokenizer)
     out: dict[str, Tensor] = {}
     for split, texts in (("train", corpus.train_texts), ("test", corpus.test_texts)):
-        seqs: list[list[int]] = []
-        for i in progress.bar(
-            range(0, len(texts), ENCODE_CHUNK), desc=f"tokenize {split}", unit="chunk", leave=False
-        ):
-            seqs += [e.ids for e in tokenizer.encode_batch_fast(texts[i : i + ENCODE_CHUNK])]
+        seqs = tokenize(tokenizer, texts, f"tokenize {split}")
         out[f"{split}_blocks"] = pack_blocks(seqs, length, ids.sep)
         out[f"{split}_x"], out[f"{split}_len"] = pad_ids(seqs, length, ids.pad)
         if split == "test":
@@ -534,14 +559,68 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()
 
 
+class PaddedTexts:
+    """The probe side of text data, at the token and the sentence level alike: each text alone,
+    truncated to `length` tokens and padded with [PAD] (`train_x`, `test_x`), its real length
+    (`train_len`, `test_len`: attention and pooling masks, bag-of-words), labels (`train_y`,
+    `test_y`) and `classes` (None for an unlabelled corpus, which has no probes), `vocab_size`,
+    `pad_id` and `name`. Subclasses are dataclasses holding those fields."""
+
+    name: str
+    train_x: Tensor
+    train_len: Tensor
+    test_x: Tensor
+    test_len: Tensor
+    train_y: Tensor | None
+    test_y: Tensor | None
+    classes: list[str] | None
+    vocab_size: int
+    pad_id: int
+
+    @property
+    def length(self) -> int:
+        return self.train_x.shape[1]
+
+    @property
+    def spec(self) -> DataSpec:
+        """The encoder's input: one text of `length` tokens."""
+        return DataSpec("text", (self.length,), vocab_size=self.vocab_size, pad_id=self.pad_id)
+
+    def to(self, device: torch.device):
+        moved = {k: v.to(device) for k, v in self.__dict__.items() if isinstance(v, Tensor)}
+        return replace(self, **moved)
+
+    def eval_split(self, split: str, limit: int | None = None) -> EvalSplit:
+        """The first `limit` texts of a split, each padded, with labels and its padding mask."""
+        x, n, y = (
+            (self.train_x, self.train_len, self.train_y)
+            if split == "train"
+            else (self.test_x, self.test_len, self.test_y)
+        )
+        if y is None:
+            raise ConfigError(f"{self.name} is unlabelled: it has no probes, only pretraining")
+        return EvalSplit(x[:limit], y[:limit], self.pad_mask(n[:limit]))
+
+    def pad_mask(self, lengths: Tensor) -> Tensor:
+        """BoolTensor[N, length] of real tokens. A text with no token is read as one [PAD]:
+        attention needs a key to attend to."""
+        return real_positions(lengths.clamp_min(1), self.length)
+
+    def eval_batch(self, x: Tensor) -> Tensor:
+        return x  # token ids go to the encoder as they are
+
+    def raw_features(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """Bag-of-words counts over the vocabulary, padding excluded: the `raw-input` row."""
+        real = x != self.pad_id if pad_mask is None else pad_mask
+        return bag_of_words(x, real, self.vocab_size)
+
+
 @dataclass
-class TextData:
+class TextData(PaddedTexts):
     """A tokenized corpus, implementing the data protocol of `ImageData` for the trainer.
 
     Pretraining samples are packed blocks of `length` tokens (texts joined by [SEP]); probes
-    see each text on its own, truncated to `length` tokens and padded with [PAD], and the
-    padding is excluded by `*_len` (attention and pooling masks, bag-of-words). Labels and
-    classes are None for an unlabelled corpus (text-dir), which has no probes.
+    see each text on its own (`PaddedTexts`).
     """
 
     name: str
@@ -560,36 +639,12 @@ class TextData:
     fingerprint: str
     modality: str = "text"
 
-    @property
-    def length(self) -> int:
-        return self.train_x.shape[1]
-
-    @property
-    def spec(self) -> DataSpec:
-        return DataSpec("text", (self.length,), vocab_size=self.vocab_size, pad_id=self.pad_id)
-
-    def to(self, device: torch.device) -> TextData:
-        moved = {k: v.to(device) for k, v in self.__dict__.items() if isinstance(v, Tensor)}
-        return TextData(**{**self.__dict__, **moved})
-
     def n_pretrain(self) -> int:
         return len(self.train_blocks)
 
     def pretrain_batch(self, idx: Tensor, generator: torch.Generator, aug: bool) -> Tensor:
         """Packed blocks `[B, length]`; text has no augmentation (generator and aug unused)."""
         return self.train_blocks[idx]
-
-    def eval_split(self, split: str, limit: int | None = None) -> EvalSplit:
-        """The first `limit` texts of a split, each padded, with labels and its padding mask."""
-        x, n, y = (
-            (self.train_x, self.train_len, self.train_y)
-            if split == "train"
-            else (self.test_x, self.test_len, self.test_y)
-        )
-        if y is None:
-            raise ConfigError(f"{self.name} is unlabelled: it has no probes, only pretraining")
-        # A text with no token is read as one [PAD]: attention needs a key to attend to.
-        return EvalSplit(x[:limit], y[:limit], real_positions(n[:limit].clamp_min(1), self.length))
 
     def heldout_blocks(self, limit: int | None = None) -> Tensor:
         """The test split packed into blocks (all of it, or the first `limit` test texts)."""
@@ -601,14 +656,6 @@ class TextData:
                 "block; raise eval_test_limit"
             )
         return self.test_blocks[:count]
-
-    def eval_batch(self, x: Tensor) -> Tensor:
-        return x  # token ids go to the encoder as they are
-
-    def raw_features(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
-        """Bag-of-words counts over the vocabulary, padding excluded: the `raw-input` row."""
-        real = x != self.pad_id if pad_mask is None else pad_mask
-        return bag_of_words(x, real, self.vocab_size)
 
 
 def load_text_data(
