@@ -124,7 +124,7 @@ def add_launcher_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-to", metavar="TRACKERS",
                    help="also log each run to these trackers: comma list of tensorboard, wandb, "
                         "mlflow (the run setting log_to; see README)")
-    p.add_argument("settings", nargs="*", metavar="KEY=VALUE",
+    p.add_argument("settings", nargs="*", default=[], metavar="KEY=VALUE",
                    help="run fields (epochs=3), method options (mae.mask_ratio=0.6) or SLURM "
                         "settings (slurm.partition=gpu, slurm.sbatch.reservation=x)")
 
@@ -246,6 +246,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not args.dir.is_dir():
         raise BenchError(f"no such results folder: {args.dir}")
     states = run_states(args.dir)
+    if not states:
+        raise BenchError(f"no runs under {args.dir} (a run folder holds job.json, config.json "
+                         "or summary.json)")
     if args.json:
         print(json.dumps([vars(s) for s in states], indent=2, default=str))
     else:
@@ -327,8 +330,15 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (no usage block): exit 2, the help to read."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = Parser(prog="python -m bench", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -344,20 +354,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_sweep)
 
     p = sub.add_parser("status", help="state of every run in a results folder (and its SLURM job)")
-    p.add_argument("dir", type=Path)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("dir", type=Path, help="a results folder (the --out of run or sweep)")
+    p.add_argument("--json", action="store_true", help="one JSON object per run")
     p.set_defaults(fn=cmd_status)
 
     p = sub.add_parser("report", help="aggregate run folders into a report")
-    p.add_argument("dirs", nargs="+", type=Path)
-    p.add_argument("--out", type=Path, help="report folder (default DIR/report)")
+    p.add_argument("dirs", nargs="+", type=Path,
+                   help="results folders; every run folder under them is read")
+    p.add_argument("--out", type=Path, help="report folder (default: DIR/report of the first)")
     p.add_argument("--baseline", default="mae",
                    help="method every other row is compared with, paired by seed (default mae)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_report)
 
     p = sub.add_parser("list", help="methods, reference rows, encoders and datasets")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the same catalogue as JSON")
     p.set_defaults(fn=cmd_list)
 
     p = sub.add_parser("perf", help="benchmark a pretraining step (samples/s, FLOPs, MFU)")
@@ -377,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction,
                    help="torch.compile the step (default: on CUDA only, as in training)")
     p.add_argument("--json", action="store_true", help="one JSON object per method")
-    p.add_argument("settings", nargs="*", metavar="KEY=VALUE",
+    p.add_argument("settings", nargs="*", default=[], metavar="KEY=VALUE",
                    help="run fields of the timed run (decoder_depth=4, vocab_size=2000, "
                         "mae.mask_ratio=0.6)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -398,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # KEY=VALUE words may follow options (`sweep SPEC --dry-run epochs=1`), which argparse
@@ -407,6 +418,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.settings = [*args.settings, *extra]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse(argv)
+    except SystemExit as done:  # --help (0) or a bad argument (2, one line already printed)
+        return done.code if isinstance(done.code, int) else EXIT_BAD_INPUT
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -40,7 +40,14 @@ ATTEMPTS = "attempts.jsonl"
 # A lock file still empty or unreadable after this long was left by a crashed creator.
 LOCK_WRITE_GRACE_S = 10.0
 # Final states that mean the run broke (as opposed to stopped: timeout, preemption).
-FAILED_JOB_STATES = frozenset({"FAILED", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"})
+FAILED_JOB_STATES = frozenset({"FAILED", "OUT_OF_MEMORY", "DEADLINE"})
+# What a final SLURM state means for the run, where its log cannot say it better. A node that
+# failed under the job (NODE_FAIL, BOOT_FAIL) broke nothing of the run's: it is interrupted, and
+# resubmitting resumes it from its last checkpoint.
+JOB_STATE_ERRORS = {
+    "OUT_OF_MEMORY": "out of memory (raise slurm.mem_gb)",
+    "DEADLINE": "the job's deadline passed (sbatch --deadline)",
+}
 
 
 def process_start(pid: int) -> int | None:
@@ -445,7 +452,9 @@ def _state(run_dir: Path, record: JobRecord | None, holder: Holder | None,
         st.state = "pending"
     elif record is not None or (run_dir / store.CONFIG).exists():
         st.state = "interrupted"
-    if st.state in ("failed", "cancelled"):
+    if st.state == "failed" and info is not None and info.state in JOB_STATE_ERRORS:
+        st.error = JOB_STATE_ERRORS[info.state]
+    elif st.state in ("failed", "cancelled"):
         st.error = (summary or {}).get("error") or _last_error_line(st.log)
     return st
 

@@ -21,9 +21,31 @@ SUMMARY = "summary.json"
 RECONSTRUCTIONS = "reconstructions.pt"
 
 
+def file_mode() -> int:
+    """The mode a plain `open(path, "w")` gives a new file under this process's umask (0644
+    under the usual 022): what atomic writes give theirs too, instead of mkstemp's private
+    0600, so colleagues on a shared cluster can read the results."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # no /proc: read it the only other way, and put it back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def temporary_file(folder: Path, name: str) -> tuple[int, str]:
+    """A new temporary file beside `name` in `folder` (fd, path), with `file_mode()`."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    os.fchmod(fd, file_mode())
+    return fd, tmp
+
+
 def _atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temporary_file(path.parent, path.name)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

@@ -349,3 +349,22 @@ def test_summary_records_processes_and_device_type_and_resume_checks_it(tmp_path
     err = capsys.readouterr().err.strip()
     assert "written on cuda and this run is on cpu" in err and len(err.splitlines()) == 1
     assert checkpoint.read_bytes() == before  # nothing lost
+
+
+def test_out_of_memory_says_what_to_raise_and_a_failed_node_resumes(tmp_path):
+    """sacct's OUT_OF_MEMORY: failed, with the key to raise (the job's log only says 'Killed');
+    NODE_FAIL: nothing of the run broke, so it is interrupted and relaunched without
+    --retry-failed (it resumes from its checkpoint)."""
+    oom, node = (resolve_run(tiny_config(seed=s)) for s in (0, 1))
+    log = tmp_path / "log.err"
+    log.write_text("slurmstepd: error: Detected 1 oom_kill event\nKilled\n")
+    for cfg, job in ((oom, "9_0"), (node, "9_1")):
+        write_record(tmp_path / cfg.run_id, JobRecord("slurm", {}, cfg.to_dict(), job_id=job,
+                                                      stderr=str(log)))
+    infos = {"9_0": JobInfo("OUT_OF_MEMORY", 5.0), "9_1": JobInfo("NODE_FAIL", 5.0)}
+    states = {s.run_id: s for s in run_states(tmp_path, query=lambda ids: infos)}
+    assert states[oom.run_id].state == "failed"
+    assert states[oom.run_id].error == "out of memory (raise slurm.mem_gb)"
+    assert states[node.run_id].state == "interrupted"
+    assert runs_to_do([oom, node], tmp_path, retry_failed=False, states=states) == [node]
+    assert "out of memory (raise slurm.mem_gb)" in format_status(list(states.values()))

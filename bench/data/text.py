@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -399,7 +398,7 @@ def _write_once(path: Path, content: str) -> None:
     then hard-linked into place, so no reader sees a partial file and, when processes race (DDP
     ranks on a cold cache), the first one wins and all of them read the same tokenizer."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    fd, tmp = store.temporary_file(path.parent, path.name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(content)
