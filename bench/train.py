@@ -152,7 +152,9 @@ class StepLog:
 
     def flush(self, wait: bool) -> None:
         while self.pending and (wait or self.pending[0][2] is None or self.pending[0][2].query()):
-            where, mean, _ = self.pending.pop(0)
+            where, mean, event = self.pending.pop(0)
+            if event is not None:  # until the copy lands, the pinned host tensor holds garbage
+                event.synchronize()
             if self.write:
                 store.append_jsonl(self.path, {**where, "loss": mean.item()})
 
