@@ -8,7 +8,7 @@ import json
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from bench.errors import ConfigError
 
@@ -67,6 +67,12 @@ def parse_options(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
         raise ConfigError(f"{prefix or cls.__name__}: {err}") from None
 
 
+# torch.compile's modes (the first is torch's default) and the autocast choices.
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+Precision = Literal["auto", "bf16", "fp32"]
+COMPILE_MODES: tuple[str, ...] = typing.get_args(CompileMode)
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+
 # Evaluation protocols a run may select; each reports "<name>_top1" (bench/evaluate.py).
 PROTOCOLS = ("linear", "knn", "tran1", "finetune")
 
@@ -110,6 +116,8 @@ class RunConfig:
     device: str = "auto"
     data_root: str | None = None
     compile: bool | None = None  # torch.compile the pretraining step (None: on CUDA only)
+    compile_mode: CompileMode = "default"  # reduce-overhead: CUDA graphs (bench.compiling)
+    precision: Precision = "auto"  # autocast: bf16 on CUDA only, unless asked (bench.precision)
     log_every: int = 0  # also log the mean loss of every N steps, without a host sync (0: off)
     checkpoint_every_min: float = 10.0  # also checkpoint inside epochs this often (0: epoch ends)
     # Text data only (None: bench/data/text.py's defaults, stated in the dataset cards).
@@ -122,7 +130,9 @@ class RunConfig:
     finetune_layer_decay: float = 0.75  # lr x decay^(depth - layer) per ViT block (1: none)
 
     # A resumed run ends as an uninterrupted one, so checkpointing is not part of the identity.
-    LOCATION_KEYS = ("device", "data_root", "compile", "log_every", "checkpoint_every_min")
+    # Precision and compilation are speed knobs like the device (whose default they follow).
+    LOCATION_KEYS = ("device", "data_root", "compile", "compile_mode", "precision", "log_every",
+                     "checkpoint_every_min")
 
     def __post_init__(self) -> None:
         protocol_list(self.protocols)

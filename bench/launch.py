@@ -6,7 +6,9 @@
 - `debug`: submitit's DebugExecutor, the same jobs in this process (for pdb).
 
 Every launcher runs the same job (bench.jobs.RunJob: lock, resume, failure record) and writes
-each run's job.json first, so `bench status` and resubmission see what was launched.
+each run's job.json first, so `bench status` and resubmission see what was launched. Worker
+processes and SLURM tasks compile into the results folder's inductor cache
+(bench.compiling.sweep_cache), so the runs of a sweep compile each shape once.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ import io
 import logging
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from bench import progress
+from bench import compiling, progress
 from bench.config import RunConfig
 from bench.data import dataset_key, load_dataset
 from bench.errors import SchedulerError
@@ -76,9 +78,11 @@ class LocalLauncher:
     name = "local"
     waits = True
 
-    def __init__(self, progress: bool = True, workers: int = 1):
+    def __init__(self, progress: bool = True, workers: int = 1,
+                 interrupt: Callable[[int], bool] | None = None):
         self.progress = progress
         self.workers = workers
+        self.interrupt = interrupt  # each run's after-epoch hook (RunJob); picklable for workers
 
     def launch(self, runs: Sequence[RunConfig], out: Path, datasets: dict | None = None) -> list[dict]:
         for cfg in runs:
@@ -89,7 +93,7 @@ class LocalLauncher:
         summaries = []
         for i, cfg in enumerate(runs, 1):
             log.info("run %d/%d %s (%s seed %d)", i, len(runs), cfg.run_id, cfg.method, cfg.seed)
-            job = RunJob(cfg, out / cfg.run_id, self.progress)
+            job = RunJob(cfg, out / cfg.run_id, self.progress, interrupt=self.interrupt)
             summaries.append(job.run(datasets[dataset_key(cfg)]))
         return summaries
 
@@ -102,7 +106,9 @@ class LocalLauncher:
         slots = ctx.SimpleQueue()
         for slot in range(self.workers):
             slots.put(slot)
-        jobs = [RunJob(cfg, out / cfg.run_id, threads=threads) for cfg in runs]
+        cache = compiling.sweep_cache(out)
+        jobs = [RunJob(cfg, out / cfg.run_id, threads=threads, interrupt=self.interrupt,
+                       compile_cache=cache) for cfg in runs]
         with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(slots, gpus)) as pool:
             futures = [pool.submit(job) for job in jobs]
@@ -144,7 +150,7 @@ class SubmititLauncher:
         threads = None if debug else self.settings.cpus_per_task
         return self.submit([
             RunJob(cfg, out / cfg.run_id, progress=debug and self.progress, threads=threads,
-                   raise_errors=debug)
+                   raise_errors=debug, compile_cache=None if debug else compiling.sweep_cache(out))
             for cfg in runs
         ], out)
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from bench import precision
 from bench.config import RunConfig
 from bench.data import load_dataset
 from bench.data.streaming import pretrain_batches
@@ -61,6 +62,8 @@ class PerfOptions:
     image_size: int | None = None  # synthetic images of this size instead of the dataset's
     compile: bool | None = None  # None: on CUDA only, as in training
     data_root: str | None = None
+    compile_mode: str = "default"  # bench.compiling (reduce-overhead: CUDA graphs)
+    precision: str = "auto"  # bench.precision (auto: bf16 on CUDA only)
 
 
 def _sync(device: torch.device) -> None:
@@ -98,17 +101,22 @@ def _fill_seconds(model, x: Tensor, device: torch.device, steps: int) -> float:
     return _time_steps(step, itertools.repeat(x), device, steps, 2)
 
 
+def synthetic_spec(image_size: int) -> DataSpec:
+    """RGB images of `image_size` px: 16-px patches from 128 px up (ImageNet-like), else 4-px."""
+    p = 16 if image_size >= 128 else 4
+    return DataSpec("image", (image_size // p,) * 2, patch_size=p, in_chans=3)
+
+
 def measure(opts: PerfOptions) -> list[dict]:
     device = resolve_device(opts.device)
     if opts.image_size:
-        p = 16 if opts.image_size >= 128 else 4
-        spec = DataSpec("image", (opts.image_size // p,) * 2, patch_size=p, in_chans=3)
-        data = None
+        spec, data = synthetic_spec(opts.image_size), None
     else:
         data = load_dataset(opts.dataset, opts.data_root).to(device)
         spec = data.spec
-    return [_measure_one(method, opts, device, spec, data)
-            for method in bar(opts.methods, desc="perf", unit="method")]
+    with precision.chosen(opts.precision):
+        return [_measure_one(method, opts, device, spec, data)
+                for method in bar(opts.methods, desc="perf", unit="method")]
 
 
 def _real_inputs(data, batch: int, count: int, gen: torch.Generator, device) -> Iterator[Tensor]:
@@ -123,7 +131,8 @@ def _measure_one(method: str, opts: PerfOptions, device: torch.device, spec: Dat
                                 batch_size=opts.batch, device=str(device)))
     model = prepare_model(build_model(cfg, spec), device)
     compiled = use_compile(opts.compile, device)
-    step = TrainStep(model, build_optimizer(model, cfg, device), device, compiled)
+    step = TrainStep(model, build_optimizer(model, cfg, device), device, compiled,
+                     opts.compile_mode)
     gen = epoch_generator(0, 0, device)
     synthetic = torch.randn(opts.batch, spec.in_chans, *spec.image_size, device=device)
 
@@ -148,6 +157,8 @@ def _measure_one(method: str, opts: PerfOptions, device: torch.device, spec: Dat
         "batch": opts.batch,
         "device": device_name(device),
         "compile": compiled,
+        "compile_mode": opts.compile_mode if compiled else None,
+        "bf16": precision.uses_bf16(device),
         "samples_per_s_synthetic": opts.batch / t_synth,
         "samples_per_s_data": None if t_data is None else opts.batch / t_data,
         "epoch_s_data": None if t_data is None else data.n_pretrain() * t_data / opts.batch,

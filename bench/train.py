@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 import methods  # noqa: F401  (registers every method)
-from bench import distributed, store
+from bench import compiling, distributed, precision, store
 from bench.config import RunConfig
 from bench.data import dataset_key, load_dataset
 from bench.data.streaming import pretrain_batches
@@ -102,27 +102,32 @@ def prepare_model(model: MaskedPretrainer, device: torch.device) -> MaskedPretra
 
 class TrainStep:
     """One optimisation step on this process's rows of a global batch: masks drawn for the
-    whole global batch (so any number of ranks draws alike), forward under bf16 autocast on
-    CUDA (compiled if asked, DDP across ranks), backward, AdamW. Returns the loss on the device:
-    nothing here waits for the GPU."""
+    whole global batch (so any number of ranks draws alike), forward under the run's autocast
+    (bf16 on CUDA by default; compiled in `compile_mode` if asked, DDP across ranks), backward,
+    AdamW. Returns the loss on the device: nothing here waits for the GPU. `backend` is for
+    checks and tests (bench.compiling.compile_step)."""
 
     def __init__(self, model: MaskedPretrainer, opt: torch.optim.Optimizer, device: torch.device,
-                 compile: bool):
+                 compile: bool, compile_mode: str = "default", backend: str = "inductor"):
         self.model, self.opt, self.device = model, opt, device
         self.dist = distributed.current()
         net = distributed.wrap(model)
-        self.net = torch.compile(net) if compile else net
+        self.net = compiling.compile_step(net, compile_mode, backend) if compile else net
+        self.graphs = compile and compiling.uses_cuda_graphs(compile_mode, device)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         batch = len(x) * self.dist.world
         visible = self.model.method.choose_visible(batch, self.model.spec.grid, generator)
         visible = distributed.take_rows(visible, self.dist.rows(batch))
+        if self.graphs:  # a new iteration: the last replay's outputs may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast(self.device):
             loss = self.net(x, None, visible).loss
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        return loss.detach().float()
+        loss = loss.detach().float()
+        return loss.clone() if self.graphs else loss  # a graph's output is a reused buffer
 
 
 class StepLog:
@@ -293,7 +298,7 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
     elif dist.is_main:  # records of an attempt that never reached a checkpoint
         metrics_path.unlink(missing_ok=True)
         steps_path.unlink(missing_ok=True)
-    train_step = TrainStep(model, opt, device, use_compile(cfg.compile, device))
+    train_step = TrainStep(model, opt, device, use_compile(cfg.compile, device), cfg.compile_mode)
     step_log = StepLog(steps_path, cfg.log_every, device, write=dist.is_main)
     clock = CheckpointClock(cfg.checkpoint_every_min, dist.world)
 
@@ -432,9 +437,10 @@ def train_run(
 
     Under DDP (see bench.distributed) all ranks pretrain; rank 0 alone evaluates and writes the
     run folder, and the other ranks return `summary_record(cfg, "ok", rank=r)` after pretraining.
-    `progress=False` silences every progress bar of the run (bench.progress).
+    `progress=False` silences every progress bar of the run (bench.progress); `cfg.precision`
+    sets the autocast of all its forward passes (bench.precision).
     """
-    with shown(progress):
+    with shown(progress), precision.chosen(cfg.precision):
         return _train_and_evaluate(cfg, run_dir, interrupt, data)
 
 
