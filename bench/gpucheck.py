@@ -68,8 +68,10 @@ TABLE_SPEC = ROOT / "sweeps" / "fmnist-table.toml"
 METHODS = ("qbheat", "mae", "interp")
 
 # bf16 autocast against float32 on one step of freshly initialised models: bf16 keeps 8 bits of
-# mantissa (relative rounding 2^-9 = 0.2 %), and matmul outputs accumulate that over their
-# inputs; the loss and gradient norms are sums over the whole batch, which averages it out.
+# mantissa (relative rounding 2^-9 = 0.2 %); the loss and gradient norms sum over the batch,
+# which averages it out. Measured on the CPU (eager bf16 autocast, 3 draws, every case above at
+# batch 32 for vit-tiny and 2 at 224 px): at most 0.27 % (loss) and 0.30 % (any gradient
+# norm), so these tolerances leave a margin of 7x and more for CUDA's kernels.
 LOSS_RTOL = 0.02
 GRAD_RTOL = 0.05
 DRAWS = 3  # mask draws per case: the first compiles, the others must not recompile

@@ -2,10 +2,11 @@
 compared with eager float32; the compile mode reaching torch.compile; the inductor cache of a
 results folder.
 
-Inductor compiles about 2 s of g++ per kernel on a 2-core CPU, so every compiled test here and in
-test_distributed.py uses the same model and per-process batch (digits 32 px, vit-micro, decoder
-64/1/2, 32 samples): the three methods share their encoder and decoder kernels through inductor's
-on-disk cache, and the CLI and DDP runs reuse the mae step's (see the README's figures).
+Inductor spends about 4 s of g++ CPU time per kernel here (its header alone), so every compiled
+test here and in test_distributed.py (marked `inductor`) uses the same model and per-process
+batch (digits 32 px, vit-micro, decoder 64/1/2, 32 samples): the three methods share their
+encoder and decoder kernels through inductor's on-disk cache, and the CLI and DDP runs reuse the
+mae step's (README, "The GPU check", has the figures).
 
 Tolerance: inductor fuses and reorders float32 arithmetic, so one step's loss and gradient norms
 differ from eager ones by rounding only (about 1e-6 relative); 1e-4 leaves a margin.
@@ -28,6 +29,7 @@ COMPILED = dict(batch_size=32, decoder_dim=64, decoder_depth=1, decoder_heads=2)
 RTOL = 1e-4
 
 
+@pytest.mark.inductor
 @pytest.mark.parametrize("method", ["qbheat", "mae", "interp"])
 def test_inductor_step_equals_eager(digits, method):
     """TrainStep(compile=True) with inductor: loss and gradient norms of 3 mask draws equal eager

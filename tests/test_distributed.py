@@ -115,6 +115,7 @@ def test_torchrun_two_processes_follow_one(tmp_path, single):
 COMPILED_RTOL = 1e-3
 
 
+@pytest.mark.inductor
 def test_cli_compile_follows_eager(tmp_path, single):
     """`bench run --compile` on the CPU (inductor): the same run id, and the per-epoch and
     per-2-step losses of the eager run within COMPILED_RTOL (its step graph is the one
@@ -128,6 +129,7 @@ def test_cli_compile_follows_eager(tmp_path, single):
     assert _losses(run) != _losses(single)  # compiled code did run
 
 
+@pytest.mark.inductor
 def test_torchrun_compiled_follows_one_eager(tmp_path):
     """DDP with torch.compile: 2 gloo processes with `--compile`, global batch 64 (32 rows per
     rank: the mae step graph test_compile.py compiles), follow one eager process with batch 64
