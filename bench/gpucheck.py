@@ -453,16 +453,20 @@ def targets(device: torch.device, speed: dict, epochs: dict, table: dict | None)
     epoch = {m: e.get("epoch_s") for m, e in epochs.items()}
     full = None if table is None else table.get("full_table_s")
 
+    applies = device.type == "cuda"  # the targets are for one H100/H200
+
     def met(value, limit, above=False):
-        return None if value is None else bool(value >= limit if above else value <= limit)
+        if value is None or not applies:
+            return None
+        return bool(value >= limit if above else value <= limit)
 
     return {
-        "applies": device.type == "cuda",  # the targets are for one H100/H200
+        "applies": applies,
         "vit_base_mae_mfu": {"value": mfu, "target": f">= {TARGET_MAE_MFU}",
                              "met": met(mfu, TARGET_MAE_MFU, above=True)},
         "fmnist_epoch_s": {"value": epoch, "target": f"<= {TARGET_EPOCH_S} per method",
                            "met": None if None in epoch.values() or not epoch else
-                           all(v <= TARGET_EPOCH_S for v in epoch.values())},
+                           met(max(epoch.values()), TARGET_EPOCH_S)},
         "full_table_s": {"value": full, "target": f"<= {TARGET_TABLE_S}",
                          "met": met(full, TARGET_TABLE_S)},
     }

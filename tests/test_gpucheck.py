@@ -37,7 +37,9 @@ def test_smoke_mode_runs_every_step_on_cpu(tmp_path):
     printed = proc.stdout[proc.stdout.rindex("\n{\n") + 1:]
     assert json.loads(printed) == json.loads(json.dumps(summary))
     assert summary["passed"] and summary["complete"] and summary["smoke"]
-    assert not summary["targets"]["applies"]  # the speed targets are for one H100/H200
+    targets = summary["targets"]  # for one H100/H200: not judged on a CPU
+    assert not targets["applies"] and all(t["met"] is None for k, t in targets.items()
+                                          if k != "applies")
     assert (out / "gpu-check.log").read_text().count("PASS ") == 7
     assert (out / "table-report.md").read_text().startswith("#")
     c = summary["correctness"]
@@ -109,3 +111,15 @@ def test_full_table_estimate_and_affordable_epochs_exact():
     assert affordable_epochs(29.0 + 3 * 7 + 1, runs, timed, workers=2) == 7
     assert affordable_epochs(10.0, runs, timed, workers=2) == 0
     assert affordable_epochs(1e6, runs, timed, workers=2) == gpucheck.FULL_EPOCHS
+
+
+def test_targets_are_judged_on_cuda_only():
+    speed = {"perf": {"rows": [
+        {"encoder": "vit-base", "method": "mae", "compile_mode": "reduce-overhead", "mfu": 0.9},
+        {"encoder": "vit-base", "method": "mae", "compile_mode": "default", "mfu": 0.45}]}}
+    epochs = {"mae": {"epoch_s": 0.9}, "qbheat": {"epoch_s": 1.2}}
+    t = gpucheck.targets(torch.device("cuda"), speed, epochs, {"full_table_s": 800.0})
+    assert t["applies"] and t["vit_base_mae_mfu"] == {"value": 0.45, "target": ">= 0.4", "met": True}
+    assert t["fmnist_epoch_s"]["met"] is False and t["full_table_s"]["met"] is True
+    t = gpucheck.targets(torch.device("cpu"), speed, epochs, {"full_table_s": 800.0})
+    assert not t["applies"] and {v["met"] for k, v in t.items() if k != "applies"} == {None}
