@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import progress
+from bench.config import COMPILE_MODES, PRECISIONS
 from bench.errors import BenchError, UnknownNameError
 
 EXIT_FAILED_RUNS = 1
@@ -308,6 +309,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
         methods=args.methods, encoder=args.encoder, dataset=args.dataset, batch=args.batch,
         steps=args.steps, warmup=args.warmup, device=args.device or "auto",
         image_size=args.image_size, compile=args.compile, data_root=args.data_root,
+        compile_mode=args.compile_mode, precision=args.precision,
         settings=parse_assignments(args.settings),
     )
     rows = measure(opts)
@@ -387,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="where the dataset's files are")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction,
                    help="torch.compile the step (default: on CUDA only, as in training)")
+    p.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
+                   help="torch.compile mode; reduce-overhead replays CUDA graphs (default: default)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="autocast: auto (bf16 on CUDA only), bf16 or fp32 (default auto)")
     p.add_argument("--json", action="store_true", help="one JSON object per method")
     p.add_argument("settings", nargs="*", default=[], metavar="KEY=VALUE",
                    help="run fields of the timed run (decoder_depth=4, vocab_size=2000, "

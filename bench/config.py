@@ -69,6 +69,12 @@ def parse_options(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
         raise ConfigError(f"{prefix or cls.__name__}: {err}") from None
 
 
+# torch.compile's modes (the first is torch's default) and the autocast choices.
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+Precision = Literal["auto", "bf16", "fp32"]
+COMPILE_MODES: tuple[str, ...] = typing.get_args(CompileMode)
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+
 # Evaluation protocols a run may select; each reports "<name>_top1" (bench/evaluate.py).
 PROTOCOLS = ("linear", "knn", "tran1", "finetune")
 # What a text run's grid is made of: tokens (one text block) or sentences (a window of them).
@@ -142,6 +148,8 @@ class RunConfig:
     device: str = "auto"
     data_root: str | None = None
     compile: bool | None = None  # torch.compile the pretraining step (None: on CUDA only)
+    compile_mode: CompileMode = "default"  # reduce-overhead: CUDA graphs (bench.compiling)
+    precision: Precision = "auto"  # autocast: bf16 on CUDA only, unless asked (bench.precision)
     log_every: int = 0  # also log the mean loss of every N steps, without a host sync (0: off)
     checkpoint_every_min: float = 10.0  # also checkpoint inside epochs this often (0: epoch ends)
     strict_data: bool = False  # refuse a dataset with unreadable files (default: skip, count)
@@ -173,8 +181,9 @@ class RunConfig:
     hf_label: str | None = None
 
     # A resumed run ends as an uninterrupted one, so checkpointing is not part of the identity.
-    LOCATION_KEYS = ("device", "data_root", "compile", "log_every", "checkpoint_every_min",
-                     "log_to", "strict_data")
+    # Precision and compilation are speed knobs like the device (whose default they follow).
+    LOCATION_KEYS = ("device", "data_root", "compile", "compile_mode", "precision", "log_every",
+                     "checkpoint_every_min", "log_to", "strict_data")
     # Identity keys added after runs were recorded: hashed only where they differ from their
     # default, so the run ids of earlier runs (which are at the default) stay what they were.
     HASHED_UNLESS_DEFAULT = ("hf_text", "hf_image", "hf_label", "granularity", "sentences",

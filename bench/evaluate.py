@@ -19,11 +19,7 @@ from bench.data.images import EvalSplit
 from bench.models.encoders import LAYER_NORM, Encoder, init_weights, mean_pool, transformer_blocks
 from bench.models.pretrainer import MaskedPretrainer
 from bench.optim import decay_groups, no_decay_names
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; a no-op context elsewhere (CPU bf16 is slow and changes results)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+from bench.precision import autocast  # the run's chosen precision (bf16 on CUDA by default)
 
 
 @torch.no_grad()

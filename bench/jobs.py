@@ -26,7 +26,7 @@ from typing import Any
 
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from bench import distributed, store
+from bench import compiling, distributed, store
 from bench.config import RunConfig
 from bench.errors import DiskFullError, OutputError, SchedulerError
 from bench.slurm import RUNNING_STATES, JobInfo, query_jobs
@@ -263,6 +263,7 @@ class RunJob(Checkpointable):
         threads: int | None = None,
         interrupt: Callable[[int], bool] | None = None,
         raise_errors: bool = False,
+        compile_cache: str | None = None,
     ):
         self.cfg = cfg
         self.run_dir = run_dir
@@ -270,14 +271,17 @@ class RunJob(Checkpointable):
         self.threads = threads  # torch threads: results depend on them, so they are fixed
         self.interrupt = interrupt  # after each epoch's checkpoint (tests, schedulers)
         self.raise_errors = raise_errors  # debug launcher: let pdb see the error
+        self.compile_cache = compile_cache  # inductor's cache folder in the job's process
 
     def __call__(self) -> dict[str, Any]:
         """The job's entry point (SLURM task, worker process): its log says what it did.
 
         Every task of a multi-task SLURM job calls it: the tasks join one process group
-        (bench.distributed) and train the run together; a single task stays alone.
+        (bench.distributed) and train the run together; a single task stays alone. It compiles
+        into `compile_cache` (bench.compiling.sweep_cache), which the launcher chose.
         """
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        compiling.use_cache(self.compile_cache)
         distributed.init_from_env()
         try:
             return self.run()

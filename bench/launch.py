@@ -6,7 +6,9 @@
 - `debug`: submitit's DebugExecutor, the same jobs in this process (for pdb).
 
 Every launcher runs the same job (bench.jobs.RunJob: lock, resume, failure record) and writes
-each run's job.json first, so `bench status` and resubmission see what was launched.
+each run's job.json first, so `bench status` and resubmission see what was launched. Worker
+processes and SLURM tasks compile into the results folder's inductor cache
+(bench.compiling.sweep_cache), so the runs of a sweep compile each shape once.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import distributed, progress, stopping, store
+from bench import compiling, distributed, progress, stopping, store
 from bench.config import RunConfig
 from bench.data import dataset_key
 from bench.errors import BenchError, SchedulerError
@@ -78,9 +80,11 @@ class LocalLauncher:
     name = "local"
     waits = True
 
-    def __init__(self, progress: bool = True, workers: int = 1):
+    def __init__(self, progress: bool = True, workers: int = 1,
+                 interrupt: Callable[[int], bool] | None = None):
         self.progress = progress
         self.workers = workers
+        self.interrupt = interrupt  # each run's after-epoch hook (RunJob); picklable for workers
 
     def preflight(self) -> None:
         """Nothing to ask of this machine beyond the validation pass."""
@@ -98,7 +102,7 @@ class LocalLauncher:
             with progress.shown(self.progress):
                 progress.note(f"run {i} of {len(runs)}: {cfg.run_id} ({cfg.method} seed "
                               f"{cfg.seed})")
-            job = RunJob(cfg, out / cfg.run_id, self.progress)
+            job = RunJob(cfg, out / cfg.run_id, self.progress, interrupt=self.interrupt)
             summaries.append(job.run(datasets[dataset_key(cfg)]))
             if summaries[-1]["status"] == "interrupted":  # a signal or a full disk: stop here
                 break
@@ -113,7 +117,9 @@ class LocalLauncher:
         slots = ctx.SimpleQueue()
         for slot in range(self.workers):
             slots.put(slot)
-        jobs = [RunJob(cfg, out / cfg.run_id, threads=threads) for cfg in runs]
+        cache = compiling.sweep_cache(out)
+        jobs = [RunJob(cfg, out / cfg.run_id, threads=threads, interrupt=self.interrupt,
+                       compile_cache=cache) for cfg in runs]
         with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(slots, gpus)) as pool:
             futures = [pool.submit(job) for job in jobs]
@@ -177,7 +183,7 @@ class SubmititLauncher:
         threads = None if debug else self.settings.cpus_per_task
         return self.submit([
             RunJob(cfg, out / cfg.run_id, progress=debug and self.progress, threads=threads,
-                   raise_errors=debug)
+                   raise_errors=debug, compile_cache=None if debug else compiling.sweep_cache(out))
             for cfg in runs
         ], out)
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bench import precision
 from bench.config import RunConfig, apply_overrides
 from bench.data import dataset_entry, dataset_key, load_dataset
 from bench.data.streaming import pretrain_batches
@@ -62,6 +63,8 @@ class PerfOptions:
     compile: bool | None = None  # None: on CUDA only, as in training
     data_root: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)  # run fields: decoder_depth=4 ...
+    compile_mode: str = "default"  # bench.compiling (reduce-overhead: CUDA graphs)
+    precision: str = "auto"  # bench.precision (auto: bf16 on CUDA only)
 
 
 def _sync(device: torch.device) -> None:
@@ -99,6 +102,12 @@ def _fill_seconds(model, x: Tensor, device: torch.device, steps: int) -> float:
     return _time_steps(step, itertools.repeat(x), device, steps, 2)
 
 
+def synthetic_spec(image_size: int) -> DataSpec:
+    """RGB images of `image_size` px: 16-px patches from 128 px up (ImageNet-like), else 4-px."""
+    p = 16 if image_size >= 128 else 4
+    return DataSpec("image", (image_size // p,) * 2, patch_size=p, in_chans=3)
+
+
 def run_config(method: str, opts: PerfOptions, device: torch.device) -> RunConfig:
     """The training run whose step is timed: the options' method, encoder, dataset and batch,
     and any other run field from `settings`."""
@@ -113,14 +122,13 @@ def measure(opts: PerfOptions) -> list[dict]:
     if opts.image_size:
         if dataset_entry(opts.dataset)[0].modality != "image":
             raise ConfigError(f"--image-size makes synthetic images; {opts.dataset} is text")
-        p = 16 if opts.image_size >= 128 else 4
-        spec = DataSpec("image", (opts.image_size // p,) * 2, patch_size=p, in_chans=3)
-        data = None
+        spec, data = synthetic_spec(opts.image_size), None
     else:
         data = load_dataset(*dataset_key(run_config(opts.methods[0], opts, device))).to(device)
         spec = data.spec
-    return [_measure_one(method, opts, device, spec, data)
-            for method in bar(opts.methods, desc="perf", unit="method")]
+    with precision.chosen(opts.precision):
+        return [_measure_one(method, opts, device, spec, data)
+                for method in bar(opts.methods, desc="perf", unit="method")]
 
 
 def synthetic_batch(spec: DataSpec, batch: int, device: torch.device) -> Tensor:
@@ -148,7 +156,8 @@ def _measure_one(method: str, opts: PerfOptions, device: torch.device, spec: Dat
     cfg = run_config(method, opts, device)
     model = prepare_model(build_model(cfg, spec), device)
     compiled = use_compile(opts.compile, device)
-    step = TrainStep(model, build_optimizer(model, cfg.lr, cfg.weight_decay, device), device, compiled)
+    step = TrainStep(model, build_optimizer(model, cfg.lr, cfg.weight_decay, device), device, compiled,
+                     opts.compile_mode)
     gen = epoch_generator(0, 0, device)
     synthetic = synthetic_batch(spec, opts.batch, device)
 
@@ -173,6 +182,8 @@ def _measure_one(method: str, opts: PerfOptions, device: torch.device, spec: Dat
         "batch": opts.batch,
         "device": device_name(device),
         "compile": compiled,
+        "compile_mode": opts.compile_mode if compiled else None,
+        "bf16": precision.uses_bf16(device),
         "samples_per_s_synthetic": opts.batch / t_synth,
         "samples_per_s_data": None if t_data is None else opts.batch / t_data,
         "epoch_s_data": None if t_data is None else data.n_pretrain() * t_data / opts.batch,

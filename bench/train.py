@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import methods  # noqa: F401  (registers every method)
-from bench import checkpoint, distributed, stopping, store, trackers
+from bench import checkpoint, compiling, distributed, precision, stopping, store, trackers
 from bench.catalog import REFERENCES
 from bench.config import RunConfig
 from bench.data import dataset_key, load_dataset
@@ -102,27 +102,32 @@ def prepare_model(model: MaskedPretrainer, device: torch.device) -> MaskedPretra
 
 class TrainStep:
     """One optimisation step on this process's rows of a global batch: masks drawn for the
-    whole global batch (so any number of ranks draws alike), forward under bf16 autocast on
-    CUDA (compiled if asked, DDP across ranks), backward, AdamW. Returns the loss on the device:
-    nothing here waits for the GPU."""
+    whole global batch (so any number of ranks draws alike), forward under the run's autocast
+    (bf16 on CUDA by default; compiled in `compile_mode` if asked, DDP across ranks), backward,
+    AdamW. Returns the loss on the device: nothing here waits for the GPU. `backend` is for
+    checks and tests (bench.compiling.compile_step)."""
 
     def __init__(self, model: MaskedPretrainer, opt: torch.optim.Optimizer, device: torch.device,
-                 compile: bool):
+                 compile: bool, compile_mode: str = "default", backend: str = "inductor"):
         self.model, self.opt, self.device = model, opt, device
         self.dist = distributed.current()
         net = distributed.wrap(model)
-        self.net = torch.compile(net) if compile else net
+        self.net = compiling.compile_step(net, compile_mode, backend) if compile else net
+        self.graphs = compile and compiling.uses_cuda_graphs(compile_mode, device)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         batch = len(x) * self.dist.world
         visible = self.model.method.choose_visible(batch, self.model.spec.grid, generator)
         visible = distributed.take_rows(visible, self.dist.rows(batch))
+        if self.graphs:  # a new iteration: the last replay's outputs may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast(self.device), distributed.synced_batch_stats():
             loss = self.net(x, None, visible).loss
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        return loss.detach().float()
+        loss = loss.detach().float()
+        return loss.clone() if self.graphs else loss  # a graph's output is a reused buffer
 
 
 class StepLog:
@@ -154,7 +159,9 @@ class StepLog:
 
     def flush(self, wait: bool) -> None:
         while self.pending and (wait or self.pending[0][2] is None or self.pending[0][2].query()):
-            where, mean, _ = self.pending.pop(0)
+            where, mean, event = self.pending.pop(0)
+            if event is not None:  # until the copy lands, the pinned host tensor holds garbage
+                event.synchronize()
             if self.write:
                 record = {**where, "loss": mean.item()}
                 store.append_jsonl(self.path, record)
@@ -312,7 +319,7 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
         metrics_path.unlink(missing_ok=True)
         steps_path.unlink(missing_ok=True)
     ctx.tracker.start(state["epoch"] * steps_per_epoch + state["step"])
-    train_step = TrainStep(model, opt, device, use_compile(cfg.compile, device))
+    train_step = TrainStep(model, opt, device, use_compile(cfg.compile, device), cfg.compile_mode)
     step_log = StepLog(steps_path, cfg.log_every, device, write=dist.is_main, tracker=ctx.tracker)
     clock = CheckpointClock(cfg.checkpoint_every_min, dist.world)
 
@@ -473,10 +480,12 @@ def train_run(
 
     Under DDP (see bench.distributed) all ranks pretrain; rank 0 alone evaluates and writes the
     run folder, and the other ranks return `summary_record(cfg, "ok", rank=r)` after pretraining.
-    `progress=False` silences every progress bar of the run (bench.progress). The trackers of
+    `progress=False` silences every progress bar of the run (bench.progress); `cfg.precision`
+    sets the autocast of all its forward passes (bench.precision). The trackers of
     `cfg.log_to` (bench.trackers) are checked before anything else and follow the run folder.
     """
-    with shown(progress), trackers.open_run(cfg, run_dir, stopped=(RunInterrupted,)) as tracker:
+    with shown(progress), precision.chosen(cfg.precision), \
+            trackers.open_run(cfg, run_dir, stopped=(RunInterrupted,)) as tracker:
         return _train_and_evaluate(cfg, run_dir, interrupt, data, tracker)
 
 

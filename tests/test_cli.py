@@ -154,3 +154,32 @@ def test_killed_mid_epoch_resumes_to_same_numbers(tmp_path):
         assert (run_dir / name).read_text() == (full_dir / name).read_text()
     attempts = store.read_jsonl(run_dir / "attempts.jsonl")
     assert [(a["start_epoch"], a["start_step"]) for a in attempts] == [(0, 0), (epoch, step)]
+
+
+def test_help_says_what_each_flag_does_and_its_default(capsys):
+    assert main(["run", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, default in (("--methods", "default mae,random-init"),
+                          ("--dataset", "default fashion-mnist"), ("--encoder", "default vit-micro"),
+                          ("--epochs", "default 5"), ("--batch-size", "default 256"),
+                          ("--seeds", "default 0"), ("--out", "default results/run"),
+                          ("--launcher", "local (default)"), ("--workers", "default 1")):
+        assert flag in text and default in text, flag
+    for command, words in (("report", "results folders"), ("status", "a results folder"),
+                           ("list", "the same catalogue as JSON")):
+        assert main([command, "--help"]) == 0
+        assert words in " ".join(capsys.readouterr().out.split())
+    assert main(["sweep"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: the following arguments are required: spec; see "
+                   "`python -m bench sweep --help`")
+
+
+def test_progress_counts_steps_and_runs(tmp_path, capsys):
+    """The pretraining bar moves with every step (not once an epoch), and the local launcher
+    says which run of how many it starts."""
+    quiet = [a for a in TINY if a != "--no-progress"]
+    assert main(["run", "--methods", "mae,raw-input", "--out", str(tmp_path), *quiet]) == 0
+    err = capsys.readouterr().err
+    assert "run 1 of 2:" in err and "run 2 of 2:" in err
+    assert "8/8 [" in err and "step" in err  # 2 epochs x 4 steps of 64 on 256 samples

@@ -82,18 +82,23 @@ def single(tmp_path_factory) -> Path:
     return run_dir
 
 
+def _torchrun(out: Path, spied: Path, *args: str) -> None:
+    """`torchrun --standalone --nproc_per_node 2 -m bench run --methods mae --out OUT ARGS`
+    (this file's worker, which records each rank's rows); rank 0 alone prints the report."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           __file__, str(spied), "run", "--methods", "mae", "--out", str(out), *args]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("report:") == 1
+
+
 def test_torchrun_two_processes_follow_one(tmp_path, single):
     """`torchrun --nproc_per_node 2 -m bench run ...` as the README shows, with gloo on CPU:
     the per-epoch and per-2-step losses are the single process's; rank 0 alone writes. The
     ranks also agree on a mid-epoch checkpoint every 2 steps (polled every 2 steps here)."""
     out, spied = tmp_path / "ddp", tmp_path / "rows"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           __file__, str(spied), "run", "--methods", "mae", "--out", str(out), *CLI,
-           "checkpoint_every_min=1e-9"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert proc.stdout.count("report:") == 1  # rank 0 alone prints and reports
+    _torchrun(out, spied, *CLI, "checkpoint_every_min=1e-9")
     run = out / single.name
     assert store.read_json(run / store.SUMMARY)["status"] == "ok"
     assert _losses(run) == pytest.approx(_losses(single), rel=RTOL)
@@ -141,6 +146,45 @@ def test_batch_norm_becomes_global_in_place():
     assert type(bn[1]).__name__ == "GlobalBatchNorm2d" and isinstance(bn[1], torch.nn.BatchNorm2d)
     assert [id(p) for p in bn.parameters()] == params and list(bn.state_dict()) == keys
     assert torch.allclose(bn(x), before)  # not under synced_batch_stats: the plain layer
+
+
+# Compiled against eager: inductor rounds float32 differently (about 1e-6 relative per step);
+# 8 AdamW steps and, under DDP, the all-reduce's order compound it, well inside 1e-3.
+COMPILED_RTOL = 1e-3
+
+
+@pytest.mark.inductor
+def test_cli_compile_follows_eager(tmp_path, single):
+    """`bench run --compile` on the CPU (inductor): the same run id, and the per-epoch and
+    per-2-step losses of the eager run within COMPILED_RTOL (its step graph is the one
+    test_compile.py compiles for mae: inductor's cache serves its kernels)."""
+    out = tmp_path / "compiled"
+    assert main(["run", "--methods", "mae", "--out", str(out), "--compile", *CLI]) == 0
+    run = out / single.name
+    assert store.read_json(run / store.SUMMARY)["status"] == "ok"
+    assert _losses(run) == pytest.approx(_losses(single), rel=COMPILED_RTOL)
+    assert _losses(run, store.STEPS) == pytest.approx(_losses(single, store.STEPS), rel=COMPILED_RTOL)
+    assert _losses(run) != _losses(single)  # compiled code did run
+
+
+@pytest.mark.inductor
+def test_torchrun_compiled_follows_one_eager(tmp_path):
+    """DDP with torch.compile: 2 gloo processes with `--compile`, global batch 64 (32 rows per
+    rank: the shapes of the mae step test_compile.py compiles, so most kernels come from the
+    cache), follow one eager process with batch 64 within COMPILED_RTOL."""
+    cfg = resolve_run(tiny_config(**{**TINY, "batch_size": 64}))
+    eager = tmp_path / "eager" / cfg.run_id
+    train_run(cfg, eager, progress=False, data=load_dataset("digits"))
+    out, spied = tmp_path / "ddp", tmp_path / "rows"
+    args = [*CLI, "--compile"]
+    args[args.index("--batch-size") + 1] = "64"
+    _torchrun(out, spied, *args)
+    run = out / cfg.run_id
+    assert store.read_json(run / store.SUMMARY)["compute"]["processes"] == 2
+    assert _losses(run) == pytest.approx(_losses(eager), rel=COMPILED_RTOL)
+    assert _losses(run, store.STEPS) == pytest.approx(_losses(eager, store.STEPS), rel=COMPILED_RTOL)
+    for rank in (0, 1):
+        assert json.loads(Path(f"{spied}{rank}.json").read_text())[0] == [32] * 4
 
 
 def _slurm_usable() -> None:

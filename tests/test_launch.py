@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import store
+from bench import compiling, store
 from bench.data import dataset_key
 from bench.errors import SchedulerError
+from bench.gpucheck import EpochClock
 from bench.jobs import (
     ATTEMPTS,
     JOB,
@@ -237,12 +238,34 @@ def test_local_failure_is_recorded_with_its_error_and_status(tmp_path, digits, c
     assert "1 done, 1 failed" in printed and "exceeds the 16 pretraining samples" in printed
 
 
-def test_workers_run_in_their_own_processes(tmp_path):
-    cfgs = [resolve_run(tiny_config(method="raw-input", seed=s)) for s in (0, 1)]
-    summaries = LocalLauncher(progress=False, workers=2).launch(cfgs, tmp_path)
+class CacheSpyJob(RunJob):
+    """A RunJob that notes, in the process that runs it, which inductor cache it was given."""
+
+    def run(self, data=None):
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        store.write_json(self.run_dir / "cache.json", {"dir": os.environ.get(compiling.CACHE_ENV)})
+        return super().run(data)
+
+
+def test_workers_run_in_their_own_processes(tmp_path, monkeypatch):
+    """Each run in a worker process, pointed at the results folder's inductor cache (so a sweep
+    compiles a shape once), with the launcher's after-epoch hook called there."""
+    import bench
+
+    monkeypatch.setattr(bench, "USER_INDUCTOR_CACHE", None)  # as if none was chosen
+    monkeypatch.setattr("bench.launch.RunJob", CacheSpyJob)  # the workers unpickle the spy
+    cfgs = [resolve_run(tiny_config(method="raw-input")),
+            resolve_run(tiny_config(epochs=1, batch_size=32, train_limit=64, protocols="knn"))]
+    out = tmp_path / "out"
+    summaries = LocalLauncher(progress=False, workers=2,
+                              interrupt=EpochClock(tmp_path / "stamps")).launch(cfgs, out)
     assert [s["status"] for s in summaries] == ["ok", "ok"]
-    pids = {store.read_jsonl(tmp_path / c.run_id / ATTEMPTS)[0]["pid"] for c in cfgs}
-    assert os.getpid() not in pids and all(s.state == "done" for s in run_states(tmp_path))
+    pids = {store.read_jsonl(out / c.run_id / ATTEMPTS)[0]["pid"] for c in cfgs}
+    assert os.getpid() not in pids and all(s.state == "done" for s in run_states(out))
+    for c in cfgs:
+        assert store.read_json(out / c.run_id / "cache.json") == {"dir": str(out / ".inductor-cache")}
+    (stamps,) = (tmp_path / "stamps").glob("*.jsonl")  # the trained run's one epoch
+    assert int(stamps.stem) in pids and [r["epoch"] for r in store.read_jsonl(stamps)] == [1]
 
 
 def test_each_worker_gets_its_own_gpu(monkeypatch):

@@ -87,3 +87,15 @@ def test_peak_table_and_compile_default(monkeypatch):
     assert perf.peak_tflops(torch.device("cuda")) is None
     assert use_compile(None, torch.device("cuda")) and not use_compile(None, torch.device("cpu"))
     assert not use_compile(False, torch.device("cuda")) and use_compile(True, torch.device("cpu"))
+
+
+def test_compile_mode_and_precision_flags(capsys):
+    """`--precision bf16` autocasts the timed steps on the CPU too; `--compile-mode` is recorded
+    with the rows of a compiled step only (here none: compilation is off on the CPU)."""
+    argv = ["perf", "--methods", "mae", "--dataset", "digits", "--batch", "4", "--steps", "1",
+            "--warmup", "0", "--device", "cpu", "--json", "--compile-mode", "reduce-overhead"]
+    assert main([*argv, "--precision", "bf16"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["bf16"] is True and row["compile"] is False and row["compile_mode"] is None
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)[0]["bf16"] is False

@@ -3,6 +3,8 @@ equal to the in-process one, training end to end; torchvision sets' files and er
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from PIL import Image
 from bench import store
 from bench.data import load_dataset
 from bench.data import streaming as S
+from bench.data.samples import write_image_folder
 from bench.errors import DataNotFoundError
 from bench.sweep import resolve_run
 from bench.train import train_run
@@ -22,18 +25,8 @@ CLASSES = ("cat", "dog", "fox")
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """train/<class>/ 8 images and val/<class>/ 3 each, odd sizes, PNG and JPEG; each class has
-    its own colour channel so labels are learnable."""
-    root = tmp_path_factory.mktemp("imagefolder")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 8), ("val", 3)):
-        for c, name in enumerate(CLASSES):
-            (root / split / name).mkdir(parents=True)
-            for i in range(n):
-                h, w = rng.integers(24, 48, size=2)
-                pixels = rng.integers(0, 96, size=(h, w, 3), dtype=np.uint8)
-                pixels[..., c] += 150
-                ext = "png" if i % 2 else "jpg"
-                Image.fromarray(pixels).save(root / split / name / f"{i}.{ext}")
+    its own colour channel so labels are learnable; and a file that is not an image."""
+    root = write_image_folder(tmp_path_factory.mktemp("imagefolder"), CLASSES)
     (root / "train" / "cat" / "notes.txt").write_text("not an image")
     return root
 
@@ -75,6 +68,30 @@ def test_workers_stream_what_one_process_decodes(data):
     halves = [epoch(streamed, slice(0, 4)), epoch(streamed, slice(4, 8))]
     assert all(torch.equal(torch.cat([h0, h1]), w) for h0, h1, w in zip(*halves, whole))
     assert whole[0].dtype == torch.float32 and whole[0].shape == (8, 3, 32, 32)
+
+
+def test_pinned_streaming_forced_gives_the_same_batches(data, monkeypatch):
+    """`pin_memory=True` reaches the DataLoader on any device (None: only for CUDA), and the
+    batches are still the in-process ones. (Without an accelerator torch itself then skips
+    the pinning thread: that part runs on a GPU only.)"""
+    asked = []
+    loader = S.DataLoader
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs["pin_memory"])
+        return loader(*args, **kwargs)
+
+    monkeypatch.setattr(S, "DataLoader", spy)
+    batches = torch.tensor([[3, 1, 4, 15, 9, 2, 6, 5]])
+    direct = data.pretrain_batch(batches[0], torch.Generator().manual_seed(1), True)
+    for pin in (True, None):
+        streamed = S.StreamingImageData(**{**data.__dict__, "workers": 1, "pin_memory": pin})
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "'pin_memory' argument is set as true")
+            (x,) = S.pretrain_batches(streamed, batches, torch.Generator().manual_seed(1), True,
+                                      slice(None))
+        assert torch.equal(x, direct)
+    assert asked == [True, False]
 
 
 def test_trains_end_to_end_on_the_folder(tmp_path, folder, data):

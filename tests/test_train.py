@@ -122,3 +122,32 @@ def test_train_limit_is_one_subset_for_the_whole_run(tmp_path, digits, monkeypat
                                     protocols="knn"))
     train_run(other, tmp_path / "interp", progress=False, data=digits)
     assert set(seen[0]) == epochs[0]
+
+
+class LandsWhenWaitedFor:
+    """A device-to-host copy in flight, as a CUDA event sees it: not done when queried, and its
+    value lands in the (pinned) host tensor only once the event is synchronised."""
+
+    def __init__(self, host: torch.Tensor, value: float):
+        self.host, self.value = host, value
+
+    def query(self) -> bool:
+        return False
+
+    def synchronize(self) -> None:
+        self.host.fill_(self.value)
+
+
+def test_step_log_waits_for_each_copy_before_reading_it(tmp_path):
+    """The mid-epoch flush (wait=True) synchronises a pending copy's event before reading the
+    host tensor; a flush that does not wait leaves pending copies alone."""
+    from bench.train import StepLog
+
+    log = StepLog(tmp_path / "steps.jsonl", every=1, device=torch.device("cpu"), write=True)
+    host = torch.zeros(())  # what the pinned buffer holds before the copy lands
+    log.pending.append(({"epoch": 1, "step": 1}, host, LandsWhenWaitedFor(host, 2.5)))
+    log.flush(wait=False)
+    assert len(log.pending) == 1 and not (tmp_path / "steps.jsonl").exists()
+    log.flush(wait=True)
+    assert store.read_jsonl(tmp_path / "steps.jsonl") == [{"epoch": 1, "step": 1, "loss": 2.5}]
+    assert log.pending == []

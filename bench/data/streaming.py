@@ -109,6 +109,7 @@ class StreamingImageData:
     channels: int = 3
     workers: int = field(default_factory=default_workers)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    pin_memory: bool | None = None  # decode into pinned memory (None: when the device is CUDA)
     modality: str = "image"
     decoded: dict[tuple[str, int | None], EvalSplit] = field(default_factory=dict, repr=False)
     skipped: tuple[str, ...] = ()  # "path: reason" of files left out: they do not decode
@@ -156,7 +157,7 @@ class StreamingImageData:
             batch_sampler=local,
             num_workers=self.workers,
             collate_fn=_collate_images,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=self.device.type == "cuda" if self.pin_memory is None else self.pin_memory,
             prefetch_factor=4 if self.workers else None,
         )
         for x in loader:
