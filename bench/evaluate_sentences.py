@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bench import progress
-from bench.data.text import bag_of_words
+from bench.data.packing import bag_of_words
 from bench.errors import ConfigError
 from bench.evaluate import autocast
 from bench.models.sentences import SentencePretrainer

@@ -56,6 +56,21 @@ def _atomic(path: Path, write) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
 
+def write_once(path: Path, content: str) -> None:
+    """Publish `content` at `path` unless a file is there already: written to a temporary file,
+    then hard-linked into place, so no reader sees a partial file and, when processes race (DDP
+    ranks on a cold cache), the first one wins and all of them read the same tokenizer."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = temporary_file(path.parent, path.name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(content)
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
 
 def write_json(path: Path, obj: Any) -> None:
     data = (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()

@@ -50,14 +50,14 @@ TINY_WORDS = ("apple pear plum fig", "horse cow goat sheep", "red blue green gre
 def tiny_text_corpus():
     """300 labelled texts of 1-12 words, each class with its own words: the in-repo corpus of
     the text tests (no Debian package needed)."""
-    from bench.data import text
+    from bench.data.corpora import make_corpus
 
     texts, labels = [], []
     for i in range(300):
         words = TINY_WORDS[i % 3].split()
         texts.append(" ".join(words[(i + k) % 4] for k in range(1 + i % 12)) + f" n{i}")
         labels.append(i % 3)
-    return text.make_corpus("tiny", texts, labels, ["fruit", "animal", "colour"])
+    return make_corpus("tiny", texts, labels, ["fruit", "animal", "colour"])
 
 
 def tiny_config(**overrides) -> RunConfig:

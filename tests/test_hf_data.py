@@ -12,9 +12,10 @@ import torch
 
 from bench.cli import main
 from bench.data import load_dataset
+from bench.data.corpora import make_corpus
 from bench.data.hf import HFColumns, image_geometry, square_image
 from bench.data.images import channel_stats
-from bench.data.text import make_corpus, text_data
+from bench.data.text import text_data
 from bench.errors import ConfigError, DataNotFoundError, IncompatibleError
 from bench.sweep import expand
 from bench.train import train_run

@@ -18,8 +18,10 @@ from bench import store
 from bench.cli import main
 from bench.config import RunConfig
 from bench.data import check_granularity, load_dataset
+from bench.data import corpora as C
+from bench.data import packing as P
 from bench.data import sentences as S
-from bench.data import text as T
+from bench.data import tokenizer as Tok
 from bench.data.cards import load_card
 from bench.errors import ConfigError
 from bench.sweep import expand
@@ -48,8 +50,8 @@ def bible_lines(chapters: int = 10, verses: int = 7) -> list[str]:
 
 @pytest.fixture(scope="module")
 def corpus() -> S.DocumentCorpus:
-    return S.make_documents("kjv-verses", S.kjv_chapters(T.read_kjv_verses(bible_lines())),
-                            list(T.KJV_GENRES))
+    return S.make_documents("kjv-verses", S.kjv_chapters(C.read_kjv_verses(bible_lines())),
+                            list(C.KJV_GENRES))
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +94,12 @@ def test_windows_keep_order_and_never_cross_a_document() -> None:
 
 
 def test_kjv_chapters_are_documents_in_canonical_order() -> None:
-    verses = T.read_kjv_verses(bible_lines(chapters=2, verses=3))
+    verses = C.read_kjv_verses(bible_lines(chapters=2, verses=3))
     chapters = S.kjv_chapters(verses)
     assert len(chapters) == 2 * len(BOOKS)
     assert [s for d in chapters for s in d.sentences] == [text for _, text in verses]
     assert chapters[0].sentences[1].endswith("chapter1 verse2 of ge.")
-    assert [T.KJV_GENRES[d.label] for d in chapters[::2]] == list(BOOKS.values())
+    assert [C.KJV_GENRES[d.label] for d in chapters[::2]] == list(BOOKS.values())
     shuffled = verses[:2] + verses[3:4] + verses[2:3] + verses[4:]  # Ge1:3 after Ge2:1
     with pytest.raises(ConfigError, match="chapter Ge1 are not contiguous"):
         S.kjv_chapters(shuffled)
@@ -116,11 +118,11 @@ def test_no_document_is_in_two_splits(corpus: S.DocumentCorpus) -> None:
 def test_pretraining_windows_are_consecutive_sentences_of_one_document(
     corpus: S.DocumentCorpus, data: S.SentenceData, cache: Path
 ) -> None:
-    tok = T.get_tokenizer(T.TextCorpus("kjv-verses", [s for d in corpus.train for s in d.sentences],
+    tok = Tok.get_tokenizer(C.TextCorpus("kjv-verses", [s for d in corpus.train for s in d.sentences],
                                        None, [], None, None, corpus.fingerprint), 120, cache)
 
     def encoded(sentences: list[str]) -> torch.Tensor:
-        return T.pad_ids([e.ids for e in tok.encode_batch(sentences)], 6, 0)[0]
+        return P.pad_ids([e.ids for e in tok.encode_batch(sentences)], 6, 0)[0]
 
     expected = []
     for d in corpus.train:  # 7 verses, windows of 3: starts 0, 3 and 4 (ends at the last)
@@ -136,7 +138,7 @@ def test_pretraining_windows_are_consecutive_sentences_of_one_document(
     probe = data.eval_split("train")
     sentences = [s for d in corpus.train for s in d.sentences]
     labels = {s: d.label for d in corpus.train for s in d.sentences}
-    ordered = sorted(sentences, key=T.text_hash)
+    ordered = sorted(sentences, key=C.text_hash)
     assert torch.equal(probe.x, encoded(ordered))
     assert probe.y.tolist() == [labels[s] for s in ordered]
     assert torch.equal(data.raw_features(probe.x, probe.pad_mask).sum(1),
@@ -232,7 +234,7 @@ def test_real_kjv_chapters(tmp_path: Path) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("`bible` absent in CI: .ci/run installs bible-kjv")
         pytest.skip("`bible` absent: sudo apt-get install bible-kjv")
-    verses = T.kjv_verses(None, tmp_path)
+    verses = C.kjv_verses(None, tmp_path)
     chapters = S.kjv_chapters(verses)
     card = load_card("kjv-verses")["sentences"]
     assert len(chapters) == 1189 == card["n_documents"]

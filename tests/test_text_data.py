@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.data import text as T
+from bench.data import corpora as C
+from bench.data import packing as P
+from bench.data import tokenizer as Tok
 from bench.data.cards import load_card
 from bench.errors import ConfigError, DataNotFoundError, UnknownDatasetError
 from tests.conftest import require, require_bible, require_wordnet, tiny_text_corpus
@@ -28,22 +30,22 @@ needs_bible = pytest.mark.usefixtures("bible")
 @pytest.fixture(scope="module")
 def wordnet_raw() -> tuple[list[str], list[int]]:
     require_wordnet()
-    return T.read_wordnet_glosses(T.WORDNET_DIR)
+    return C.read_wordnet_glosses(C.WORDNET_DIR)
 
 
 @pytest.fixture(scope="module")
-def wordnet(wordnet_raw: tuple[list[str], list[int]]) -> T.TextCorpus:
+def wordnet(wordnet_raw: tuple[list[str], list[int]]) -> C.TextCorpus:
     """The corpus through the public entry point (wordnet_raw supplies the skip)."""
-    return T.load_corpus("wordnet-glosses")
+    return C.load_corpus("wordnet-glosses")
 
 
 @pytest.fixture(scope="module")
-def tiny() -> T.TextCorpus:
+def tiny() -> C.TextCorpus:
     """The in-repo corpus the tokenizer tests use (no Debian package needed)."""
     return tiny_text_corpus()
 
 
-def _assert_card_matches(corpus: T.TextCorpus) -> None:
+def _assert_card_matches(corpus: C.TextCorpus) -> None:
     """The dataset card states the measured sizes, classes and split rule."""
     card = load_card(corpus.name)
     assert card["kind"] == "text"
@@ -51,8 +53,8 @@ def _assert_card_matches(corpus: T.TextCorpus) -> None:
     assert card["classes"] == corpus.classes and card["n_classes"] == len(card["classes"])
     labels = corpus.train_labels or []
     assert card["train_class_counts"] == [labels.count(i) for i in range(card["n_classes"])]
-    assert T.SPLIT_RULE in card["split"]
-    assert card["tokenizer"]["vocab_size"] == T.DEFAULT_VOCAB_SIZE
+    assert C.SPLIT_RULE in card["split"]
+    assert card["tokenizer"]["vocab_size"] == Tok.DEFAULT_VOCAB_SIZE
 
 
 # --- WordNet -----------------------------------------------------------------------------------
@@ -66,14 +68,14 @@ def test_wordnet_parser_reads_every_synset_gloss(wordnet_raw: tuple[list[str], l
         "that which is perceived or known or inferred to have its own distinct existence "
         "(living or nonliving)"
     )
-    assert T.LEXNAMES[labels[first]] == "noun.Tops"  # synset 00001740 'entity'
+    assert C.LEXNAMES[labels[first]] == "noun.Tops"  # synset 00001740 'entity'
     assert all(t and " | " not in t and t == t.strip() for t in texts)
 
 
 def test_lexnames_are_the_45_standard_names() -> None:
-    assert len(T.LEXNAMES) == len(set(T.LEXNAMES)) == 45
-    assert T.LEXNAMES[:4] == ("adj.all", "adj.pert", "adv.all", "noun.Tops")
-    assert T.LEXNAMES[18] == "noun.person" and T.LEXNAMES[44] == "adj.ppl"
+    assert len(C.LEXNAMES) == len(set(C.LEXNAMES)) == 45
+    assert C.LEXNAMES[:4] == ("adj.all", "adj.pert", "adv.all", "noun.Tops")
+    assert C.LEXNAMES[18] == "noun.person" and C.LEXNAMES[44] == "adj.ppl"
 
 
 def test_lexnames_match_man_page() -> None:
@@ -86,12 +88,12 @@ def test_lexnames_match_man_page() -> None:
     ).stdout
     table = dict(re.findall(r"^\s*(\d\d)\s+([a-z]+\.[A-Za-z]+)\s", out, re.MULTILINE))
     require(bool(table), "man page lexnames(5) absent: sudo apt-get install wordnet-base")
-    assert [table[f"{i:02d}"] for i in range(len(table))] == list(T.LEXNAMES)
+    assert [table[f"{i:02d}"] for i in range(len(table))] == list(C.LEXNAMES)
 
 
-def test_wordnet_corpus_sizes_and_classes(wordnet: T.TextCorpus) -> None:
+def test_wordnet_corpus_sizes_and_classes(wordnet: C.TextCorpus) -> None:
     assert (len(wordnet.train_texts), len(wordnet.test_texts)) == (105948, 11711)
-    assert wordnet.classes == list(T.LEXNAMES)
+    assert wordnet.classes == list(C.LEXNAMES)
     assert wordnet.train_labels is not None and wordnet.test_labels is not None
     assert len(wordnet.train_labels) == len(wordnet.train_texts)
     assert set(wordnet.test_labels) == set(range(45))
@@ -119,50 +121,50 @@ def test_wordnet_corpus_sizes_and_classes(wordnet: T.TextCorpus) -> None:
     ],
 )
 def test_kjv_genre_of_known_references(ref: str, genre: str) -> None:
-    assert T.kjv_genre(ref) == genre
+    assert C.kjv_genre(ref) == genre
 
 
 def test_kjv_genre_rejects_ambiguous_or_bad_references() -> None:
     for bad in ("j1:1", "xyz1:1", "gen"):
         with pytest.raises(ConfigError):
-            T.kjv_genre(bad)
-    assert len(T.KJV_BOOKS) == 66
+            C.kjv_genre(bad)
+    assert len(C.KJV_BOOKS) == 66
 
 
 @needs_bible
 def test_kjv_parser_on_real_bible_output() -> None:
     out = subprocess.run(
-        ["bible", "-f", T.KJV_RANGE], capture_output=True, text=True, check=True
+        ["bible", "-f", C.KJV_RANGE], capture_output=True, text=True, check=True
     ).stdout
-    verses = T.read_kjv_verses(out.splitlines())
+    verses = C.read_kjv_verses(out.splitlines())
     assert len(verses) == 31102
     assert verses[0] == ("Ge1:1", "In the beginning God created the heaven and the earth.")
-    assert verses[-1][0] == "Rev22:21" and T.kjv_genre(verses[-1][0]) == "prophets"
-    genres = [T.kjv_genre(ref) for ref, _ in verses]
+    assert verses[-1][0] == "Rev22:21" and C.kjv_genre(verses[-1][0]) == "prophets"
+    genres = [C.kjv_genre(ref) for ref, _ in verses]
     assert genres.count("gospels") == 1071 + 678 + 1151 + 879  # Matthew, Mark, Luke, John
 
 
 @needs_bible
 def test_kjv_corpus_caches_bible_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    full = T.load_corpus("kjv-verses", cache_dir=tmp_path)
+    full = C.load_corpus("kjv-verses", cache_dir=tmp_path)
     assert (len(full.train_texts), len(full.test_texts)) == (28000, 3102)
-    assert full.classes == list(T.KJV_GENRES)
+    assert full.classes == list(C.KJV_GENRES)
     _assert_card_matches(full)
     assert (tmp_path / "kjv-bible-f.txt").is_file()
     monkeypatch.setattr(shutil, "which", lambda _: None)  # as on a node without bible-kjv
-    again = T.load_corpus("kjv-verses", cache_dir=tmp_path)
+    again = C.load_corpus("kjv-verses", cache_dir=tmp_path)
     assert again.fingerprint == full.fingerprint
     with pytest.raises(DataNotFoundError, match="apt-get install bible-kjv"):
-        T.load_corpus("kjv-verses", cache_dir=tmp_path / "empty")
+        C.load_corpus("kjv-verses", cache_dir=tmp_path / "empty")
 
 
 def test_kjv_root_file(tmp_path: Path) -> None:
     path = tmp_path / "kjv.txt"
     path.write_text("Ge1:1 In the beginning.\n\nJohn3:16 For God so loved.\nJude1:1 Jude.\n")
-    corpus = T.load_corpus("kjv-verses", root=str(path))
+    corpus = C.load_corpus("kjv-verses", root=str(path))
     texts = corpus.train_texts + corpus.test_texts
     labels = (corpus.train_labels or []) + (corpus.test_labels or [])
-    named = {text: T.KJV_GENRES[label] for text, label in zip(texts, labels, strict=True)}
+    named = {text: C.KJV_GENRES[label] for text, label in zip(texts, labels, strict=True)}
     assert named == {
         "In the beginning.": "law",
         "For God so loved.": "gospels",
@@ -170,19 +172,19 @@ def test_kjv_root_file(tmp_path: Path) -> None:
     }
     path.write_text("Genesis chapter one\n")
     with pytest.raises(ConfigError, match="line 1"):
-        T.load_corpus("kjv-verses", root=str(path))
+        C.load_corpus("kjv-verses", root=str(path))
 
 
 # --- Split -------------------------------------------------------------------------------------
 
 
 def test_split_is_deterministic_and_disjoint(
-    wordnet: T.TextCorpus, wordnet_raw: tuple[list[str], list[int]]
+    wordnet: C.TextCorpus, wordnet_raw: tuple[list[str], list[int]]
 ) -> None:
     assert not set(wordnet.train_texts) & set(wordnet.test_texts)
-    assert all(T.is_test(t) for t in wordnet.test_texts)
-    assert not any(T.is_test(t) for t in wordnet.train_texts[:5000])
-    again = T.make_corpus("wordnet-glosses", *wordnet_raw, list(T.LEXNAMES))
+    assert all(C.is_test(t) for t in wordnet.test_texts)
+    assert not any(C.is_test(t) for t in wordnet.train_texts[:5000])
+    again = C.make_corpus("wordnet-glosses", *wordnet_raw, list(C.LEXNAMES))
     assert again.fingerprint == wordnet.fingerprint
     assert again.test_texts == wordnet.test_texts
 
@@ -190,8 +192,8 @@ def test_split_is_deterministic_and_disjoint(
 def test_duplicates_share_a_split_and_order_does_not_matter() -> None:
     texts = [f"document number {i}" for i in range(300)]
     texts += texts[:50]
-    a = T.make_corpus("x", texts, list(range(len(texts))), None)
-    b = T.make_corpus("x", texts[::-1], list(range(len(texts))), None)
+    a = C.make_corpus("x", texts, list(range(len(texts))), None)
+    b = C.make_corpus("x", texts[::-1], list(range(len(texts))), None)
     assert not set(a.train_texts) & set(a.test_texts)
     assert set(a.test_texts) == set(b.test_texts) and 10 < len(a.test_texts) < 60
 
@@ -199,40 +201,40 @@ def test_duplicates_share_a_split_and_order_does_not_matter() -> None:
 def test_limit_is_deterministic_nested_and_proportional(
     wordnet_raw: tuple[list[str], list[int]],
 ) -> None:
-    small = T.make_corpus("wordnet-glosses", *wordnet_raw, list(T.LEXNAMES), limit=200)
-    big = T.make_corpus("wordnet-glosses", *wordnet_raw, list(T.LEXNAMES), limit=500)
+    small = C.make_corpus("wordnet-glosses", *wordnet_raw, list(C.LEXNAMES), limit=200)
+    big = C.make_corpus("wordnet-glosses", *wordnet_raw, list(C.LEXNAMES), limit=500)
     assert len(small.train_texts) == 200 and len(big.train_texts) == 500
     assert len(big.test_texts) == round(500 * 11711 / 105948)
     assert set(small.train_texts) <= set(big.train_texts)
     assert small.fingerprint != big.fingerprint
     with pytest.raises(ConfigError):
-        T.make_corpus("wordnet-glosses", *wordnet_raw, list(T.LEXNAMES), limit=0)
+        C.make_corpus("wordnet-glosses", *wordnet_raw, list(C.LEXNAMES), limit=0)
 
 
 # --- Tokenizer ---------------------------------------------------------------------------------
 
 
-def test_tokenizer_round_trip_and_special_ids(tiny: T.TextCorpus) -> None:
-    tok = T.get_tokenizer(tiny, vocab_size=120)
-    assert T.special_ids(tok) == T.SpecialIds(pad=0, unk=1, mask=2, sep=3)
+def test_tokenizer_round_trip_and_special_ids(tiny: C.TextCorpus) -> None:
+    tok = Tok.get_tokenizer(tiny, vocab_size=120)
+    assert Tok.special_ids(tok) == Tok.SpecialIds(pad=0, unk=1, mask=2, sep=3)
     assert 4 < tok.get_vocab_size() <= 120
     for text in ("Apple pear", "RED horse grey goat", "plum fig n7"):
         assert tok.decode(tok.encode(text).ids) == text.lower()
-    assert T.UNK not in tok.encode("apple pear").tokens  # words it was trained on
+    assert Tok.UNK not in tok.encode("apple pear").tokens  # words it was trained on
 
 
 def test_tokenizer_cache_hit_does_not_retrain(
-    tiny: T.TextCorpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny: C.TextCorpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = T.get_tokenizer(tiny, vocab_size=100, cache_dir=tmp_path)
-    path = T.tokenizer_path(tiny, 100, tmp_path)
+    first = Tok.get_tokenizer(tiny, vocab_size=100, cache_dir=tmp_path)
+    path = Tok.tokenizer_path(tiny, 100, tmp_path)
     stamp = path.stat().st_mtime_ns
 
     def fail(*_: object) -> None:
         raise AssertionError("retrained despite a cached tokenizer")
 
-    monkeypatch.setattr(T, "_train_tokenizer", fail)
-    second = T.get_tokenizer(tiny, vocab_size=100, cache_dir=tmp_path)
+    monkeypatch.setattr(Tok, "_train_tokenizer", fail)
+    second = Tok.get_tokenizer(tiny, vocab_size=100, cache_dir=tmp_path)
     assert second.to_str() == first.to_str()
     assert path.stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no leftover temporary file
@@ -242,22 +244,22 @@ def test_tokenizer_cache_hit_does_not_retrain(
 
 
 def test_pack_blocks_hand_case() -> None:
-    blocks = T.pack_blocks([[1, 2, 3], [4, 5], [], [6, 7, 8, 9]], length=4, sep_id=99)
+    blocks = P.pack_blocks([[1, 2, 3], [4, 5], [], [6, 7, 8, 9]], length=4, sep_id=99)
     # stream: 1 2 3 99 4 5 99 6 7 8 9 -> two full blocks, partial [7 8 9] dropped
     assert blocks.dtype == torch.long
     assert blocks.tolist() == [[1, 2, 3, 99], [4, 5, 99, 6]]
-    exact = T.pack_blocks([[1, 2], [3]], length=2, sep_id=0)  # stream 1 2 0 3
+    exact = P.pack_blocks([[1, 2], [3]], length=2, sep_id=0)  # stream 1 2 0 3
     assert exact.tolist() == [[1, 2], [0, 3]]
-    assert T.pack_blocks([[1, 2]], length=3, sep_id=0).shape == (0, 3)
-    assert T.pack_blocks([], length=3, sep_id=0).shape == (0, 3)
+    assert P.pack_blocks([[1, 2]], length=3, sep_id=0).shape == (0, 3)
+    assert P.pack_blocks([], length=3, sep_id=0).shape == (0, 3)
     with pytest.raises(ConfigError):
-        T.pack_blocks([[1]], length=0, sep_id=0)
+        P.pack_blocks([[1]], length=0, sep_id=0)
 
 
-def test_encode_padded_truncates_pads_and_masks(tiny: T.TextCorpus) -> None:
-    tok = T.get_tokenizer(tiny, vocab_size=100)
+def test_encode_padded_truncates_pads_and_masks(tiny: C.TextCorpus) -> None:
+    tok = Tok.get_tokenizer(tiny, vocab_size=100)
     texts = ["red blue", "", "apple pear plum fig horse cow goat sheep red blue green"]
-    ids, mask = T.encode_padded(tok, texts, max_len=6)
+    ids, mask = Tok.encode_padded(tok, texts, max_len=6)
     assert ids.shape == mask.shape == (3, 6)
     assert ids.dtype == torch.long and mask.dtype == torch.bool
     lengths = [len(tok.encode(t).ids) for t in texts]
@@ -270,7 +272,7 @@ def test_encode_padded_truncates_pads_and_masks(tiny: T.TextCorpus) -> None:
 def test_bag_of_words_ignores_padding() -> None:
     ids = torch.tensor([[5, 5, 2, 7], [1, 0, 0, 0]])  # row 0: last slot padded with a stale id
     mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
-    bow = T.bag_of_words(ids, mask, vocab_size=8)
+    bow = P.bag_of_words(ids, mask, vocab_size=8)
     assert bow.dtype == torch.float32 and bow.shape == (2, 8)
     assert bow[0].tolist() == [0, 0, 1, 0, 0, 2, 0, 0]
     assert bow[1].tolist() == [0, 1, 0, 0, 0, 0, 0, 0]
@@ -284,7 +286,7 @@ def test_text_dir_one_document_per_paragraph(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("First line\n  second line\n\n \n\nNext paragraph\n")
     (tmp_path / "sub" / "b.txt").write_text("Deep file")
     (tmp_path / "notes.md").write_text("ignored")
-    corpus = T.load_corpus(f"text-dir:{tmp_path}")
+    corpus = C.load_corpus(f"text-dir:{tmp_path}")
     assert sorted(corpus.train_texts + corpus.test_texts) == [
         "Deep file",
         "First line second line",
@@ -293,21 +295,21 @@ def test_text_dir_one_document_per_paragraph(tmp_path: Path) -> None:
     assert corpus.train_labels is None and corpus.test_labels is None and corpus.classes is None
     (tmp_path / "bad.txt").write_bytes(b"caf\xe9")
     with pytest.raises(ConfigError, match="bad.txt"):
-        T.load_corpus(f"text-dir:{tmp_path}")
+        C.load_corpus(f"text-dir:{tmp_path}")
     with pytest.raises(ConfigError):
-        T.load_corpus(f"text-dir:{tmp_path}", root="elsewhere")
+        C.load_corpus(f"text-dir:{tmp_path}", root="elsewhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataNotFoundError, match="txt"):
-        T.load_corpus(f"text-dir:{tmp_path / 'empty'}")
+        C.load_corpus(f"text-dir:{tmp_path / 'empty'}")
 
 
 def test_missing_files_raise_helpful_errors(tmp_path: Path) -> None:
     with pytest.raises(DataNotFoundError, match="apt-get install wordnet-base.*data_root") as err:
-        T.load_corpus("wordnet-glosses", root=str(tmp_path))
+        C.load_corpus("wordnet-glosses", root=str(tmp_path))
     assert isinstance(err.value, FileNotFoundError) and "\n" not in str(err.value)
     with pytest.raises(DataNotFoundError, match="bible -f gen1:1-rev22:21"):
-        T.load_corpus("kjv-verses", root=str(tmp_path / "kjv.txt"))
+        C.load_corpus("kjv-verses", root=str(tmp_path / "kjv.txt"))
     with pytest.raises(DataNotFoundError, match="text-dir:PATH"):
-        T.load_corpus(f"text-dir:{tmp_path / 'nowhere'}")
+        C.load_corpus(f"text-dir:{tmp_path / 'nowhere'}")
     with pytest.raises(UnknownDatasetError):
-        T.load_corpus("imdb")
+        C.load_corpus("imdb")

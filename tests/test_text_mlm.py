@@ -14,8 +14,11 @@ from torch import nn
 from bench import store
 from bench.cli import main
 from bench.config import RunConfig
+from bench.data import corpora as C
 from bench.data import load_dataset
+from bench.data import packing as P
 from bench.data import text as T
+from bench.data import tokenizer as Tok
 from bench.data.cards import load_card
 from bench.data.images import EvalSplit
 from bench.errors import ConfigError, IncompatibleError
@@ -58,9 +61,9 @@ def test_text_data_protocol_shapes(tiny: T.TextData) -> None:
         assert len(part) == 10 and torch.equal(part.x, full.x[:10])
         assert torch.equal(tiny.eval_batch(part.x), part.x)
     # Splits are in text-hash order, so a limit is a random sample, not the first file's class.
-    ordered = T.hash_ordered(corpus)
-    assert [T.text_hash(t) for t in ordered.train_texts] == sorted(
-        map(T.text_hash, corpus.train_texts)
+    ordered = C.hash_ordered(corpus)
+    assert [C.text_hash(t) for t in ordered.train_texts] == sorted(
+        map(C.text_hash, corpus.train_texts)
     )
     assert sorted(ordered.train_texts) == sorted(corpus.train_texts)
     assert tiny.eval_split("train").y.tolist() == ordered.train_labels
@@ -68,13 +71,13 @@ def test_text_data_protocol_shapes(tiny: T.TextData) -> None:
 
 
 def test_heldout_blocks_are_the_first_test_texts_packed(tiny: T.TextData, cache: Path) -> None:
-    tok = T.get_tokenizer(tiny_text_corpus(), 200, cache)
-    sep = T.special_ids(tok).sep
-    test = T.hash_ordered(tiny_text_corpus()).test_texts
+    tok = Tok.get_tokenizer(tiny_text_corpus(), 200, cache)
+    sep = Tok.special_ids(tok).sep
+    test = C.hash_ordered(tiny_text_corpus()).test_texts
     seqs = [e.ids for e in tok.encode_batch(test)]
-    assert torch.equal(tiny.heldout_blocks(), T.pack_blocks(seqs, 16, sep))
+    assert torch.equal(tiny.heldout_blocks(), P.pack_blocks(seqs, 16, sep))
     for n in (4, 7, len(test)):
-        assert torch.equal(tiny.heldout_blocks(n), T.pack_blocks(seqs[:n], 16, sep))
+        assert torch.equal(tiny.heldout_blocks(n), P.pack_blocks(seqs[:n], 16, sep))
     with pytest.raises(ConfigError, match="raise eval_test_limit"):
         tiny.heldout_blocks(0)
 
@@ -100,16 +103,16 @@ def test_racing_processes_agree_on_the_tokenizer(
     """Training is not reproducible, so when two processes (DDP ranks) train on a cold cache,
     the first tokenizer published wins and both use it."""
     corpus = tiny_text_corpus()
-    path = T.tokenizer_path(corpus, 200, tmp_path)
-    winner = T._train_tokenizer(corpus.train_texts, 200)
-    mine = T._train_tokenizer(corpus.train_texts, 120)  # stands for a different training
+    path = Tok.tokenizer_path(corpus, 200, tmp_path)
+    winner = Tok._train_tokenizer(corpus.train_texts, 200)
+    mine = Tok._train_tokenizer(corpus.train_texts, 120)  # stands for a different training
 
     def train_while_another_process_publishes(texts: list[str], vocab_size: int):
         path.write_text(winner.to_str())
         return mine
 
-    monkeypatch.setattr(T, "_train_tokenizer", train_while_another_process_publishes)
-    got = T.get_tokenizer(corpus, 200, tmp_path)
+    monkeypatch.setattr(Tok, "_train_tokenizer", train_while_another_process_publishes)
+    got = Tok.get_tokenizer(corpus, 200, tmp_path)
     assert got.get_vocab() == winner.get_vocab() != mine.get_vocab()
     assert path.read_text() == winner.to_str()
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
@@ -147,7 +150,7 @@ def test_pooled_features_ignore_padding(tiny: T.TextData) -> None:
     feats = []
     for width in (16, 24):
         x = ids[:, :width].clone()
-        real = T.real_positions(lengths, width)
+        real = P.real_positions(lengths, width)
         x[~real] = spec.pad_id
         split = EvalSplit(x, torch.zeros(3, dtype=torch.long), real)
         feats.append(extract_features(encoder, tiny, split, 2, torch.device("cpu"), "f"))

@@ -39,9 +39,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from bench.data.cache import cache_root
 from bench.data.cards import load_card
+from bench.data.corpora import make_corpus
 from bench.data.streaming import StreamingImageData, square_image
-from bench.data.text import TextData, cache_root, make_corpus, text_data
+from bench.data.text import TextData, text_data
 from bench.errors import ConfigError, DataNotFoundError
 
 PREFIX = "hf:"

@@ -28,7 +28,11 @@ import torch
 from torch import Tensor
 
 from bench import store
+from bench.data import cache
+from bench.data import corpora as C
+from bench.data import packing as P
 from bench.data import text as T
+from bench.data import tokenizer as Tok
 from bench.data.images import EvalSplit
 from bench.errors import ConfigError, DataNotFoundError, UnknownDatasetError
 
@@ -36,7 +40,7 @@ DOCUMENT_SPLIT_RULE = (
     "test if int.from_bytes(blake2b('\\n'.join(sentences).encode('utf-8'), digest_size=8)"
     ".digest(), 'big') % 10 == 0, else train"
 )
-SENTENCE_CORPORA = ("kjv-verses", T.TEXT_DIR_PREFIX + "PATH")
+SENTENCE_CORPORA = ("kjv-verses", C.TEXT_DIR_PREFIX + "PATH")
 DEFAULT_SENTENCES = 16  # sentences per pretraining window: the grid (S,) of every method
 DEFAULT_SENTENCE_LENGTH = 64  # tokens per sentence: the token level's eval truncation length
 SENTENCE_TENSORS_FORMAT = 1  # part of the tensor cache's file name: bump when what it stores changes
@@ -73,7 +77,7 @@ class Document:
     @property
     def key(self) -> int:
         """Its hash (`DOCUMENT_SPLIT_RULE`): decides its split and its place in the split."""
-        return T.text_hash("\n".join(self.sentences))
+        return C.text_hash("\n".join(self.sentences))
 
 
 @dataclass
@@ -116,9 +120,9 @@ def kjv_chapters(verses: Iterable[tuple[str, str]]) -> list[Document]:
     for chapter, verses_of in itertools.groupby(verses, key=lambda v: _KJV_CHAPTER.match(v[0])[1]):
         if chapter in seen:
             raise ConfigError(f"the verses of chapter {chapter} are not contiguous; give the "
-                              f"output of `bible -f {T.KJV_RANGE}` as it is")
+                              f"output of `bible -f {C.KJV_RANGE}` as it is")
         seen.add(chapter)
-        label = T.KJV_GENRES.index(T.kjv_genre(chapter + ":1"))
+        label = C.KJV_GENRES.index(C.kjv_genre(chapter + ":1"))
         chapters.append(Document(tuple(text for _, text in verses_of), label))
     return chapters
 
@@ -126,8 +130,8 @@ def kjv_chapters(verses: Iterable[tuple[str, str]]) -> list[Document]:
 def text_dir_documents(folder: Path) -> list[Document]:
     """One document per .txt file under folder: the sentences of its paragraphs, in order."""
     docs = [
-        Document(tuple(s for para in T.paragraphs(content) for s in split_sentences(para)))
-        for _, content in T.text_files(folder)
+        Document(tuple(s for para in C.paragraphs(content) for s in split_sentences(para)))
+        for _, content in C.text_files(folder)
     ]
     if not any(d.sentences for d in docs):
         raise DataNotFoundError(f"no non-empty .txt file under {folder}; add UTF-8 .txt files there")
@@ -139,10 +143,10 @@ def load_documents(name: str, root: str | None = None, cache_dir: Path | None = 
     """The documents of a sentence-level corpus by name (see `SENTENCE_CORPORA`); `root` and
     `cache_dir` as for `bench.data.text.load_corpus`."""
     if name == "kjv-verses":
-        return make_documents(name, kjv_chapters(T.kjv_verses(root, cache_dir)),
-                              list(T.KJV_GENRES))
-    if name.startswith(T.TEXT_DIR_PREFIX):
-        return make_documents(name, text_dir_documents(T.text_dir_folder(name, root)), None)
+        return make_documents(name, kjv_chapters(C.kjv_verses(root, cache_dir)),
+                              list(C.KJV_GENRES))
+    if name.startswith(C.TEXT_DIR_PREFIX):
+        return make_documents(name, text_dir_documents(C.text_dir_folder(name, root)), None)
     raise UnknownDatasetError(name, list(SENTENCE_CORPORA))
 
 
@@ -182,13 +186,13 @@ def encode_documents(tokenizer, corpus: DocumentCorpus, length: int) -> dict[str
     (`{split}_x`, `{split}_len`, the probes' order, as `hash_ordered` at the token level),
     `{split}_docs`, the rows of `{split}_x` in document order, and `{split}_offsets`, where each
     document starts in that order."""
-    pad = T.special_ids(tokenizer).pad
+    pad = Tok.special_ids(tokenizer).pad
     out: dict[str, Tensor] = {}
     for split, docs in (("train", corpus.train), ("test", corpus.test)):
         sentences, offsets, _ = _split_sentences(docs)
-        order = sorted(range(len(sentences)), key=lambda i: T.text_hash(sentences[i]))
-        seqs = T.tokenize(tokenizer, [sentences[i] for i in order], f"tokenize {split}")
-        out[f"{split}_x"], out[f"{split}_len"] = T.pad_ids(seqs, length, pad)
+        order = sorted(range(len(sentences)), key=lambda i: C.text_hash(sentences[i]))
+        seqs = Tok.tokenize(tokenizer, [sentences[i] for i in order], f"tokenize {split}")
+        out[f"{split}_x"], out[f"{split}_len"] = P.pad_ids(seqs, length, pad)
         rows = torch.empty(len(order), dtype=torch.long)
         rows[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
         out[f"{split}_docs"], out[f"{split}_offsets"] = rows, offsets
@@ -272,17 +276,17 @@ def sentence_data(
     """Documents -> tokenizer -> tensors, cached as at the token level (`text_data`): the
     tokenizer keyed by corpus fingerprint and vocabulary size, the tensors also by tokenizer
     content and `sentence_length` (windows of `sentences` are cut from them at load)."""
-    vocab_size = T.DEFAULT_VOCAB_SIZE if vocab_size is None else vocab_size
+    vocab_size = Tok.DEFAULT_VOCAB_SIZE if vocab_size is None else vocab_size
     size = DEFAULT_SENTENCES if sentences is None else sentences
     length = DEFAULT_SENTENCE_LENGTH if sentence_length is None else sentence_length
     if size < 2 or length < 1:
         raise ConfigError(f"sentences must be >= 2 and sentence_length >= 1, got {size}, {length}")
-    cache_dir = T.cache_root() if cache_dir is None else cache_dir
+    cache_dir = cache.cache_root() if cache_dir is None else cache_dir
     train_s, train_offsets, train_labels = _split_sentences(corpus.train)
     test_s, _, test_labels = _split_sentences(corpus.test)
-    view = T.TextCorpus(corpus.name, train_s, None, test_s, None, corpus.classes,
+    view = C.TextCorpus(corpus.name, train_s, None, test_s, None, corpus.classes,
                         corpus.fingerprint)
-    tokenizer = T.get_tokenizer(view, vocab_size, cache_dir)
+    tokenizer = Tok.get_tokenizer(view, vocab_size, cache_dir)
     tok_digest = T._digest(tokenizer.to_str())
     key = f"{corpus.fingerprint[:16]}-v{vocab_size}-{tok_digest}-L{length}"
     path = cache_dir / f"sentences{SENTENCE_TENSORS_FORMAT}-{key}.pt"
@@ -316,7 +320,7 @@ def sentence_data(
         test_y=labels(test_labels, tensors["test_docs"]),
         classes=corpus.classes,
         vocab_size=tokenizer.get_vocab_size(),
-        pad_id=T.special_ids(tokenizer).pad,
+        pad_id=Tok.special_ids(tokenizer).pad,
         sentences=size,
         fingerprint=T._digest(corpus.fingerprint, tok_digest, str(length), str(size))[:12],
     )
@@ -331,6 +335,6 @@ def load_sentence_data(
     cache_dir: Path | None = None,
 ) -> SentenceData:
     """`sentence_data` of the corpus `name` (see `load_documents`; `root` is its data_root)."""
-    cache_dir = T.cache_root() if cache_dir is None else cache_dir
+    cache_dir = cache.cache_root() if cache_dir is None else cache_dir
     return sentence_data(load_documents(name, root, cache_dir), vocab_size, sentences,
                          sentence_length, cache_dir)
