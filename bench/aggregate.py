@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import DataNotFoundError
+from bench.files import CONFIG, METRICS, SUMMARY
 
-CONFIG, SUMMARY, METRICS = "config.json", "summary.json", "metrics.jsonl"
 COMPUTE_PREFIX = "compute."
 SETUP_PREFIX = "setup."  # summary.json's setup record: what the fairness table compares
 EXECUTION_KEYS = ("device_type", "processes")  # summary.json compute fields that split cells

@@ -90,7 +90,7 @@ def launch(runs: Sequence[RunConfig], out: str | Path, *, launcher: str = "local
 
 def results(launched: Launch) -> list[RunResult]:
     """Every run of a launch as it stands on disk now."""
-    from bench.jobs import read_summary, run_states
+    from bench.status import read_summary, run_states
 
     states = {s.run_id: s for s in run_states(launched.out, [r.run_id for r in launched.runs])}
     out = []

@@ -18,12 +18,11 @@ from typing import Any
 
 import torch
 
-from bench import store
+from bench import files, store
 from bench.errors import DiskFullError
 
 log = logging.getLogger(__name__)
 
-PREVIOUS = "checkpoint.prev.pt"
 REQUIRED_KEYS = ("model", "optimizer", "state")
 
 
@@ -48,21 +47,21 @@ def _is_disk_full(err: BaseException) -> bool:
 
 def save(run_dir: Path, obj: dict[str, Any]) -> None:
     """Write `obj` as the run's newest checkpoint; the newest until now becomes the previous."""
-    path = run_dir / store.CHECKPOINT
+    path = run_dir / files.CHECKPOINT
     try:
-        store.save_torch(run_dir / f".{store.CHECKPOINT}.new", obj)
+        store.save_torch(run_dir / f".{files.CHECKPOINT}.new", obj)
     except (OSError, RuntimeError) as err:
         if not _is_disk_full(err):
             raise
-        (run_dir / f".{store.CHECKPOINT}.new").unlink(missing_ok=True)
+        (run_dir / f".{files.CHECKPOINT}.new").unlink(missing_ok=True)
         free = shutil.disk_usage(run_dir).free
         raise DiskFullError(
             f"cannot write {path}: the disk is full (it needs about "
             f"{_tensor_bytes(obj) / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free); the "
             "previous checkpoint is intact: free some space and rerun to resume") from None
     if path.exists():
-        path.replace(run_dir / PREVIOUS)
-    (run_dir / f".{store.CHECKPOINT}.new").replace(path)
+        path.replace(run_dir / files.PREVIOUS_CHECKPOINT)
+    (run_dir / f".{files.CHECKPOINT}.new").replace(path)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -86,7 +85,7 @@ def load(run_dir: Path, move_aside: bool = True) -> dict[str, Any] | None:
     """The newest readable checkpoint of the run (None: none, start from scratch). Unreadable
     ones are moved aside (`move_aside`) or just skipped (readers that must not change the
     folder, e.g. `bench status`)."""
-    for name in (store.CHECKPOINT, PREVIOUS):
+    for name in (files.CHECKPOINT, files.PREVIOUS_CHECKPOINT):
         path = run_dir / name
         if not path.exists():
             continue
@@ -99,13 +98,13 @@ def load(run_dir: Path, move_aside: bool = True) -> dict[str, Any] | None:
 
 
 def exists(run_dir: Path) -> bool:
-    return any((run_dir / n).exists() for n in (store.CHECKPOINT, PREVIOUS))
+    return any((run_dir / n).exists() for n in (files.CHECKPOINT, files.PREVIOUS_CHECKPOINT))
 
 
 def peek(run_dir: Path) -> dict[str, Any] | None:
     """The newest readable checkpoint's `state` and `device_type`, read without loading its
     tensors (mmap) and without changing the folder; None when there is none."""
-    for name in (store.CHECKPOINT, PREVIOUS):
+    for name in (files.CHECKPOINT, files.PREVIOUS_CHECKPOINT):
         path = run_dir / name
         if not path.exists():
             continue

@@ -221,8 +221,8 @@ def finish(launch) -> int:
 
 def print_plan(launch) -> None:
     """Count, run ids, state and what differs between the runs; `+` marks those launched now."""
-    from bench.jobs import describe_run
-    from bench.sweep import differing_keys
+    from bench.config import differing_keys
+    from bench.status import describe_run
 
     runs, states, todo, out = launch.runs, launch.states, launch.todo, launch.out
     counts: dict[str, int] = {}
@@ -242,7 +242,7 @@ def print_plan(launch) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from bench.jobs import format_status, run_states
+    from bench.status import format_status, run_states
 
     if not args.dir.is_dir():
         raise BenchError(f"no such results folder: {args.dir}")

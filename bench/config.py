@@ -261,3 +261,16 @@ def apply_overrides(base: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     merged = {**{k: v for k, v in dataclasses.asdict(base).items()}, **overrides}
     typed = parse_options(RunConfig, merged)
     return typed
+
+
+def differing_keys(runs: list[RunConfig]) -> list[str]:
+    """Identity keys whose value differs between runs (what a listing should show). A method
+    option counts only where runs of that method differ in it."""
+    if not runs:
+        return []
+    dicts = [r.identity() for r in runs]
+    flat = [{**{k: v for k, v in d.items() if k != "options"},
+             **{f"{d['method']}.{k}": v for k, v in d["options"].items()}} for d in dicts]
+    keys = sorted(set().union(*flat))
+    return [k for k in keys
+            if len({repr(f.get(k)) for f in flat if "." not in k or k in f}) > 1]

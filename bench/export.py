@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import store
+from bench import files, store
 from bench.errors import ExportError
 from bench.tables import REFERENCES
 
@@ -59,25 +59,25 @@ def export_command(run_dir: Path, to: str) -> str:
 def finished_run(run_dir: Path) -> dict[str, Any]:
     """config.json of a finished, pretrained run, else ExportError saying what is missing."""
     run_dir = Path(run_dir)
-    if not (run_dir / store.CONFIG).is_file():
-        raise ExportError(f"{run_dir} is not a run folder (no {store.CONFIG})")
+    if not (run_dir / files.CONFIG).is_file():
+        raise ExportError(f"{run_dir} is not a run folder (no {files.CONFIG})")
     try:
-        summary = store.read_json(run_dir / store.SUMMARY)
+        summary = store.read_json(run_dir / files.SUMMARY)
     except (OSError, ValueError):
-        raise ExportError(f"run {run_dir} has not finished (no {store.SUMMARY}); rerun its "
+        raise ExportError(f"run {run_dir} has not finished (no {files.SUMMARY}); rerun its "
                           "command to finish it, then export") from None
     if summary.get("status") != "ok":
         raise ExportError(f"run {run_dir} {summary.get('status', 'did not finish')}: "
                           f"{summary.get('error', 'no error recorded')}; nothing to export")
-    config = store.read_json(run_dir / store.CONFIG)
+    config = store.read_json(run_dir / files.CONFIG)
     if config.get("method") in REFERENCES:
         raise ExportError(f"run {run_dir} is the {config['method']} reference row: it "
                           "pretrained nothing")
     if not isinstance(config.get("data_spec"), dict):
-        raise ExportError(f"{run_dir / store.CONFIG} has no data_spec (the run predates bench "
+        raise ExportError(f"{run_dir / files.CONFIG} has no data_spec (the run predates bench "
                           "export); retrain it in a new results folder to export it")
-    if not (run_dir / store.CHECKPOINT).is_file():
-        raise ExportError(f"run {run_dir} has no {store.CHECKPOINT}: its weights are gone")
+    if not (run_dir / files.CHECKPOINT).is_file():
+        raise ExportError(f"run {run_dir} has no {files.CHECKPOINT}: its weights are gone")
     return config
 
 
@@ -96,7 +96,7 @@ def _encoder(run_dir: Path, config: dict[str, Any]):
     spec = DataSpec(**{k: tuple(v) if k == "grid" else v
                        for k, v in config["data_spec"].items() if k in fields})
     encoder = build_encoder(config["encoder"], spec)
-    model = store.load_torch(run_dir / store.CHECKPOINT)["model"]
+    model = store.load_torch(run_dir / files.CHECKPOINT)["model"]
     encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in model.items()
                              if k.startswith("encoder.")})
     return encoder.eval(), spec

@@ -18,7 +18,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure as MplFigure  # no pyplot: no global backend or state
 
-from bench import store
+from bench import files, store
 from bench.stats import summarize
 from bench.tables import CELL, COMPUTE_AXES, NOT_COMPARABLE, metric_info, sections
 
@@ -311,7 +311,7 @@ def reconstruction_figure(ok: pd.DataFrame, cells: pd.DataFrame, out: Path,
         originals, samples = None, []
         for label in cells[(cells.dataset == dataset) & (cells.encoder == encoder)].label:
             run = runs[runs.label == label]
-            path = Path(run.run_dir.iloc[0]) / store.RECONSTRUCTIONS if len(run) else None
+            path = Path(run.run_dir.iloc[0]) / files.RECONSTRUCTIONS if len(run) else None
             if path is None or not path.exists():
                 continue
             rec = store.load_torch(path)

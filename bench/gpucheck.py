@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from bench import precision, progress, store
+from bench import files, precision, progress, store
 from bench.config import RunConfig
 from bench.data import load_dataset
 from bench.data.samples import write_image_folder
@@ -275,7 +275,7 @@ def step_log_agreement(cfg: RunConfig, run_dir: Path, data: Any) -> dict[str, An
     with returned_losses() as kept:
         summary = train_run(cfg, run_dir, progress=False, data=data)
     expected = [t.item() for t in kept]  # .item() synchronises: the true values
-    logged = [r["loss"] for r in store.read_jsonl(run_dir / store.STEPS)]
+    logged = [r["loss"] for r in store.read_jsonl(run_dir / files.STEPS)]
     return {"pass": summary["status"] == "ok" and logged == expected and len(logged) > 0,
             "steps": len(expected), "logged": logged, "returned": expected}
 

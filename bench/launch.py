@@ -30,16 +30,8 @@ from bench import compiling, distributed, progress, stopping, store
 from bench.config import RunConfig
 from bench.data import dataset_key
 from bench.errors import BenchError, SchedulerError
-from bench.jobs import (
-    RETRY_STATES,
-    TODO_STATES,
-    Holder,
-    JobRecord,
-    RunJob,
-    RunState,
-    run_states,
-    write_record,
-)
+from bench.jobs import RunJob
+from bench.lock import Holder
 from bench.slurm import (
     SlurmSettings,
     check_partition_fits,
@@ -47,6 +39,7 @@ from bench.slurm import (
     sbatch_script,
     slurm_settings,
 )
+from bench.status import RETRY_STATES, TODO_STATES, JobRecord, RunState, run_states, write_record
 from bench.validate import validate
 
 log = logging.getLogger(__name__)

@@ -13,13 +13,6 @@ import torch
 
 from bench.errors import OutputError
 
-CONFIG = "config.json"
-METRICS = "metrics.jsonl"
-STEPS = "steps.jsonl"  # mean loss of every N steps, when a run asks (log_every)
-CHECKPOINT = "checkpoint.pt"
-SUMMARY = "summary.json"
-RECONSTRUCTIONS = "reconstructions.pt"
-
 
 def file_mode() -> int:
     """The mode a plain `open(path, "w")` gives a new file under this process's umask (0644

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import methods  # noqa: F401  (registers every method)
-from bench import checkpoint, compiling, distributed, precision, stopping, store, trackers
+from bench import checkpoint, compiling, distributed, files, precision, stopping, store, trackers
 from bench.catalog import REFERENCES
 from bench.config import RunConfig
 from bench.data import dataset_key, load_dataset
@@ -212,7 +212,7 @@ class RunContext:
 
 def write_config(run_dir: Path, cfg: RunConfig, data) -> None:
     store.write_json(
-        run_dir / store.CONFIG,
+        run_dir / files.CONFIG,
         {
             **cfg.to_dict(),
             "run_id": cfg.run_id,
@@ -285,9 +285,9 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
     cfg, device, data = ctx.cfg, ctx.device, ctx.data
     dist = distributed.current()
     rows = dist.rows(cfg.batch_size)
-    ckpt_path = ctx.run_dir / store.CHECKPOINT
-    metrics_path = ctx.run_dir / store.METRICS
-    steps_path = ctx.run_dir / store.STEPS
+    ckpt_path = ctx.run_dir / files.CHECKPOINT
+    metrics_path = ctx.run_dir / files.METRICS
+    steps_path = ctx.run_dir / files.STEPS
     opt = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
     subset = pretrain_subset(cfg.seed, data.n_pretrain(), cfg.train_limit)
     n = data.n_pretrain() if subset is None else len(subset)
@@ -457,7 +457,7 @@ def save_reconstructions(ctx: RunContext, model: MaskedPretrainer) -> None:
         + torch.tensor(data.mean, device=t.device).view(1, -1, 1, 1)
     ).clamp(0, 1)
     store.save_torch(
-        ctx.run_dir / store.RECONSTRUCTIONS,
+        ctx.run_dir / files.RECONSTRUCTIONS,
         {
             "images": to_unit(x).cpu(),
             "visible": out.visible.mask(spec.num_tokens).cpu(),
@@ -545,13 +545,13 @@ def _train_and_evaluate(
             metrics["recon_loss"] = reconstruction_loss(
                 model, data, test, cfg.eval_batch_size, device, cfg.seed
             )
-        metrics["pretrain_loss"] = store.read_jsonl(run_dir / store.METRICS)[-1]["loss"]
+        metrics["pretrain_loss"] = store.read_jsonl(run_dir / files.METRICS)[-1]["loss"]
         save_reconstructions(ctx, model)
     compute["peak_mem_bytes"] = peak_memory_bytes(device)
     compute["wall_s"] = time.perf_counter() - wall_start
     summary = summary_record(cfg, "ok", metrics=metrics, compute=compute, setup=setup,
                              data=data_record(data))
-    store.write_json(run_dir / store.SUMMARY, summary)
+    store.write_json(run_dir / files.SUMMARY, summary)
     tracker.log_result(summary)
     return summary
 
@@ -611,5 +611,5 @@ def write_failure(cfg: RunConfig, run_dir: Path, err: BaseException) -> dict[str
         traceback="".join(traceback.format_exception(err))[-4000:],
     )
     if distributed.current().is_main:
-        store.write_json(run_dir / store.SUMMARY, summary)
+        store.write_json(run_dir / files.SUMMARY, summary)
     return summary

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from bench import checkpoint, distributed, store, trackers
+from bench import checkpoint, distributed, files, trackers
 from bench.catalog import REFERENCES
 from bench.config import RunConfig
 from bench.data import dataset_key, load_dataset
@@ -85,6 +85,6 @@ def validate(runs: Sequence[RunConfig], out: Path) -> dict[tuple, Any]:
             check_model(cfg, data)
         found = checkpoint.peek(out / cfg.run_id)
         if found is not None:
-            check_device_type(found["device_type"], device, out / cfg.run_id / store.CHECKPOINT)
+            check_device_type(found["device_type"], device, out / cfg.run_id / files.CHECKPOINT)
     trackers.check_runs(runs, out)  # a missing package or a bad URI: one line, nothing trained
     return datasets

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import store
+from bench import files, store
 from bench.cli import main
 
 TINY = ["--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--train-limit", "256",
@@ -134,7 +134,7 @@ def test_killed_mid_epoch_resumes_to_same_numbers(tmp_path):
     position = (0, 0)
     while position < (1, 3) and time.time() < deadline and proc.poll() is None:
         dirs = run_dirs(tmp_path / "cut")
-        if dirs and (dirs[0] / store.CHECKPOINT).exists():
+        if dirs and (dirs[0] / files.CHECKPOINT).exists():
             try:
                 position = checkpoint_position(dirs[0])
             except (RuntimeError, OSError, EOFError):  # replaced while being read
@@ -150,7 +150,7 @@ def test_killed_mid_epoch_resumes_to_same_numbers(tmp_path):
     full_dir = run_dirs(tmp_path / "full")[0]
     assert store.read_json(run_dir / "summary.json")["metrics"] == store.read_json(
         full_dir / "summary.json")["metrics"]
-    for name in (store.METRICS, store.STEPS):
+    for name in (files.METRICS, files.STEPS):
         assert (run_dir / name).read_text() == (full_dir / name).read_text()
     attempts = store.read_jsonl(run_dir / "attempts.jsonl")
     assert [(a["start_epoch"], a["start_step"]) for a in attempts] == [(0, 0), (epoch, step)]

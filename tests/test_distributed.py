@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import distributed, store
+from bench import distributed, files, store
 from bench.cli import main
 from bench.data import load_dataset
 from bench.data.streaming import pretrain_batches
@@ -69,7 +69,7 @@ def test_ranks_rows_together_are_the_global_batch(digits):
         assert torch.equal(torch.cat([halves[0][i], halves[1][i]]), whole[i])
 
 
-def _losses(run_dir: Path, name: str = store.METRICS) -> list[float]:
+def _losses(run_dir: Path, name: str = files.METRICS) -> list[float]:
     return [r["loss"] for r in store.read_jsonl(run_dir / name)]
 
 
@@ -100,9 +100,9 @@ def test_torchrun_two_processes_follow_one(tmp_path, single):
     out, spied = tmp_path / "ddp", tmp_path / "rows"
     _torchrun(out, spied, *CLI, "checkpoint_every_min=1e-9")
     run = out / single.name
-    assert store.read_json(run / store.SUMMARY)["status"] == "ok"
+    assert store.read_json(run / files.SUMMARY)["status"] == "ok"
     assert _losses(run) == pytest.approx(_losses(single), rel=RTOL)
-    assert _losses(run, store.STEPS) == pytest.approx(_losses(single, store.STEPS), rel=RTOL)
+    assert _losses(run, files.STEPS) == pytest.approx(_losses(single, files.STEPS), rel=RTOL)
     assert len(store.read_jsonl(run / "attempts.jsonl")) == 1
     # Each rank trained on its 16 rows of every 32-sample step, 4 steps x 2 epochs, and both
     # checkpointed after step 2 of each epoch (not after step 4: the epoch's own checkpoint).
@@ -128,8 +128,8 @@ def test_torchrun_two_processes_follow_one_with_batch_norm(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = out / cfg.run_id
     assert _losses(run) == pytest.approx(_losses(single), rel=RTOL)
-    assert _losses(run, store.STEPS) == pytest.approx(_losses(single, store.STEPS), rel=RTOL)
-    ddp, one = (store.load_torch(d / store.CHECKPOINT)["model"] for d in (run, single))
+    assert _losses(run, files.STEPS) == pytest.approx(_losses(single, files.STEPS), rel=RTOL)
+    ddp, one = (store.load_torch(d / files.CHECKPOINT)["model"] for d in (run, single))
     stats = [k for k in one if k.endswith(("running_mean", "running_var"))]
     assert stats and all(torch.allclose(ddp[k], one[k], rtol=1e-4, atol=1e-6) for k in stats)
 
@@ -161,9 +161,9 @@ def test_cli_compile_follows_eager(tmp_path, single):
     out = tmp_path / "compiled"
     assert main(["run", "--methods", "mae", "--out", str(out), "--compile", *CLI]) == 0
     run = out / single.name
-    assert store.read_json(run / store.SUMMARY)["status"] == "ok"
+    assert store.read_json(run / files.SUMMARY)["status"] == "ok"
     assert _losses(run) == pytest.approx(_losses(single), rel=COMPILED_RTOL)
-    assert _losses(run, store.STEPS) == pytest.approx(_losses(single, store.STEPS), rel=COMPILED_RTOL)
+    assert _losses(run, files.STEPS) == pytest.approx(_losses(single, files.STEPS), rel=COMPILED_RTOL)
     assert _losses(run) != _losses(single)  # compiled code did run
 
 
@@ -180,9 +180,9 @@ def test_torchrun_compiled_follows_one_eager(tmp_path):
     args[args.index("--batch-size") + 1] = "64"
     _torchrun(out, spied, *args)
     run = out / cfg.run_id
-    assert store.read_json(run / store.SUMMARY)["compute"]["processes"] == 2
+    assert store.read_json(run / files.SUMMARY)["compute"]["processes"] == 2
     assert _losses(run) == pytest.approx(_losses(eager), rel=COMPILED_RTOL)
-    assert _losses(run, store.STEPS) == pytest.approx(_losses(eager, store.STEPS), rel=COMPILED_RTOL)
+    assert _losses(run, files.STEPS) == pytest.approx(_losses(eager, files.STEPS), rel=COMPILED_RTOL)
     for rank in (0, 1):
         assert json.loads(Path(f"{spied}{rank}.json").read_text())[0] == [32] * 4
 
@@ -209,7 +209,7 @@ def test_two_task_slurm_job_resumes_under_ddp(tmp_path, single):
     tasks train the run together under DDP (gloo), resuming the mid-epoch checkpoint of a killed
     single process; the result follows the single process's trajectory."""
     _slurm_usable()
-    from bench.jobs import run_states
+    from bench.status import run_states
 
     cfg = resolve_run(tiny_config(**TINY))
     out = tmp_path / "out"
@@ -228,13 +228,13 @@ def test_two_task_slurm_job_resumes_under_ddp(tmp_path, single):
             subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
             pytest.fail(f"job {job_id} not done after 300 s (state {state})")
         time.sleep(1)
-    summary = store.read_json(run_dir / store.SUMMARY)
+    summary = store.read_json(run_dir / files.SUMMARY)
     assert state == "done", summary.get("error")
     assert summary["compute"]["processes"] == 2
     attempts = store.read_jsonl(run_dir / "attempts.jsonl")
     assert [(r["start_epoch"], r["start_step"]) for r in attempts] == [(1, 2)]
     assert _losses(run_dir) == pytest.approx(_losses(single), rel=RTOL)
-    assert _losses(run_dir, store.STEPS) == pytest.approx(_losses(single, store.STEPS), rel=RTOL)
+    assert _losses(run_dir, files.STEPS) == pytest.approx(_losses(single, files.STEPS), rel=RTOL)
 
 
 if __name__ == "__main__":  # a torchrun worker of test_torchrun_two_processes_follow_one

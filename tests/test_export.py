@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from bench import store
+from bench import files, store
 from bench.cli import main
 from bench.document import render_markdown
 from bench.export import METADATA_KEY, _encoder, export_command
@@ -57,18 +57,18 @@ def test_vit_loads_in_timm_and_gives_the_encoders_features(runs, tmp_path, capsy
     model = namespace["model"]
     assert type(model).__name__ == "VisionTransformer"
     assert model.cls_token is None and model.global_pool == "avg"
-    encoder, _ = _encoder(runs["vit"], store.read_json(runs["vit"] / store.CONFIG))
+    encoder, _ = _encoder(runs["vit"], store.read_json(runs["vit"] / files.CONFIG))
     x = batch()
     with torch.no_grad():
         assert (model(x) - encoder.pooled(x)).abs().max() <= TOLERANCE
         assert (model.forward_features(x) - encoder.forward_tokens(x)).abs().max() <= TOLERANCE
-    trained = store.load_torch(runs["vit"] / store.CHECKPOINT)["model"]["encoder.blocks.0.attn.qkv.weight"]
+    trained = store.load_torch(runs["vit"] / files.CHECKPOINT)["model"]["encoder.blocks.0.attn.qkv.weight"]
     assert torch.equal(model.blocks[0].attn.qkv.weight, trained)  # the trained weights, not init
     # timm's data config is the run's: input size and normalisation.
     import timm.data
 
     data_cfg = timm.data.resolve_data_config(model=model)
-    spec = store.read_json(runs["vit"] / store.CONFIG)["data_spec"]
+    spec = store.read_json(runs["vit"] / files.CONFIG)["data_spec"]
     assert data_cfg["input_size"] == (1, 32, 32) and data_cfg["mean"] == tuple(spec["mean"])
     with safe_open(file, "pt") as f:
         meta = json.loads(f.metadata()[METADATA_KEY])
@@ -81,7 +81,7 @@ def test_cnn_exports_its_timm_trunk(runs, tmp_path, capsys):
     namespace: dict = {}
     exec(load.split("\n(fmap,) =")[0], namespace)
     model = namespace["model"]
-    encoder, _ = _encoder(runs["cnn"], store.read_json(runs["cnn"] / store.CONFIG))
+    encoder, _ = _encoder(runs["cnn"], store.read_json(runs["cnn"] / files.CONFIG))
     x = batch()
     with torch.no_grad():
         (fmap,) = model(x)
@@ -96,7 +96,7 @@ def test_safetensors_is_the_encoders_own_state_dict(runs, tmp_path, capsys):
     file = tmp_path / "own.safetensors"
     export(runs["cnn"], "safetensors", file, capsys)
     trained = {k.removeprefix("encoder."): v for k, v in
-               store.load_torch(runs["cnn"] / store.CHECKPOINT)["model"].items()
+               store.load_torch(runs["cnn"] / files.CHECKPOINT)["model"].items()
                if k.startswith("encoder.")}
     saved = load_file(file)
     assert saved.keys() == trained.keys()
@@ -122,18 +122,18 @@ def test_unfinished_failed_and_reference_runs_are_refused(runs, tmp_path, capsys
     assert "not a run folder" in refused(tmp_path)
     cfg = resolve_run(tiny_config())
     unfinished = tmp_path / "unfinished"
-    store.write_json(unfinished / store.CONFIG, cfg.to_dict())
+    store.write_json(unfinished / files.CONFIG, cfg.to_dict())
     assert "has not finished" in refused(unfinished)
     write_failure(cfg, unfinished, ValueError("loss is nan"))
     assert "failed: ValueError: loss is nan" in refused(unfinished)
     reference = tmp_path / "reference"
-    store.write_json(reference / store.CONFIG, {**cfg.to_dict(), "method": "random-init"})
-    store.write_json(reference / store.SUMMARY, {"status": "ok"})
+    store.write_json(reference / files.CONFIG, {**cfg.to_dict(), "method": "random-init"})
+    store.write_json(reference / files.SUMMARY, {"status": "ok"})
     assert "reference row" in refused(reference)
     text = tmp_path / "text"
-    config = store.read_json(runs["vit"] / store.CONFIG)
-    store.write_json(text / store.CONFIG, {**config, "data_spec": {**config["data_spec"],
+    config = store.read_json(runs["vit"] / files.CONFIG)
+    store.write_json(text / files.CONFIG, {**config, "data_spec": {**config["data_spec"],
                                                                     "modality": "text"}})
-    store.write_json(text / store.SUMMARY, {"status": "ok"})
-    (text / store.CHECKPOINT).symlink_to(runs["vit"] / store.CHECKPOINT)
+    store.write_json(text / files.SUMMARY, {"status": "ok"})
+    (text / files.CHECKPOINT).symlink_to(runs["vit"] / files.CHECKPOINT)
     assert "no timm counterpart" in refused(text, "--to", "timm")

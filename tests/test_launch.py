@@ -15,27 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from bench import compiling, store
+from bench import compiling, files, store
 from bench.data import dataset_key
 from bench.errors import SchedulerError
+from bench.files import ATTEMPTS, JOB, LOCK
 from bench.gpucheck import EpochClock
-from bench.jobs import (
-    ATTEMPTS,
-    JOB,
-    LOCK,
-    LOCK_WRITE_GRACE_S,
-    Holder,
-    JobRecord,
-    RunJob,
-    RunLock,
-    format_status,
-    process_start,
-    read_record,
-    run_states,
-    write_record,
-)
+from bench.jobs import RunJob
 from bench.launch import LocalLauncher, SubmititLauncher, _init_worker, runs_to_do
+from bench.lock import LOCK_WRITE_GRACE_S, Holder, RunLock, process_start
 from bench.slurm import JobInfo, SlurmSettings, parse_sacct, slurm_settings
+from bench.status import JobRecord, format_status, read_record, run_states, write_record
 from bench.sweep import resolve_run
 from tests.conftest import tiny_config
 
@@ -146,7 +135,7 @@ def test_run_job_skips_a_run_another_live_process_holds(tmp_path, digits):
     store.write_json(run_dir / LOCK, dataclasses.asdict(parent))
     result = RunJob(cfg, run_dir).run(digits)
     assert result["status"] == "skipped" and result["held_by"]["pid"] == os.getppid()
-    assert not (run_dir / store.CONFIG).exists() and not (run_dir / ATTEMPTS).exists()
+    assert not (run_dir / files.CONFIG).exists() and not (run_dir / ATTEMPTS).exists()
 
 
 # ------------------------------------------------------------------ states and relaunching
@@ -170,7 +159,7 @@ def test_states_decide_what_is_launched_again(tmp_path):
             infos[f"5_{seed}"] = JobInfo(state, 61.0)
         if summary is not None:
             record = {"run_id": cfg.run_id, "status": summary, "error": "ValueError: boom"}
-            store.write_json(out / cfg.run_id / store.SUMMARY, record)
+            store.write_json(out / cfg.run_id / files.SUMMARY, record)
     states = {s.run_id: s for s in run_states(out, [c.run_id for c in cfgs],
                                               query=lambda ids: infos)}
     got = [states[c.run_id].state for c in cfgs]
@@ -231,7 +220,7 @@ def test_local_failure_is_recorded_with_its_error_and_status(tmp_path, digits, c
     states = {s.run_id: s for s in run_states(tmp_path)}
     assert states[good.run_id].state == "done" and states[good.run_id].attempts == 1
     assert states[bad.run_id].state == "failed"
-    assert states[bad.run_id].log == tmp_path / bad.run_id / store.SUMMARY
+    assert states[bad.run_id].log == tmp_path / bad.run_id / files.SUMMARY
     assert "exceeds the 16 pretraining samples" in states[bad.run_id].error
     assert main(["status", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
@@ -340,7 +329,7 @@ def test_an_interrupted_run_stays_resumable(tmp_path, digits):
     run_dir = tmp_path / cfg.run_id
     result = RunJob(cfg, run_dir, interrupt=lambda epoch: epoch == 1).run(digits)
     assert result["status"] == "interrupted" and "after epoch 1" in result["error"]
-    assert not (run_dir / store.SUMMARY).exists() and not (run_dir / LOCK).exists()
+    assert not (run_dir / files.SUMMARY).exists() and not (run_dir / LOCK).exists()
     (state,) = run_states(tmp_path, [cfg.run_id])
     assert state.state == "interrupted"
     assert runs_to_do([cfg], tmp_path, retry_failed=False) == [cfg]
@@ -360,7 +349,7 @@ def test_summary_records_processes_and_device_type_and_resume_checks_it(tmp_path
     assert summary["compute"]["processes"] == 1 and summary["compute"]["device_type"] == "cpu"
     other = resolve_run(tiny_config(epochs=2, protocols="knn"))
     RunJob(other, tmp_path / other.run_id, interrupt=lambda epoch: epoch == 1).run(digits)
-    checkpoint = tmp_path / other.run_id / store.CHECKPOINT
+    checkpoint = tmp_path / other.run_id / files.CHECKPOINT
     state = store.load_torch(checkpoint)
     store.save_torch(checkpoint, {**state, "device_type": "cuda"})
     before = checkpoint.read_bytes()

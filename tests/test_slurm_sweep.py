@@ -18,12 +18,14 @@ import cloudpickle
 import pytest
 import torch
 
-from bench import store
+from bench import files, store
 from bench.cli import main
 from bench.config import RunConfig
-from bench.jobs import ATTEMPTS, JOB, RunJob, checkpoint_position, run_states
+from bench.files import ATTEMPTS, JOB
+from bench.jobs import RunJob, checkpoint_position
 from bench.launch import SUBMITIT_DIR, SubmititLauncher
 from bench.slurm import query_jobs, slurm_settings
+from bench.status import run_states
 from bench.sweep import resolve_run
 from bench.train import train_run
 from tests.test_slurm_cluster import _poll, slurm_cluster  # noqa: F401  (the cluster fixture)
@@ -168,8 +170,8 @@ def test_requeued_job_resumes_to_same_metrics(tmp_path, digits, submitted):
         full = train_run(cfg, tmp_path / "full", progress=False, data=digits)
     finally:
         torch.set_num_threads(threads)
-    assert store.read_json(run_dir / store.SUMMARY)["metrics"] == full["metrics"]
-    assert (run_dir / store.METRICS).read_text() == (tmp_path / "full" / store.METRICS).read_text()
+    assert store.read_json(run_dir / files.SUMMARY)["metrics"] == full["metrics"]
+    assert (run_dir / files.METRICS).read_text() == (tmp_path / "full" / files.METRICS).read_text()
 
 
 def test_two_submissions_of_one_run_train_once(tmp_path, submitted):
@@ -190,7 +192,7 @@ def test_two_submissions_of_one_run_train_once(tmp_path, submitted):
     results = [j.result() for j in jobs]
     run_dir = out / cfg.run_id
     assert len(store.read_jsonl(run_dir / ATTEMPTS)) == 1  # exactly one of them trained
-    assert [r["epoch"] for r in store.read_jsonl(run_dir / store.METRICS)] == [1, 2]
+    assert [r["epoch"] for r in store.read_jsonl(run_dir / files.METRICS)] == [1, 2]
     assert sorted(r["status"] for r in results) in (["ok", "skipped"], ["ok", "ok"])
     assert not (run_dir / "lock").exists()
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench import store
+from bench import files, store
 from bench.data import load_dataset
 from bench.data import streaming as S
 from bench.data.samples import write_image_folder
@@ -100,7 +100,7 @@ def test_trains_end_to_end_on_the_folder(tmp_path, folder, data):
                                   protocols="knn"))
     s = train_run(cfg, tmp_path / cfg.run_id, progress=False, data=data)
     assert s["status"] == "ok" and 0 <= s["metrics"]["knn_top1"] <= 1
-    assert store.read_json(tmp_path / cfg.run_id / store.CONFIG)["data_fingerprint"] == data.fingerprint
+    assert store.read_json(tmp_path / cfg.run_id / files.CONFIG)["data_fingerprint"] == data.fingerprint
 
 
 def test_imagefolder_errors_name_the_layout(tmp_path):

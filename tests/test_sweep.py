@@ -10,9 +10,10 @@ import pytest
 
 from bench.api import split_launcher_settings
 from bench.cli import main
+from bench.config import differing_keys
 from bench.errors import ConfigError
 from bench.slurm import slurm_settings
-from bench.sweep import differing_keys, expand, load_spec
+from bench.sweep import expand, load_spec
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import store, trackers
+from bench import files, store, trackers
 from bench.cli import main
 from bench.config import RunConfig
 from bench.distributed import Dist
@@ -62,13 +62,13 @@ def test_a_resumed_run_is_one_tracker_run_with_each_value_once(tmp_path, digits)
         train_run(cfg, run_dir, progress=False, data=digits, interrupt=lambda e: e == 1)
     kill_at_step(3, lambda: train_run(cfg, run_dir, progress=False, data=digits))  # at step 8
     summary = train_run(cfg, run_dir, progress=False, data=digits)
-    steps = {r["step"]: r["loss"] for r in store.read_jsonl(run_dir / store.STEPS)}
-    epochs = store.read_jsonl(run_dir / store.METRICS)
+    steps = {r["step"]: r["loss"] for r in store.read_jsonl(run_dir / files.STEPS)}
+    epochs = store.read_jsonl(run_dir / files.METRICS)
     assert list(steps) == [2, 4, 6, 8] and [e["epoch"] for e in epochs] == [1, 2]
     assert "knn_top1" in epochs[0]  # --eval-every 1: kNN after epoch 1 (the last is final)
     last = 2 * STEPS_PER_EPOCH
     final = summary["metrics"]
-    grid = reconstruction_grid(store.load_torch(run_dir / store.RECONSTRUCTIONS))
+    grid = reconstruction_grid(store.load_torch(run_dir / files.RECONSTRUCTIONS))
 
     # TensorBoard: event files in the run folder; the killed attempt's step 6 is purged.
     acc = event_accumulator.EventAccumulator(str(run_dir / "tensorboard"))
@@ -151,7 +151,7 @@ def test_tracker_problems_are_one_line_errors_before_anything_trains(tmp_path, c
     cfg = resolve_run(tiny_config(log_to="mlflow"))
     with pytest.raises(TrackerError):
         train_run(cfg, tmp_path / "d" / cfg.run_id, progress=False)
-    assert not (tmp_path / "d" / cfg.run_id / store.CONFIG).exists()
+    assert not (tmp_path / "d" / cfg.run_id / files.CONFIG).exists()
 
 
 def test_a_tracker_failing_mid_run_is_dropped_and_the_run_goes_on(tmp_path, digits, caplog,

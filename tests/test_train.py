@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from bench import store
+from bench import files, store
 from bench.evaluate import knn_top1, linear_probe
 from bench.jobs import checkpoint_position
 from bench.optim import lr_at
@@ -40,13 +40,13 @@ def test_resume_equals_uninterrupted(tmp_path, digits):
     full = train_run(cfg, tmp_path / "full", progress=False, data=digits)
     with pytest.raises(RunInterrupted):
         train_run(cfg, tmp_path / "cut", progress=False, data=digits, interrupt=lambda e: e == 1)
-    assert store.load_torch(tmp_path / "cut" / store.CHECKPOINT)["state"]["epoch"] == 1
-    assert not (tmp_path / "cut" / store.SUMMARY).exists()
+    assert store.load_torch(tmp_path / "cut" / files.CHECKPOINT)["state"]["epoch"] == 1
+    assert not (tmp_path / "cut" / files.SUMMARY).exists()
     resumed = train_run(cfg, tmp_path / "cut", progress=False, data=digits)
     assert resumed["metrics"] == full["metrics"]
-    lines = (tmp_path / "cut" / store.METRICS).read_text().splitlines()
+    lines = (tmp_path / "cut" / files.METRICS).read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
-    assert lines == (tmp_path / "full" / store.METRICS).read_text().splitlines()
+    assert lines == (tmp_path / "full" / files.METRICS).read_text().splitlines()
 
 
 @pytest.mark.parametrize("killed_at", [2, 6])  # inside epoch 1, inside epoch 2 (4 steps each)
@@ -60,7 +60,7 @@ def test_mid_epoch_resume_equals_uninterrupted(tmp_path, digits, killed_at):
     assert checkpoint_position(tmp_path / "cut") == divmod(killed_at, 4)
     resumed = train_run(cfg, tmp_path / "cut", progress=False, data=digits)
     assert resumed["metrics"] == full["metrics"]
-    for name in (store.METRICS, store.STEPS):
+    for name in (files.METRICS, files.STEPS):
         assert (tmp_path / "cut" / name).read_text() == (tmp_path / "full" / name).read_text()
     assert resumed["compute"]["train_samples_per_s"] > 0
 
@@ -68,16 +68,16 @@ def test_mid_epoch_resume_equals_uninterrupted(tmp_path, digits, killed_at):
 def test_summary_matches_design(tmp_path, digits):
     cfg = resolve_run(tiny_config(epochs=1))
     s = train_run(cfg, tmp_path / cfg.run_id, progress=False, data=digits)
-    assert s == store.read_json(tmp_path / cfg.run_id / store.SUMMARY)
+    assert s == store.read_json(tmp_path / cfg.run_id / files.SUMMARY)
     assert {"run_id", "method", "dataset", "encoder", "seed", "status", "metrics", "compute"} <= set(s)
     assert s["status"] == "ok" and s["run_id"] == cfg.run_id
     assert {"linear_top1", "knn_top1", "recon_loss"} <= set(s["metrics"])
     c = s["compute"]
     assert {"pretrain_flops_per_sample", "train_samples_per_s", "peak_mem_bytes", "wall_s", "device"} <= set(c)
     assert c["pretrain_flops_per_sample"] > 1e6 and c["train_samples_per_s"] > 0
-    config = store.read_json(tmp_path / cfg.run_id / store.CONFIG)
+    config = store.read_json(tmp_path / cfg.run_id / files.CONFIG)
     assert config["run_id"] == cfg.run_id and "versions" in config and "data_fingerprint" in config
-    rec = store.load_torch(tmp_path / cfg.run_id / store.RECONSTRUCTIONS)
+    rec = store.load_torch(tmp_path / cfg.run_id / files.RECONSTRUCTIONS)
     assert rec["images"].shape == rec["recon"].shape == (8, 1, 32, 32)
 
 
@@ -86,7 +86,7 @@ def test_reference_rows(tmp_path, digits, reference):
     cfg = resolve_run(tiny_config(method=reference))
     s = train_run(cfg, tmp_path / cfg.run_id, progress=False, data=digits)
     assert 0.3 < s["metrics"]["knn_top1"] <= 1.0
-    assert not (tmp_path / cfg.run_id / store.CHECKPOINT).exists()
+    assert not (tmp_path / cfg.run_id / files.CHECKPOINT).exists()
 
 
 def test_train_limit_is_one_subset_for_the_whole_run(tmp_path, digits, monkeypatch):

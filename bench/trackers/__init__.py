@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench import distributed, store
+from bench import distributed, files, store
 from bench.config import RunConfig, tracker_list
 from bench.errors import TrackerError
 
@@ -141,7 +141,7 @@ class RunTracker:
                 raise
             except Exception as err:
                 raise TrackerError(f"log_to={name}: cannot start the run: {_one_line(err)}") from None
-        config_path = self.site.run_dir / store.CONFIG
+        config_path = self.site.run_dir / files.CONFIG
         if resume_step == 0 and config_path.exists():
             self._each("log_config", store.read_json(config_path))
 
@@ -161,7 +161,7 @@ class RunTracker:
             return
         self.log_metrics(summary.get("metrics", {}), self.step, "final")
         self.log_metrics(summary.get("compute", {}), self.step, "compute")
-        path = self.site.run_dir / store.RECONSTRUCTIONS
+        path = self.site.run_dir / files.RECONSTRUCTIONS
         if path.exists():
             from bench.figures import reconstruction_grid
 

@@ -1,0 +1,22 @@
+"""The run folder's file names, in one place (DESIGN.md, "A run on disk"):
+
+    OUT/<run_id>/
+      config.json         resolved config + git sha + package versions + data fingerprint
+      metrics.jsonl       one JSON object per epoch (and --eval-every evaluation)
+      steps.jsonl         the mean loss of every `log_every` steps
+      checkpoint.pt       the newest checkpoint; checkpoint.prev.pt the one before
+      summary.json        written last: status, metrics, compute, setup, data
+      reconstructions.pt  test images, the visible mask and the reconstruction (images)
+      lock, job.json, attempts.jsonl   who trains the run, how it was launched, each start
+"""
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+STEPS = "steps.jsonl"
+CHECKPOINT = "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
+SUMMARY = "summary.json"
+RECONSTRUCTIONS = "reconstructions.pt"
+LOCK = "lock"
+JOB = "job.json"
+ATTEMPTS = "attempts.jsonl"
