@@ -90,7 +90,8 @@ class Exported:
 
 def _encoder(run_dir: Path, config: dict[str, Any]):
     """The run's trained encoder, rebuilt from its preset and data spec (eval mode)."""
-    from bench.models.encoders import DataSpec, build_encoder
+    from bench.models.encoders import build_encoder
+    from bench.spec import DataSpec
 
     fields = DataSpec.__dataclass_fields__
     spec = DataSpec(**{k: tuple(v) if k == "grid" else v

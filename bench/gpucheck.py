@@ -48,9 +48,9 @@ from bench.config import RunConfig
 from bench.data import load_dataset
 from bench.data.samples import write_image_folder
 from bench.data.streaming import load_imagefolder, pretrain_batches
-from bench.models.encoders import DataSpec
 from bench.models.pretrainer import MaskedPretrainer
 from bench.perf import synthetic_spec
+from bench.spec import DataSpec
 from bench.sweep import SweepSpec, load_spec, resolve_run
 from bench.train import (
     REFERENCES,

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from bench.spec import grid_size
+
 
 @dataclass
 class Visible:
@@ -38,12 +40,6 @@ class Visible:
         origin = None if self.origin is None else self.origin.to(device)
         return Visible(self.index.to(device), origin, self.shape)
 
-
-def grid_size(grid: tuple[int, ...]) -> int:
-    n = 1
-    for g in grid:
-        n *= g
-    return n
 
 
 def random_visible(batch: int, n: int, keep: int, generator: torch.Generator) -> Visible:

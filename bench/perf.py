@@ -26,9 +26,9 @@ from bench.data.streaming import pretrain_batches
 from bench.devices import device_name, peak_memory_bytes, resolve_device
 from bench.errors import ConfigError
 from bench.evaluate import autocast
-from bench.models.encoders import DataSpec
 from bench.optim import build_optimizer
 from bench.progress import bar
+from bench.spec import DataSpec
 from bench.sweep import resolve_run, split_settings
 from bench.train import (
     TrainStep,

@@ -9,8 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from bench.errors import OutputError
 
 
@@ -80,6 +78,8 @@ def read_json(path: Path) -> Any:
 
 
 def save_torch(path: Path, obj: Any) -> None:
+    import torch  # here, not at the top: status, report and list never load torch
+
     _atomic(path, lambda f: torch.save(obj, f))
 
 
@@ -87,6 +87,8 @@ def load_torch(path: Path) -> Any:
     """A file this package wrote (checkpoint, reconstructions, cached tensors), loaded with
     `weights_only=True`: tensors and plain containers only, so a file a user was handed cannot
     run code."""
+    import torch
+
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

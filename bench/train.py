@@ -34,12 +34,13 @@ from bench.evaluate import (
     reconstruction_loss,
 )
 from bench.evaluate_sentences import masked_sentence_metrics, next_sentence_top1
-from bench.models.encoders import DataSpec, build_encoder
+from bench.models.encoders import build_encoder
 from bench.models.patches import patchify, unpatchify
 from bench.models.pretrainer import MaskedPretrainer
 from bench.models.sentences import SentencePretrainer, slot_spec
 from bench.optim import WEIGHT_DECAY_RULE, build_optimizer, lr_at
 from bench.progress import bar, shown
+from bench.spec import DataSpec
 from bench.validate import check_fits
 from methods.base import build_method
 

@@ -5,8 +5,9 @@ import torch
 
 import methods
 from bench.config import RunConfig
-from bench.models.encoders import DataSpec, TransformerEncoder
+from bench.models.encoders import TransformerEncoder
 from bench.models.pretrainer import MaskedPretrainer
+from bench.spec import DataSpec
 from methods.base import build_method
 from tests.conftest import assert_compiles_as_one_graph
 

@@ -7,8 +7,9 @@ import torch
 
 from bench.errors import IncompatibleError
 from bench.masking import gather_tokens, grid_size
-from bench.models.encoders import DataSpec, build_encoder
+from bench.models.encoders import build_encoder
 from bench.models.pretrainer import MaskedPretrainer
+from bench.spec import DataSpec
 from methods.base import build_method
 from methods.interp import interpolate_1d, interpolate_2d
 from methods.qbheat import propagate, propagate_1d

@@ -11,7 +11,7 @@ import torch
 from bench import perf
 from bench.cli import main
 from bench.config import RunConfig
-from bench.models.encoders import DataSpec
+from bench.spec import DataSpec
 from bench.train import TrainStep, build_model, pretrain_flops_per_sample, use_compile
 
 

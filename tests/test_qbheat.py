@@ -8,8 +8,9 @@ import torch
 import bench.models.cnn  # noqa: F401  (registers the CNN encoder presets)
 from bench.errors import ConfigError
 from bench.masking import block_visible, grid_size
-from bench.models.encoders import DataSpec, build_encoder
+from bench.models.encoders import build_encoder
 from bench.models.pretrainer import MaskedPretrainer
+from bench.spec import DataSpec
 from methods.base import build_method, resolve_options
 from methods.qbheat import QBHeat, propagate, propagate_1d
 

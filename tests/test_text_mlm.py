@@ -24,8 +24,9 @@ from bench.data.images import EvalSplit
 from bench.errors import ConfigError, IncompatibleError
 from bench.evaluate import extract_features, linear_probe, masked_token_metrics
 from bench.masking import Visible
-from bench.models.encoders import DataSpec, TransformerEncoder
+from bench.models.encoders import TransformerEncoder
 from bench.models.pretrainer import MaskedPretrainer, PretrainOutput
+from bench.spec import DataSpec
 from bench.sweep import expand
 from bench.train import train_run
 from methods.base import build_method

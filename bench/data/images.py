@@ -18,7 +18,7 @@ from torch import Tensor
 
 from bench.data.cards import load_card
 from bench.errors import DataNotFoundError
-from bench.models.encoders import DataSpec
+from bench.spec import DataSpec
 
 
 @dataclass

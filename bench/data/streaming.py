@@ -29,7 +29,7 @@ from bench.data.cards import load_card
 from bench.data.image_scan import unreadable
 from bench.data.images import EvalSplit, apply_affine, crop_flip_params, normalize_images
 from bench.errors import ConfigError, DataNotFoundError
-from bench.models.encoders import DataSpec
+from bench.spec import DataSpec
 
 log = logging.getLogger(__name__)
 TORCHVISION_SETS = ("cifar10", "cifar100", "stl10")

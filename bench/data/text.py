@@ -21,7 +21,7 @@ from bench.data.images import EvalSplit
 from bench.data.packing import bag_of_words, blocks_upto, pack_blocks, pad_ids, real_positions
 from bench.data.tokenizer import DEFAULT_VOCAB_SIZE, get_tokenizer, special_ids, tokenize
 from bench.errors import ConfigError
-from bench.models.encoders import DataSpec
+from bench.spec import DataSpec
 
 DEFAULT_BLOCK_LENGTH = 64  # tokens per pretraining block, and the eval truncation length
 TENSORS_FORMAT = 1  # part of the tensor cache's file name: bump when what it stores changes

@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from bench.errors import IncompatibleError
 from bench.masking import Visible
-from bench.models.encoders import LAYER_NORM, DataSpec, Encoder, EncoderSpec, register_encoder
+from bench.models.encoders import LAYER_NORM, Encoder, EncoderSpec, register_encoder
+from bench.spec import DataSpec
 
 
 @dataclass(frozen=True)

@@ -19,36 +19,7 @@ from bench.errors import IncompatibleError, UnknownEncoderError
 from bench.masking import Visible, gather_tokens
 from bench.models.posembed import sincos_table
 from bench.registry import Registry
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """What a model needs to know about the data: modality, token grid and target size."""
-
-    modality: str  # "image" | "text"
-    grid: tuple[int, ...]  # (h, w) token grid for images, (L,) for text
-    patch_size: int = 1
-    in_chans: int = 1
-    vocab_size: int = 0
-    pad_id: int = 0
-
-    @property
-    def num_tokens(self) -> int:
-        n = 1
-        for g in self.grid:
-            n *= g
-        return n
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return (self.grid[0] * self.patch_size, self.grid[1] * self.patch_size)
-
-    @property
-    def target_dim(self) -> int:
-        """Size of the per-position prediction: patch pixels, or vocabulary logits."""
-        if self.modality == "image":
-            return self.patch_size * self.patch_size * self.in_chans
-        return self.vocab_size
+from bench.spec import DataSpec
 
 
 class Encoder(nn.Module):
@@ -208,7 +179,6 @@ def encoders_of_kind(kinds: frozenset[str], modality: str) -> list[str]:
 
 
 __all__ = [
-    "DataSpec",
     "ENCODERS",
     "Encoder",
     "EncoderSpec",

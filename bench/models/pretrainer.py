@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.masking import Visible
-from bench.models.encoders import LAYER_NORM, DataSpec, Encoder, init_weights, transformer_blocks
+from bench.models.encoders import LAYER_NORM, Encoder, init_weights, transformer_blocks
 from bench.models.patches import normalized_patches
 from bench.models.posembed import sincos_table
+from bench.spec import DataSpec
 from methods.base import MaskingMethod
 
 

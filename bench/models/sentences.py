@@ -20,9 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from bench.masking import Visible, gather_tokens
-from bench.models.encoders import DataSpec, Encoder, init_weights, transformer_blocks
+from bench.models.encoders import Encoder, init_weights, transformer_blocks
 from bench.models.posembed import sincos_table
 from bench.models.pretrainer import MaskedPretrainer, PretrainOutput
+from bench.spec import DataSpec
 from methods.base import MaskingMethod
 
 CONTEXT_DEPTH = 2  # blocks of the context encoder, at the sentence encoder's width and heads
