@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -15,11 +17,23 @@ from torch import Tensor, nn
 
 from bench import progress
 from bench.config import protocol_list
-from bench.data.images import EvalSplit
+from bench.data.protocol import EvalSplit
 from bench.models.encoders import LAYER_NORM, Encoder, init_weights, mean_pool, transformer_blocks
 from bench.models.pretrainer import MaskedPretrainer
 from bench.optim import decay_groups, no_decay_names
 from bench.precision import autocast  # the run's chosen precision (bf16 on CUDA by default)
+
+
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[nn.Module]:
+    """`module` in eval mode for the block, then back in the mode it was in (an evaluation in
+    the middle of pretraining must not leave the model in eval mode, nor the reverse)."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 @torch.no_grad()
@@ -27,15 +41,14 @@ def extract_features(
     encoder: Encoder, data, split: EvalSplit, batch_size: int, device: torch.device, desc: str
 ) -> Tensor:
     """Mean-pooled frozen features `[N, dim]` (float32) of every input of `split`."""
-    was_training = encoder.training
-    encoder.eval()
     out = []
-    for i in progress.bar(range(0, len(split), batch_size), desc=desc, leave=False, unit="batch"):
-        x = data.eval_batch(split.x[i : i + batch_size].to(device))
-        pad = None if split.pad_mask is None else split.pad_mask[i : i + batch_size].to(device)
-        with autocast(device):
-            out.append(encoder.pooled(x, pad).float())
-    encoder.train(was_training)
+    with evaluating(encoder):
+        for i in progress.bar(range(0, len(split), batch_size), desc=desc, leave=False,
+                              unit="batch"):
+            x = data.eval_batch(split.x[i : i + batch_size].to(device))
+            pad = None if split.pad_mask is None else split.pad_mask[i : i + batch_size].to(device)
+            with autocast(device):
+                out.append(encoder.pooled(x, pad).float())
     return torch.cat(out)
 
 
@@ -283,17 +296,16 @@ def encoder_protocols(
             layer_decay=cfg.finetune_layer_decay)),
     }
     out = {}
-    was_training = encoder.training
-    for name, (cls, recipe) in builders.items():
-        if name not in selected:
-            continue
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            model = cls(encoder, _num_classes(train, test)).to(device)
-        out[f"{name}_top1"] = train_classifier(
-            model, data, train, test, recipe, device, cfg.seed, name
-        )
-    encoder.train(was_training)
+    with evaluating(encoder):  # back in its mode afterwards, whatever the probes set
+        for name, (cls, recipe) in builders.items():
+            if name not in selected:
+                continue
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                model = cls(encoder, _num_classes(train, test)).to(device)
+            out[f"{name}_top1"] = train_classifier(
+                model, data, train, test, recipe, device, cfg.seed, name
+            )
     return out
 
 
@@ -302,17 +314,16 @@ def reconstruction_loss(
     model: MaskedPretrainer, data, split: EvalSplit, batch_size: int, device: torch.device, seed: int
 ) -> float:
     """Mean pretraining loss on held-out inputs under the method's own (seeded) masking."""
-    was_training = model.training
-    model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     total, count = torch.zeros((), device=device), 0
-    for i in progress.bar(range(0, len(split), batch_size), desc="recon", leave=False, unit="batch"):
-        x = data.eval_batch(split.x[i : i + batch_size].to(device))
-        with autocast(device):
-            loss = model(x, gen).loss
-        total += loss.float() * len(x)
-        count += len(x)
-    model.train(was_training)
+    with evaluating(model):
+        for i in progress.bar(range(0, len(split), batch_size), desc="recon", leave=False,
+                              unit="batch"):
+            x = data.eval_batch(split.x[i : i + batch_size].to(device))
+            with autocast(device):
+                loss = model(x, gen).loss
+            total += loss.float() * len(x)
+            count += len(x)
     return (total / max(count, 1)).item()
 
 
@@ -324,22 +335,21 @@ def masked_token_metrics(
     the arg-max token, mean cross-entropy (`recon_loss`, nats) and perplexity = exp(mean CE),
     over every scored (hidden, non-padding) token of `blocks`, each token counting once.
     Not comparable across methods: each hides different positions (one span vs a subset)."""
-    was_training = model.training
-    model.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     nll = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     count = torch.zeros((), dtype=torch.long, device=device)
-    for i in progress.bar(range(0, len(blocks), batch_size), desc="masked tokens", leave=False, unit="batch"):
-        x = blocks[i : i + batch_size].to(device)
-        with autocast(device):
-            out = model(x, gen)
-        scored = model.scored(x, out.visible)
-        logits, target = out.pred.float()[scored], x[scored]
-        nll += F.cross_entropy(logits, target, reduction="sum").double()
-        correct += (logits.argmax(-1) == target).sum()
-        count += scored.sum()
-    model.train(was_training)
+    with evaluating(model):
+        for i in progress.bar(range(0, len(blocks), batch_size), desc="masked tokens",
+                              leave=False, unit="batch"):
+            x = blocks[i : i + batch_size].to(device)
+            with autocast(device):
+                out = model(x, gen)
+            scored = model.scored(x, out.visible)
+            logits, target = out.pred.float()[scored], x[scored]
+            nll += F.cross_entropy(logits, target, reduction="sum").double()
+            correct += (logits.argmax(-1) == target).sum()
+            count += scored.sum()
     n = int(count.clamp_min(1))
     ce = nll.item() / n
     return {"recon_loss": ce, "masked_token_acc": correct.item() / n, "perplexity": math.exp(ce)}

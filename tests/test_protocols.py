@@ -8,7 +8,7 @@ import torch
 
 from bench.cli import main
 from bench.config import PROTOCOLS, RunConfig, apply_overrides, protocol_list
-from bench.data.images import EvalSplit
+from bench.data.protocol import EvalSplit
 from bench.errors import ConfigError
 from bench.evaluate import (
     FinetuneClassifier,

@@ -20,7 +20,7 @@ from bench.data import packing as P
 from bench.data import text as T
 from bench.data import tokenizer as Tok
 from bench.data.cards import load_card
-from bench.data.images import EvalSplit
+from bench.data.protocol import EvalSplit
 from bench.errors import ConfigError, IncompatibleError
 from bench.evaluate import extract_features, linear_probe, masked_token_metrics
 from bench.masking import Visible

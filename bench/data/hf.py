@@ -42,6 +42,7 @@ from torch.utils.data import Dataset
 from bench.data.cache import cache_root
 from bench.data.cards import load_card
 from bench.data.corpora import make_corpus
+from bench.data.fingerprint import fingerprint
 from bench.data.streaming import StreamingImageData, square_image
 from bench.data.text import TextData, text_data
 from bench.errors import ConfigError, DataNotFoundError
@@ -274,7 +275,7 @@ def load_hf_images(arg: str, columns: HFColumns) -> StreamingImageData:
         name=f"{PREFIX}{arg}", pretrain_set=sets["train"], train_set=sets["train"],
         test_set=sets["test"], classes=classes, mean=mean, std=std, image_size=size,
         patch_size=patch, channels=1 if mode == "L" else 3,
-        fingerprint=hashlib.sha1(repr((order, columns, size, mean, std)).encode()).hexdigest()[:12],
+        fingerprint=fingerprint((order, columns, size, mean, std)),
     )
 
 

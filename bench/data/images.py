@@ -4,7 +4,6 @@ on-device augmentation. Data that fits in memory lives on the training device as
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import struct
 from dataclasses import dataclass
@@ -17,24 +16,33 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bench.data.cards import load_card
+from bench.data.fingerprint import fingerprint
+from bench.data.protocol import EvalSplit
 from bench.errors import DataNotFoundError
 from bench.spec import DataSpec
 
 
+class StandardisedImages:
+    """The part of the data protocol every image dataset shares: uint8 images standardised per
+    channel by the dataset's `mean` and `std` (on the device), for evaluation as they are, and
+    flattened for the `raw-input` reference row."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def normalize(self, x: Tensor) -> Tensor:
+        return normalize_images(x, self.mean, self.std)
+
+    def eval_batch(self, x: Tensor) -> Tensor:
+        return self.normalize(x)
+
+    def raw_features(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """Standardised input pixels, flattened: the `raw-input` reference row's features."""
+        return self.normalize(x).flatten(1)
+
+
 @dataclass
-class EvalSplit:
-    """Inputs and labels of one evaluation split; `pad_mask` marks real tokens (text only)."""
-
-    x: Tensor
-    y: Tensor
-    pad_mask: Tensor | None = None
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-
-@dataclass
-class ImageData:
+class ImageData(StandardisedImages):
     """Train/test images as uint8 `[N, C, H, W]` with int64 labels, plus normalisation facts."""
 
     name: str
@@ -59,10 +67,6 @@ class ImageData:
         moved = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "test_x", "test_y")}
         return ImageData(**{**self.__dict__, **moved})
 
-    def normalize(self, x: Tensor) -> Tensor:
-        return normalize_images(x, self.mean, self.std)
-
-    # The data protocol the trainer uses; text data implements the same methods.
     def n_pretrain(self) -> int:
         return len(self.train_x)
 
@@ -73,13 +77,6 @@ class ImageData:
     def eval_split(self, split: str, limit: int | None = None) -> EvalSplit:
         x, y = (self.train_x, self.train_y) if split == "train" else (self.test_x, self.test_y)
         return EvalSplit(x[:limit], y[:limit])
-
-    def eval_batch(self, x: Tensor) -> Tensor:
-        return self.normalize(x)
-
-    def raw_features(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
-        """Standardised input pixels, flattened: the `raw-input` reference row's features."""
-        return self.normalize(x).flatten(1)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -129,12 +126,6 @@ def _pad_to(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _fingerprint(*arrays: np.ndarray) -> str:
-    h = hashlib.sha1()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:12]
-
 
 def load_fashion_mnist(data_root: str | None = None) -> ImageData:
     card = load_card("fashion-mnist")
@@ -153,7 +144,7 @@ def load_fashion_mnist(data_root: str | None = None) -> ImageData:
         mean=tuple(card["mean"]),
         std=tuple(card["std"]),
         patch_size=card["patch_size"],
-        fingerprint=_fingerprint(files["train_labels"], files["test_labels"], train_x[:64]),
+        fingerprint=fingerprint(files["train_labels"], files["test_labels"], train_x[:64]),
     )
 
 
@@ -179,7 +170,7 @@ def load_digits(data_root: str | None = None) -> ImageData:
         mean=tuple(card["mean"]),
         std=tuple(card["std"]),
         patch_size=card["patch_size"],
-        fingerprint=_fingerprint(x, y),
+        fingerprint=fingerprint(x, y),
     )
 
 

@@ -33,7 +33,8 @@ from bench.data import corpora as C
 from bench.data import packing as P
 from bench.data import text as T
 from bench.data import tokenizer as Tok
-from bench.data.images import EvalSplit
+from bench.data.fingerprint import digest
+from bench.data.protocol import EvalSplit
 from bench.errors import ConfigError, DataNotFoundError, UnknownDatasetError
 
 DOCUMENT_SPLIT_RULE = (
@@ -287,7 +288,7 @@ def sentence_data(
     view = C.TextCorpus(corpus.name, train_s, None, test_s, None, corpus.classes,
                         corpus.fingerprint)
     tokenizer = Tok.get_tokenizer(view, vocab_size, cache_dir)
-    tok_digest = T._digest(tokenizer.to_str())
+    tok_digest = digest(tokenizer.to_str())
     key = f"{corpus.fingerprint[:16]}-v{vocab_size}-{tok_digest}-L{length}"
     path = cache_dir / f"sentences{SENTENCE_TENSORS_FORMAT}-{key}.pt"
     if path.is_file():
@@ -322,7 +323,7 @@ def sentence_data(
         vocab_size=tokenizer.get_vocab_size(),
         pad_id=Tok.special_ids(tokenizer).pad,
         sentences=size,
-        fingerprint=T._digest(corpus.fingerprint, tok_digest, str(length), str(size))[:12],
+        fingerprint=digest(corpus.fingerprint, tok_digest, str(length), str(size))[:12],
     )
 
 

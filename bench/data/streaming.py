@@ -26,8 +26,10 @@ from torch.utils.data import DataLoader, Dataset
 from bench import progress
 from bench.data.cache import cache_root
 from bench.data.cards import load_card
+from bench.data.fingerprint import fingerprint
 from bench.data.image_scan import unreadable
-from bench.data.images import EvalSplit, apply_affine, crop_flip_params, normalize_images
+from bench.data.images import StandardisedImages, apply_affine, crop_flip_params
+from bench.data.protocol import EvalSplit
 from bench.errors import ConfigError, DataNotFoundError
 from bench.spec import DataSpec
 
@@ -90,7 +92,7 @@ def _collate_images(items: list[tuple[Tensor, int]]) -> Tensor:
 
 
 @dataclass
-class StreamingImageData:
+class StreamingImageData(StandardisedImages):
     """The data protocol of `ImageData` (spec, to, fingerprint, n_pretrain, pretrain_batch,
     eval_split, eval_batch, raw_features) over datasets decoded on DataLoader workers, plus
     `iter_pretrain`, which streams an epoch. Evaluation splits are decoded once (bounded by the
@@ -121,9 +123,6 @@ class StreamingImageData:
 
     def to(self, device: torch.device | str) -> StreamingImageData:
         return replace(self, device=torch.device(device))  # shares the decoded splits
-
-    def normalize(self, x: Tensor) -> Tensor:
-        return normalize_images(x, self.mean, self.std)
 
     def n_pretrain(self) -> int:
         return len(self.pretrain_set)
@@ -181,13 +180,6 @@ class StreamingImageData:
             )
         return self.decoded[key]
 
-    def eval_batch(self, x: Tensor) -> Tensor:
-        return self.normalize(x)
-
-    def raw_features(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
-        """Standardised input pixels, flattened: the `raw-input` reference row's features."""
-        return self.normalize(x).flatten(1)
-
 
 def pretrain_batches(
     data: Any, index_batches: Tensor, generator: torch.Generator, aug: bool, rows: slice
@@ -210,12 +202,6 @@ def _stable_order(paths: list[str]) -> list[int]:
     key = [hashlib.blake2b(p.encode(), digest_size=8).digest() for p in paths]
     return sorted(range(len(paths)), key=key.__getitem__)
 
-
-def _fingerprint(*parts: Any) -> str:
-    h = hashlib.sha1()
-    for part in parts:
-        h.update(part.numpy().tobytes() if isinstance(part, Tensor) else repr(part).encode())
-    return h.hexdigest()[:12]
 
 
 def _folder_split(
@@ -291,7 +277,7 @@ def load_imagefolder(
         std=tuple(card["std"]),
         image_size=size,
         patch_size=patch,
-        fingerprint=_fingerprint(size, train_rel, train.labels, test_rel, test.labels),
+        fingerprint=fingerprint(size, train_rel, train.labels, test_rel, test.labels),
         skipped=tuple(f"{os.path.relpath(f, root)}: {r}" for f, r in bad.items()),
     )
 
@@ -368,5 +354,5 @@ def load_torchvision(name: str, data_root: str | None = None) -> StreamingImageD
         std=tuple(card["std"]),
         image_size=card["image_size"],
         patch_size=card["patch_size"],
-        fingerprint=_fingerprint(*[t for s in sets.values() for t in (s.y, s.x[:64])]),
+        fingerprint=fingerprint(*[t for s in sets.values() for t in (s.y, s.x[:64])]),
     )

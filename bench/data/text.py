@@ -6,7 +6,6 @@ split packed for the held-out masked-token metrics; its tensors cached between r
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -17,8 +16,9 @@ from torch import Tensor
 from bench import store
 from bench.data.cache import cache_root
 from bench.data.corpora import TextCorpus, hash_ordered, load_corpus
-from bench.data.images import EvalSplit
+from bench.data.fingerprint import digest
 from bench.data.packing import bag_of_words, blocks_upto, pack_blocks, pad_ids, real_positions
+from bench.data.protocol import EvalSplit
 from bench.data.tokenizer import DEFAULT_VOCAB_SIZE, get_tokenizer, special_ids, tokenize
 from bench.errors import ConfigError
 from bench.spec import DataSpec
@@ -40,12 +40,6 @@ def encode_corpus(tokenizer: Tokenizer, corpus: TextCorpus, length: int) -> dict
             out["test_blocks_upto"] = blocks_upto(seqs, length)
     return out
 
-
-def _digest(*parts: str) -> str:
-    h = hashlib.blake2b(digest_size=8)
-    for part in parts:
-        h.update(part.encode() + b"\x1f")
-    return h.hexdigest()
 
 
 class PaddedTexts:
@@ -175,7 +169,7 @@ def text_data(
     cache_dir = cache_root() if cache_dir is None else cache_dir
     tokenizer = get_tokenizer(corpus, vocab_size, cache_dir)
     corpus = hash_ordered(corpus)
-    tok_digest = _digest(tokenizer.to_str())
+    tok_digest = digest(tokenizer.to_str())
     key = f"{corpus.fingerprint[:16]}-v{vocab_size}-{tok_digest}-L{length}"
     path = cache_dir / f"text{TENSORS_FORMAT}-{key}.pt"
     if path.is_file():
@@ -195,5 +189,5 @@ def text_data(
         classes=corpus.classes,
         vocab_size=tokenizer.get_vocab_size(),
         pad_id=special_ids(tokenizer).pad,
-        fingerprint=_digest(corpus.fingerprint, tok_digest, str(length))[:12],
+        fingerprint=digest(corpus.fingerprint, tok_digest, str(length))[:12],
     )
