@@ -353,7 +353,7 @@ def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str],
         problems = pd.DataFrame([(str(p.path), p.reason) for p in agg.problems],
                                 columns=["folder", "reason"])
         blocks += [Heading("Skipped folders", 2, "skipped"),
-                   TableBlock(list_table(problems, "Folders that could not be read"))]
+                   TableBlock(list_table(problems, "Folders left out (unreadable or unusable)"))]
     blocks += _provenance_blocks(a.provenance)
     blocks.append(Paragraph(f"Report written with Python {platform.python_version()} on "
                             f"{platform.platform()}."))
