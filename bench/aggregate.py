@@ -10,6 +10,7 @@ a thread pool for the reads, and each table built once from columns.
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 import warnings
@@ -177,6 +178,10 @@ def _read_run(item: tuple[str, frozenset[str]]) -> _Run | Problem:
     values = [(k, float(v)) for k, v in metrics.items() if type(v) in _NUMBER]
     values += [(COMPUTE_PREFIX + k, float(v)) for k, v in compute.items() if type(v) in _NUMBER]
     values += [(SETUP_PREFIX + k, float(v)) for k, v in setup.items() if type(v) in _NUMBER]
+    broken = [f"{k}={v}" for k, v in values if not math.isfinite(v)]
+    if broken and status == "ok":  # a diverged run: its numbers would poison every mean
+        return Problem(Path(run_dir), f"{SUMMARY}: non-finite values ({', '.join(broken)}); "
+                                      "the run is left out of every cell")
     error = None if status == "ok" else str(summary.get("error") or "(no error recorded)")
     device = compute.get("device")
     # How a run was executed changes its numbers although not its identity: the report treats

@@ -17,10 +17,19 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure as MplFigure  # no pyplot: no global backend or state
+from matplotlib.ticker import ScalarFormatter
 
 from bench import files, store
 from bench.stats import summarize
-from bench.tables import CELL, COMPUTE_AXES, NOT_COMPARABLE, metric_info, sections
+from bench.tables import (
+    CELL,
+    COMPUTE_AXES,
+    NOT_COMPARABLE,
+    ComputeAxis,
+    metric_info,
+    sections,
+    si_prefix,
+)
 
 DPI = 110
 
@@ -130,6 +139,12 @@ def _clip_to_range(ax, metric: str, which: str) -> None:
 
 
 def _line(ax, summary: pd.DataFrame, x: str, label: str, colour) -> None:
+    """Mean and CI band along `x`; a single point is a marker with its CI bar, not a line."""
+    if len(summary) < 2:
+        err = summary[["ci_low", "ci_high"]].to_numpy().T - summary["mean"].to_numpy()
+        ax.errorbar(summary[x], summary["mean"], yerr=np.nan_to_num(np.abs(err)), fmt="o",
+                    markersize=4, capsize=3, color=colour, label=label)
+        return
     ax.plot(summary[x], summary["mean"], marker="o", markersize=3, color=colour, label=label)
     ax.fill_between(summary[x], summary.ci_low, summary.ci_high, color=colour, alpha=0.18,
                     linewidth=0)
@@ -153,23 +168,29 @@ def _legend(fig: MplFigure, per_row: int = 4) -> float:
 def curve_figure(series: dict[str, pd.DataFrame], cells: pd.DataFrame,
                  out: Path) -> Figure | None:
     """Per section: each of `series` (metric -> run_dir, epoch, value and CELL columns) over
-    epochs, mean and 95 % t CI band over seeds per row."""
-    series = {m: _labelled(f, cells) for m, f in series.items() if not f.empty}
-    series = {m: f[~f.is_reference] for m, f in series.items()}
-    series = {m: f for m, f in series.items() if not f.empty}
-    if not series:
+    epochs, mean and 95 % t CI band over seeds per row. A row with fewer than two epochs is
+    no curve and is left out; so is a metric without any curve (accuracy evaluated only at
+    the end: that view is the compute figure's)."""
+    summaries = {}
+    for metric, frame in series.items():
+        frame = _labelled(frame, cells)
+        frame = frame[~frame.is_reference]
+        scaled = frame.assign(value=frame.value * metric_info(metric).scale)
+        summary = summarise_by(scaled, ["dataset", "encoder", "label", "epoch"])
+        points = summary.groupby(["dataset", "encoder", "label"]).epoch.transform("size")
+        if (points >= 2).any():
+            summaries[metric] = summary[points >= 2]
+    if not summaries:
         return None
     secs, colours = sections(cells), palette(cells)
     with _style():
-        fig, axes = _grid(len(secs), len(series), 3.6, 2.6)
+        fig, axes = _grid(len(secs), len(summaries), 3.6, 2.6)
         for i, (dataset, encoder) in enumerate(secs):
-            for j, (metric, frame) in enumerate(series.items()):
-                ax = axes[i, j]
-                sub = frame[(frame.dataset == dataset) & (frame.encoder == encoder)]
-                info = metric_info(metric)
-                summary = summarise_by(sub.assign(value=sub.value * info.scale), ["label", "epoch"])
+            for j, (metric, summary) in enumerate(summaries.items()):
+                ax, info = axes[i, j], metric_info(metric)
+                sub = summary[(summary.dataset == dataset) & (summary.encoder == encoder)]
                 for label in dict.fromkeys(cells.label):
-                    line = summary[summary.label == label]
+                    line = sub[sub.label == label]
                     if not line.empty:
                         _line(ax, line, "epoch", label, colours[label])
                 title = "pretraining loss" if metric == "loss" else info.title
@@ -179,7 +200,24 @@ def curve_figure(series: dict[str, pd.DataFrame], cells: pd.DataFrame,
         return _save(fig, out, "curves", "Pretraining loss and probe accuracy versus epoch",
                      "Mean and 95 % t CI band over seeds. Accuracy: periodic evaluation "
                      "(--eval-every) and the final value. The pretraining loss is each method's "
-                     f"own task: {NOT_COMPARABLE}.", legend=True)
+                     f"own task: {NOT_COMPARABLE}. Rows with fewer than two points are not "
+                     "drawn.", legend=True)
+
+
+def _axis_unit(axis: ComputeAxis, values: pd.Series) -> tuple[float, str]:
+    """The divisor and axis title that put `values` (in the axis' unit) in engineering
+    notation: FLOPs in GFLOP, TFLOP, ... from the largest value; seconds as they are."""
+    if not axis.prefixed:
+        return 1.0, axis.title
+    factor, prefix = si_prefix(float(values.abs().max()) if len(values) else 0.0)
+    return factor, axis.title.replace(f"({axis.unit})", f"({prefix}{axis.unit})")
+
+
+def _plain_ticks(axis) -> None:
+    """Tick labels as plain numbers: no '1e-5' multiplier and no '+4.35e1' offset."""
+    formatter = ScalarFormatter(useOffset=False)
+    formatter.set_scientific(False)
+    axis.set_major_formatter(formatter)
 
 
 def compute_figure(points: pd.DataFrame, ok: pd.DataFrame, cells: pd.DataFrame, metric: str,
@@ -198,6 +236,7 @@ def compute_figure(points: pd.DataFrame, ok: pd.DataFrame, cells: pd.DataFrame, 
             sec = data[(data.dataset == dataset) & (data.encoder == encoder)]
             for j, axis in enumerate(COMPUTE_AXES):
                 ax = axes[i, j]
+                scale, title = _axis_unit(axis, sec[axis.column] * axis.factor)
                 for label in dict.fromkeys(cells.label):
                     mine = sec[sec.label == label]
                     if mine.empty:
@@ -207,16 +246,18 @@ def compute_figure(points: pd.DataFrame, ok: pd.DataFrame, cells: pd.DataFrame, 
                                    label=label)
                         continue
                     y = summarise_by(mine, ["epoch"])
-                    x = mine.groupby("epoch")[axis.column].mean()
+                    x = mine.groupby("epoch")[axis.column].mean() * axis.factor / scale
                     _line(ax, y.assign(x=y.epoch.map(x)), "x", label, colours[label])
-                ax.set_xlabel(axis.title)
+                ax.set_xlabel(title)
+                _plain_ticks(ax.xaxis)
                 _clip_to_range(ax, metric, "y")
                 _section_title(ax, dataset, encoder, info.title)
         return _save(fig, out, "compute", f"{info.title} versus pretraining compute",
                      "The compute-matched view: at equal pretraining FLOPs or time, the higher "
                      "curve is the better method. x: compute spent up to each evaluation (mean "
-                     "over seeds); y: mean and 95 % t CI band over seeds. Dashed: reference rows "
-                     "(no pretraining).", legend=True)
+                     "over seeds); y: mean and 95 % t CI band over seeds (a row evaluated once, "
+                     "at its end: a point with its CI bar). Dashed: reference rows (no "
+                     "pretraining).", legend=True)
 
 
 def mask_ratio_sweeps(cells: pd.DataFrame) -> pd.DataFrame:
@@ -266,12 +307,18 @@ def mask_ratio_figure(ok: pd.DataFrame, cells: pd.DataFrame, metrics: list[str],
                      "Mean and 95 % t CI over seeds at each mask ratio (final-epoch values).", legend=True)
 
 
-def _show(ax, img, title: str | None = None) -> None:
-    ax.imshow(img.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
+def _strip(ax, images, title: str) -> None:
+    """`images` `[N, C, H, W]` in [0, 1] side by side in one picture, 2-px white gaps: one
+    image per row of the figure draws as fast as one thumbnail."""
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images.float().clamp(0, 1), nrow=images.shape[0], padding=2, pad_value=1.0)
+    ax.imshow(grid.permute(1, 2, 0).numpy(), vmin=0, vmax=1)
     ax.set_xticks([])
     ax.set_yticks([])
-    if title:
-        ax.set_ylabel(title, fontsize=7, rotation=0, ha="right", va="center")
+    ax.set_ylabel(title, fontsize=7, rotation=0, ha="right", va="center")
+    for spine in ax.spines.values():
+        spine.set_visible(False)
 
 
 def visible_and_pasted(rec: dict):
@@ -325,24 +372,17 @@ def reconstruction_figure(ok: pd.DataFrame, cells: pd.DataFrame, out: Path,
             blocks.append((f"{dataset} · {encoder}", originals, samples))
     if not blocks:
         return None
-    n = max(b[1].shape[0] for b in blocks)
-    n_rows = sum(1 + 2 * len(s) for _, _, s in blocks)
-    fig, axes = _grid(n_rows, n, 1.2, 1.25)
-    for ax in axes.flat:
-        ax.axis("off")
-    r = 0
+    rows = []
     for title, originals, samples in blocks:
-        for j in range(originals.shape[0]):
-            axes[r, j].axis("on")
-            _show(axes[r, j], originals[j], f"{title}\noriginal" if j == 0 else None)
+        rows.append((originals, f"{title}\noriginal"))
         for label, rec in samples:
             shown, pasted = visible_and_pasted(rec)
-            for j in range(originals.shape[0]):
-                for k, (img, what) in enumerate(((shown, "visible"), (pasted, "reconstruction"))):
-                    axes[r + 1 + k, j].axis("on")
-                    _show(axes[r + 1 + k, j], img[j], f"{label}\n{what}" if j == 0 else None)
-            r += 2
-        r += 1
+            rows += [(shown, f"{label}\nvisible"), (pasted, f"{label}\nreconstruction")]
+    n = max(images.shape[0] for images, _ in rows)
+    fig, axes = _grid(len(rows), 1, 1.2 * n, 1.25)
+    for ax, (images, title) in zip(axes[:, 0], rows):
+        _strip(ax, images, title)
     return _save(fig, out, "reconstructions", "Reconstructions",
-                 "The same first test images for every method: what the encoder saw (hidden "
-                 "patches grey) and the reconstruction pasted into the hidden patches.")
+                 "The same test images for every method, one per class as far as there are "
+                 "classes (the first test image of each): what the encoder saw (hidden patches "
+                 "grey) and the reconstruction pasted into the hidden patches.")

@@ -34,8 +34,9 @@ def _value_text(value: Any) -> str:
 class Provenance:
     """variant: run_dir -> its values of the settings that differ between runs (canonical
     JSON, "{}" when none differ). varying: each differing key -> its values with run counts.
-    constant: settings every run shares. git_shas, versions (package -> version -> runs) and
-    devices count runs."""
+    constant: settings every run shares (where reference rows have their own value of a
+    REFERENCE_ONLY_FIXED key, it is stated beside the shared one). git_shas, versions
+    (package -> version -> runs) and devices count runs."""
 
     variant: dict[str, str] = field(default_factory=dict)
     varying: dict[str, Counter[str]] = field(default_factory=dict)
@@ -73,6 +74,11 @@ def describe_runs(configs: Mapping[str, dict[str, Any]], devices: Mapping[str, s
             values.setdefault(key, Counter())[parsed[is_ref, blob].setdefault(key, ABSENT)] += n
     prov.varying = {k: c for k, c in sorted(values.items()) if len(c) > 1}
     prov.constant = {k: next(iter(c)) for k, c in sorted(values.items()) if len(c) == 1}
+    for key in REFERENCE_ONLY_FIXED & set(prov.constant):  # shared by pretrained runs only
+        own = sorted({_value_text({**_DEFAULTS, **config}.get(key, ABSENT))
+                      for config in configs.values() if config.get("method") in references})
+        if own and own != [prov.constant[key]]:
+            prov.constant[key] += f" (reference rows: {', '.join(own)})"
     variants = {
         key: json.dumps({k: v for k, v in settings.items() if k in prov.varying}, sort_keys=True)
         for key, settings in parsed.items()

@@ -10,9 +10,13 @@ on shared seeds (bench.stats).
 from __future__ import annotations
 
 import logging
+import os
 import platform
+import shutil
+import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,9 +41,11 @@ from bench.provenance import UNRECORDED, Provenance, describe_runs
 from bench.tables import (
     CELL,
     CI_NOTE,
+    COMPUTE_AXES,
     MAIN_COMPUTE,
     METRICS,
     NOT_COMPARABLE,
+    POINT_COLUMNS,
     REFERENCES,
     Table,
     cell_stats,
@@ -56,6 +62,7 @@ from bench.tables import (
     stat_table,
     to_latex,
     usual_settings,
+    with_column,
 )
 from bench.verdict import fairness, verdict
 
@@ -75,7 +82,8 @@ class Analysis:
     stats: pd.DataFrame
     paired: pd.DataFrame
     points: pd.DataFrame  # compute_curves of the compute metric
-    matched: pd.DataFrame
+    matched: pd.DataFrame  # compute_matched: where every pretrained run has a value
+    gaps: pd.DataFrame  # compute_matched: (section, axis) where some have none
     curve: pd.DataFrame
     provenance: Provenance
     usual: dict[tuple[str, str], dict[str, str]]  # per section, its usual differing settings
@@ -101,8 +109,8 @@ def analyse(dirs: Sequence[Path], baseline: str) -> Analysis:
     if ok.empty:
         notes.append("no finished run has a metric: there are no tables and no figures")
         empty = pd.DataFrame()
-        return Analysis(agg, ok, row_labels(ok, baseline), empty, empty, empty, empty, curve,
-                        prov, {}, baseline, None, notes)
+        return Analysis(agg, ok, row_labels(ok, baseline), empty, empty, empty, empty, empty,
+                        curve, prov, {}, baseline, None, notes)
     cells = row_labels(ok, baseline)
     stats = cell_stats(ok, cells)
     if baseline not in set(ok.method):
@@ -112,16 +120,14 @@ def analyse(dirs: Sequence[Path], baseline: str) -> Analysis:
     paired = paired_stats(ok, cells, baseline)
     accuracy = metric_order(ok.metric.unique(), "accuracy")
     compute_metric = "knn_top1" if "knn_top1" in accuracy else (accuracy or [None])[0]
-    if compute_metric is None:
-        points = matched = pd.DataFrame()
-    else:
-        points = compute_curves(ok, curve, compute_metric)
-        matched = compute_matched(points, ok, cells, compute_metric)
+    points = (compute_curves(ok, curve, compute_metric) if compute_metric is not None
+              else pd.DataFrame(columns=POINT_COLUMNS))  # unlabelled data: no probe to match
+    matched, gaps = compute_matched(points, ok, cells, compute_metric or "")
     if len(set(prov.devices) - {UNRECORDED}) > 1:
         notes.append("runs ran on several devices (see Provenance): wall times, samples/s and "
                      "the time axis of the compute view compare hardware as well as methods")
     rules = {d: str(c.get("weight_decay_rule") or "") for d, c in agg.configs.items()}
-    return Analysis(agg, ok, cells, stats, paired, points, matched, curve, prov,
+    return Analysis(agg, ok, cells, stats, paired, points, matched, gaps, curve, prov,
                     usual_settings(ok), baseline, compute_metric, notes, rules)
 
 
@@ -129,9 +135,13 @@ def analyse(dirs: Sequence[Path], baseline: str) -> Analysis:
 class Section:
     """One (dataset, encoder) section of the report."""
 
-    tables: list[Table]
+    content: list[Table | str]  # tables in order; a str says where a view is left out, why
     verdict: list[str]  # who beats the baseline, in words (bench.verdict)
     warnings: list[str]  # where compared rows ran with a different setup
+
+    @property
+    def tables(self) -> list[Table]:
+        return [t for t in self.content if isinstance(t, Table)]
 
 
 def _section(a: Analysis, dataset: str, encoder: str, first: bool) -> Section:
@@ -145,17 +155,22 @@ def _section(a: Analysis, dataset: str, encoder: str, first: bool) -> Section:
     usual = a.usual.get((dataset, encoder))
     settings = (" Rows without [brackets] have " + ", ".join(f"{k}={v}" for k, v in usual.items())
                 + "." if usual else "")
-    tables = [stat_table(stats, cells, accuracy + [m for m in MAIN_COMPUTE if m in metrics],
-                         f"{name}: main table", CI_NOTE + ". Bold: best row of a column whose "
-                         "CI does not overlap the runner-up's (reference rows are not ranked)."
-                         + settings, MAIN_TABLE_ID if first else "")]
+    tables: list[Table | str] = [stat_table(
+        stats, cells, accuracy + [m for m in MAIN_COMPUTE if m in metrics], f"{name}: main table",
+        CI_NOTE + ". Bold: best row of a column whose CI does not overlap the runner-up's "
+        "(reference rows are not ranked)." + settings, MAIN_TABLE_ID if first else "")]
     rules = {label: a.rules.get(run_dir, "")
              for label, run_dir in zip(*_run_labels(a, cells))}
     fair, warnings = fairness(stats, cells, rules, f"{name}: setup of each row (fairness)")
     tables.append(fair)
     paired = where(a.paired)
-    said = verdict(paired, a.baseline) if not paired.empty else [
-        f"no verdict: the baseline {a.baseline!r} has no finished run in this section"]
+    if not accuracy:
+        said = ["no verdict: no probe accuracy (unlabelled data: the runs only pretrain, and "
+                f"their pretext-task metrics are {NOT_COMPARABLE})"]
+    elif paired.empty:
+        said = [f"no verdict: the baseline {a.baseline!r} has no finished run in this section"]
+    else:
+        said = verdict(paired, a.baseline)
     if not paired.empty:
         tables.append(paired_table(
             paired, f"{name}: paired difference to the baseline {paired.baseline.iloc[0]}",
@@ -168,16 +183,54 @@ def _section(a: Analysis, dataset: str, encoder: str, first: bool) -> Section:
             matched, f"{name}: accuracy at equal pretraining compute",
             f"{a.compute_metric} interpolated along each run's curve at the largest budget "
             "every pretrained run reached (in FLOPs; in pretraining time), mean ± 95 % t CI "
-            "over seeds; n counts the runs evaluated at or below the budget (more with "
-            "--eval-every)."))
+            "over seeds; every pretrained run has evaluations at or below the budget."))
+    tables += _absent_matched(where(a.gaps), a.compute_metric)
     compute = metric_order(metrics, "compute")
     if compute:
-        tables.append(stat_table(stats, cells, compute, f"{name}: compute", CI_NOTE))
+        table = stat_table(stats, cells, compute, f"{name}: compute",
+                           f"{CI_NOTE}. {THROUGHPUT_NOTE}.")
+        devices = _row_devices(a, cells)
+        if len(set().union(*devices.values())) > 1:
+            table = with_column(table, "device",
+                                {label: ", ".join(sorted(d)) for label, d in devices.items()})
+        tables.append(table)
     task = metric_order(metrics, "task")
     if task:
         tables.append(stat_table(stats, cells, task, f"{name}: pretext-task metrics",
                                  f"{', '.join(task)}: {NOT_COMPARABLE}. {CI_NOTE}."))
     return Section(tables, said, warnings)
+
+
+THROUGHPUT_NOTE = ("samples/s and seconds were measured on each run's machine under the load "
+                   "it had then: they are not comparable across runs measured on different "
+                   "machines or under different loads")
+
+
+def _absent_matched(gaps: pd.DataFrame, metric: str | None) -> list[str]:
+    """Why a section's accuracy at equal compute is not shown (on the axes in `gaps`), and
+    how to get it."""
+    if gaps.empty:
+        return []
+    axes = {axis.name: axis for axis in COMPUTE_AXES}
+    along = " and ".join(axes[n].noun for n in gaps.axis)
+    counts = sorted(set(gaps.without))
+    without = (str(counts[0]) if len(counts) == 1 else
+               " and ".join(f"{g.without} ({axes[g.axis].noun})" for g in gaps.itertuples()))
+    budgets = "; ".join(axes[g.axis].text(g.budget * axes[g.axis].factor)
+                        for g in gaps.itertuples())
+    return [f"Accuracy at equal pretraining {along} is not shown: {without} of the "
+            f"{gaps.runs.max()} pretrained runs have no {metric} evaluation at or below the "
+            f"budget every pretrained run reached ({budgets} of pretraining), so only the "
+            "cheapest would have a value there (without --eval-every a run is evaluated once, "
+            "at its end). Run with --eval-every K (evaluate every K epochs) to get this view."]
+
+
+def _row_devices(a: Analysis, cells: pd.DataFrame) -> dict[str, set[str]]:
+    """The devices each row's runs ran on, as their summary.json names them."""
+    devices: dict[str, set[str]] = {}
+    for label, run_dir in zip(*_run_labels(a, cells)):
+        devices.setdefault(label, set()).add(a.agg.devices.get(run_dir) or UNRECORDED)
+    return devices
 
 
 def _run_labels(a: Analysis, cells: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -296,7 +349,8 @@ def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str],
         blocks.append(Heading(section_name(a, dataset, encoder), 2, f"section-{i}"))
         if section.warnings:
             blocks.append(Bullets(tuple(section.warnings)))
-        blocks += [TableBlock(t) for t in section.tables]
+        blocks += [TableBlock(c) if isinstance(c, Table) else Paragraph(c)
+                   for c in section.content]
     if figs:
         blocks.append(Heading("Figures", 2, "figures"))
         blocks += [FigureBlock(f) for f in figs]
@@ -311,7 +365,7 @@ def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str],
         problems = pd.DataFrame([(str(p.path), p.reason) for p in agg.problems],
                                 columns=["folder", "reason"])
         blocks += [Heading("Skipped folders", 2, "skipped"),
-                   TableBlock(list_table(problems, "Folders that could not be read"))]
+                   TableBlock(list_table(problems, "Folders left out (unreadable or unusable)"))]
     blocks += _provenance_blocks(a.provenance)
     blocks.append(Paragraph(f"Report written with Python {platform.python_version()} on "
                             f"{platform.platform()}."))
@@ -320,13 +374,41 @@ def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str],
 
 def write_report(dirs: Sequence[Path], out: Path, *, baseline: str = "mae") -> Path:
     """Aggregate every run under `dirs`, write the report into `out`, return report.html
-    (report.md beside it says the same)."""
-    out = store.ensure_writable(Path(out))
+    (report.md beside it says the same).
+
+    Nothing is written when there is nothing to report. Every file is built in a temporary
+    folder inside `out` and moved into place one by one (os.replace), report.html last: a
+    reader, or another report written at the same time, never sees a torn file."""
+    out = Path(out)
     dirs = [Path(d) for d in dirs]
     a = analyse(dirs, baseline)
     if not a.agg.configs and not a.agg.problems:
         raise DataNotFoundError(
             f"no run folders (config.json or summary.json) under {', '.join(map(str, dirs))}")
+    with _staged(out) as stage:
+        _write_files(a, dirs, stage)
+    return out / "report.html"
+
+
+@contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A fresh folder inside `out` to write into; on success its files replace `out`'s (the
+    HTML page last), on error they are dropped, and so is `out` if this call created it."""
+    created = not out.exists()
+    store.ensure_writable(out)
+    stage = Path(tempfile.mkdtemp(dir=out, prefix=".report-"))
+    try:
+        yield stage
+        files = sorted(stage.iterdir(), key=lambda f: (f.name == "report.html", f.name))
+        for f in files:
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()
+
+
+def _write_files(a: Analysis, dirs: Sequence[Path], out: Path) -> None:
     a.agg.to_csv(out / "runs.csv")
     stats_cols = ["dataset", "encoder", "label", "method", "options", "variant", "metric",
                   "mean", "std", "n", "ci_low", "ci_high"]
@@ -339,6 +421,4 @@ def write_report(dirs: Sequence[Path], out: Path, *, baseline: str = "mae") -> P
         + "\n\n".join(to_latex(t) for s in section_of.values() for t in s.tables) + "\n")
     blocks = _blocks(a, dirs, section_of, _make_figures(a, out))
     (out / "report.md").write_text(render_markdown(blocks))
-    path = out / "report.html"
-    path.write_text(render_html(blocks, TITLE))
-    return path
+    (out / "report.html").write_text(render_html(blocks, TITLE))

@@ -50,13 +50,15 @@ class Summary:
 
 
 def summarize(values: ArrayLike, confidence: float = CONFIDENCE) -> Summary:
-    """Summary of one cell (one method/option set/dataset, all seeds). NaN values propagate."""
+    """Summary of one cell (one method/option set/dataset, all seeds). NaN values propagate,
+    and so do infinite ones, without numpy's warnings (inf - inf is NaN: no spread)."""
     arr = np.asarray(values, dtype=float).ravel()
     n = int(arr.size)
     if n == 0:
         return Summary(math.nan, math.nan, 0, math.nan, math.nan)
-    mean = float(arr.mean())
-    std = float(arr.std(ddof=1)) if n > 1 else math.nan
+    with np.errstate(invalid="ignore"):
+        mean = float(arr.mean())
+        std = float(arr.std(ddof=1)) if n > 1 else math.nan
     low, high = _t_interval(mean, std, n, confidence)
     return Summary(mean, std, n, low, high)
 
@@ -87,12 +89,15 @@ def paired_difference(
     seeds = tuple(sorted(set(a_by_seed) & set(b_by_seed)))
     a = np.array([a_by_seed[s] for s in seeds], dtype=float)
     b = np.array([b_by_seed[s] for s in seeds], dtype=float)
-    diff = a - b
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, as in summarize
+        diff = a - b
     n = len(seeds)
     s = summarize(diff, confidence)
     if n < MIN_PAIRED_FOR_TEST:
         return Paired(s.mean, s.ci_low, s.ci_high, n, None, True, seeds)
-    if np.ptp(diff) == 0:
+    if not np.isfinite(diff).all():
+        p = math.nan  # a diverged run: no test is defined, and scipy would only warn
+    elif np.ptp(diff) == 0:
         # Identical differences: t is infinite (p = 0) or 0/0 (undefined); scipy would only warn.
         p = 0.0 if s.mean != 0 else math.nan
     else:

@@ -51,6 +51,7 @@ METRICS: dict[str, MetricInfo] = {
     "compute.wall_s": MetricInfo("wall s", 1.0, False, "compute"),
     "compute.peak_mem_bytes": MetricInfo("peak mem GiB", 2.0**-30, False, "compute"),
     "compute.processes": MetricInfo("processes", 1.0, None, "compute"),
+    "compute.load_avg": MetricInfo("load avg (1 min)", 1.0, None, "compute"),
     "setup.visible_tokens": MetricInfo("visible tokens", 1.0, None, "setup"),
     "setup.scored_positions": MetricInfo("scored positions", 1.0, None, "setup"),
     "setup.encoder_params": MetricInfo("encoder params M", 1e-6, None, "setup"),
@@ -67,16 +68,23 @@ METRICS: dict[str, MetricInfo] = {
 MAIN_COMPUTE = ("compute.pretrain_flops_per_sample", "compute.train_samples_per_s")
 
 
+PREFIX_GROUPS = {"compute.": "compute", "setup.": "setup"}  # summary.json records by prefix
+
+
 def metric_info(metric: str) -> MetricInfo:
-    """Catalogue entry; a metric the catalogue does not know is shown as is, never ranked."""
-    return METRICS.get(metric, MetricInfo(metric))
+    """Catalogue entry; a metric the catalogue does not know is shown as is, never ranked, in
+    the table of its summary.json record (compute., setup.), else with the task metrics."""
+    if metric in METRICS:
+        return METRICS[metric]
+    group = next((g for p, g in PREFIX_GROUPS.items() if metric.startswith(p)), "task")
+    return MetricInfo(metric, group=group)
 
 
 def metric_order(metrics: Sequence[str], group: str) -> list[str]:
     """The metrics of `group` present in `metrics`: catalogue order, then unknown ones sorted."""
     present = set(metrics)
     known = [m for m, info in METRICS.items() if info.group == group and m in present]
-    unknown = sorted(m for m in present if m not in METRICS) if group == "task" else []
+    unknown = sorted(m for m in present if m not in METRICS and metric_info(m).group == group)
     return known + unknown
 
 
@@ -211,18 +219,53 @@ def paired_stats(ok: pd.DataFrame, cells: pd.DataFrame, baseline: str) -> pd.Dat
 
 @dataclass(frozen=True)
 class ComputeAxis:
-    """A pretraining-compute axis: its name, title, column in `compute_curves` and unit."""
+    """A pretraining-compute axis: its name, what it measures, title, column in
+    `compute_curves`, the factor from that column to `unit`, and whether values are written
+    with SI prefixes."""
 
     name: str
+    noun: str
     title: str
     column: str
-    budget_unit: str
+    factor: float
+    unit: str
+    prefixed: bool
+
+    def text(self, value: float) -> str:
+        """`value` (in `unit`) as a reader wants it: '2.1 GFLOP', '3.5 s'."""
+        return engineering(value, self.unit) if self.prefixed else f"{value:.3g} {self.unit}"
+
+    def budget_text(self, budget: float) -> str:
+        """A budget in the column's units, e.g. 'at 2.1 GFLOP of pretraining'."""
+        return f"at {self.text(budget * self.factor)} of pretraining"
 
 
 COMPUTE_AXES = (
-    ComputeAxis("flops", "pretraining PFLOPs", "pflops", "PFLOPs of pretraining"),
-    ComputeAxis("time", "pretraining time (s)", "train_s", "s of pretraining"),
+    ComputeAxis("flops", "FLOPs", "pretraining compute (FLOP)", "pflops", 1e15, "FLOP", True),
+    ComputeAxis("time", "time", "pretraining time (s)", "train_s", 1.0, "s", False),
 )
+_SI_PREFIXES = {-4: "p", -3: "n", -2: "µ", -1: "m", 0: "", 1: "k", 2: "M", 3: "G", 4: "T",
+                5: "P", 6: "E", 7: "Z", 8: "Y"}
+
+
+def si_prefix(value: float) -> tuple[float, str]:
+    """The power of 1000 and SI prefix to write `value` with: 2.1e9 -> (1e9, 'G')."""
+    if value == 0 or not math.isfinite(value):
+        return 1.0, ""
+    power = math.floor(math.log10(abs(value)) / 3)
+    if abs(float(f"{value / 10.0 ** (3 * power):.3g}")) >= 1000:  # 999.7e3 -> 1 M, not 1e3 k
+        power += 1
+    power = min(max(power, min(_SI_PREFIXES)), max(_SI_PREFIXES))
+    return 10.0 ** (3 * power), _SI_PREFIXES[power]
+
+
+def engineering(value: float, unit: str) -> str:
+    """`value` with an SI prefix and 3 significant digits: 2.1e9 FLOP -> '2.1 GFLOP'."""
+    factor, prefix = si_prefix(value)
+    return f"{value / factor:.3g} {prefix}{unit}"
+
+
+POINT_COLUMNS = ["run_dir", "epoch", "value", "pflops", "train_s"]
 
 
 def compute_curves(ok: pd.DataFrame, curve: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -235,7 +278,7 @@ def compute_curves(ok: pd.DataFrame, curve: pd.DataFrame, metric: str) -> pd.Dat
                                          "train_s", "wall_s")]])]
     wide = wide.pivot_table(index="run_dir", columns="metric", values="value", aggfunc="first")
     if metric not in wide or "compute.pretrain_flops_per_sample" not in wide:
-        return pd.DataFrame(columns=["run_dir", "epoch", "value", "pflops", "train_s"])
+        return pd.DataFrame(columns=POINT_COLUMNS)
     runs = ok.drop_duplicates("run_dir").set_index("run_dir")
     epochs = runs.epochs.astype("float64").reindex(wide.index)
     seconds = pd.Series(np.nan, index=wide.index)
@@ -271,16 +314,28 @@ def values_at(points: pd.DataFrame, column: str, budget: pd.Series) -> pd.Series
     return lo_y + frac * (hi_y - lo_y)
 
 
+MATCHED_COLUMNS = [*SECTION, "label", "axis", "budget", "metric", "mean", "std", "n", "ci_low",
+                   "ci_high"]
+GAP_COLUMNS = [*SECTION, "axis", "budget", "without", "runs"]
+
+
 def compute_matched(points: pd.DataFrame, ok: pd.DataFrame, cells: pd.DataFrame,
-                    metric: str) -> pd.DataFrame:
+                    metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per section and compute axis: the largest budget every pretrained run reached (the
     smallest final compute), and each cell's `metric` there, interpolated along each run's
-    curve, summarised over seeds. A run that never evaluated at or below the budget has no
-    value there (n counts the runs that have): evaluate more often (--eval-every)."""
+    curve, summarised over seeds (MATCHED_COLUMNS).
+
+    Only where every pretrained run of the section has a value at the budget: a run whose
+    first evaluation lies beyond it has none (nothing is extrapolated), and a view where only
+    the cheapest runs have values would crown them. Those (section, axis) pairs are returned
+    apart (GAP_COLUMNS: budget, runs without a value, pretrained runs), so the report can say
+    why the view is absent: evaluate more often (--eval-every)."""
+    if points.empty:
+        return pd.DataFrame(columns=MATCHED_COLUMNS), pd.DataFrame(columns=GAP_COLUMNS)
     run_cell = ok.drop_duplicates("run_dir").set_index("run_dir")[list(CELL)]
     pts = points[~points.run_dir.map(run_cell.method).isin(REFERENCES)]
     labels = cells.set_index(list(CELL)).label
-    rows = []
+    rows, gaps = [], []
     for axis in COMPUTE_AXES:
         runs = run_cell.join(pts.groupby("run_dir")[axis.column].max().rename("reached"),
                              how="inner")
@@ -288,16 +343,19 @@ def compute_matched(points: pd.DataFrame, ok: pd.DataFrame, cells: pd.DataFrame,
         usable = runs.groupby(list(SECTION)).reached.transform(lambda r: (r > 0).all())
         runs = runs[usable.astype(bool)].assign(budget=budget)
         runs["value"] = values_at(pts, axis.column, runs.budget)
-        by_cell = dict(list(runs.groupby(list(CELL), sort=False)))
-        for key in labels.index:
-            if key in by_cell:
-                group = by_cell[key]
-                s = summarize(group.value.dropna().to_numpy())
-                rows.append((key[0], key[1], labels[key], axis.name, group.budget.iloc[0],
-                             metric, s.mean, s.std, s.n, s.ci_low, s.ci_high))
-    columns = [*SECTION, "label", "axis", "budget", "metric", "mean", "std", "n", "ci_low",
-               "ci_high"]
-    return pd.DataFrame(rows, columns=columns)
+        for section, sec in runs.groupby(list(SECTION)):  # sorted, as the rows are
+            without = int(sec.value.isna().sum())
+            if without:
+                gaps.append((*section, axis.name, sec.budget.iloc[0], without, len(sec)))
+                continue
+            by_cell = dict(list(sec.groupby(list(CELL), sort=False)))
+            for key in labels.index:
+                if key in by_cell:
+                    group = by_cell[key]
+                    s = summarize(group.value.to_numpy())
+                    rows.append((key[0], key[1], labels[key], axis.name, group.budget.iloc[0],
+                                 metric, s.mean, s.std, s.n, s.ci_low, s.ci_high))
+    return pd.DataFrame(rows, columns=MATCHED_COLUMNS), pd.DataFrame(gaps, columns=GAP_COLUMNS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,7 +459,7 @@ def matched_table(matched: pd.DataFrame, title: str, note: str) -> Table:
     for axis in COMPUTE_AXES:
         sub = matched[matched.axis == axis.name]
         if not sub.empty:
-            columns.append(f"at {sub.budget.iloc[0]:.3g} {axis.budget_unit}")
+            columns.append(axis.budget_text(sub.budget.iloc[0]))
             cols.append({r.label: r for r in sub.itertuples(index=False)})
     rows = []
     for label in dict.fromkeys(matched.label):
@@ -411,6 +469,12 @@ def matched_table(matched: pd.DataFrame, title: str, note: str) -> Table:
             row.append(Cell("–" if r is None else format_summary(summary_of(r), scale)))
         rows.append(row)
     return Table(title, columns, rows, note)
+
+
+def with_column(table: Table, title: str, by_label: dict[str, str]) -> Table:
+    """`table` with one more column: each row's value in `by_label` (by row label), else '–'."""
+    rows = [[*row, Cell(by_label.get(row[0].text, "–"))] for row in table.rows]
+    return Table(table.title, [*table.columns, title], rows, table.note, table.anchor)
 
 
 def list_table(frame: pd.DataFrame, title: str, note: str = "") -> Table:

@@ -44,7 +44,7 @@ from bench.spec import DataSpec
 from bench.validate import check_fits
 from methods.base import build_method
 
-RECON_IMAGES = 8  # the first N test images: the same pictures for every method
+RECON_IMAGES = 8  # test images shown (recon_indices): the same pictures for every method
 
 
 class RunInterrupted(Exception):
@@ -437,13 +437,24 @@ def _to(t, device):
     return None if t is None else t.to(device)
 
 
+def recon_indices(labels: torch.Tensor, n: int = RECON_IMAGES) -> torch.Tensor:
+    """`n` test positions across classes: the first image of each class (classes in label
+    order), then the second of each, and so on; the same positions for the same split."""
+    by_class = torch.sort(labels, stable=True).indices  # test order kept within a class
+    grouped = labels[by_class]
+    rank = torch.arange(len(labels)) - torch.searchsorted(grouped, grouped)  # k-th of its class
+    return by_class[torch.sort(rank, stable=True).indices][:n]
+
+
 @torch.no_grad()
 def save_reconstructions(ctx: RunContext, model: MaskedPretrainer) -> None:
-    """Original, visible mask and reconstruction of the first test images (images only)."""
+    """Original, visible mask and reconstruction of test images across classes (images
+    only), from the split the probes were scored on (already decoded)."""
     if model.spec.modality != "image":
         return
     data, spec = ctx.data, model.spec
-    raw = data.eval_split("test", RECON_IMAGES).x.to(ctx.device)
+    test = data.eval_split("test", ctx.cfg.eval_test_limit)
+    raw = test.x[recon_indices(test.y.cpu())].to(ctx.device)
     x = data.eval_batch(raw)
     model.eval()
     out = model(x, torch.Generator(device=ctx.device).manual_seed(0))

@@ -33,6 +33,9 @@ def verdict(paired: pd.DataFrame, baseline: str) -> list[str]:
     baseline excludes 0 on at least MIN_PAIRED_FOR_TEST seeds, in words, or that nothing is
     distinguishable at this n. Reference rows are not judged (they are not strategies)."""
     rows = paired[~paired.method.isin(REFERENCES)]
+    if rows.empty:
+        return [f"no verdict: no strategy besides the baseline {baseline} in this section "
+                "(reference rows are not judged)"]
     lines = []
     for metric in metric_order(rows.metric.unique(), "accuracy"):
         info = metric_info(metric)

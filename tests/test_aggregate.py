@@ -199,3 +199,23 @@ def test_curves_long_format_and_bad_middle_line(tmp_path: Path):
         [1, "knn_top1", 0.6],
     ]
     assert set(c.run_dir) == {str(run_dir)}
+
+
+def test_non_finite_values_make_a_finished_run_a_problem(tmp_path: Path):
+    """json reads NaN and Infinity as floats: a diverged run is listed, never averaged; a failed
+    run stays a failed run whatever it logged."""
+    write_run(tmp_path / "s", "good", summary=summary("good"))
+    nan = summary("nan", seed=1)
+    nan["metrics"]["knn_top1"] = float("nan")
+    write_run(tmp_path / "s", "nan", seed=1, summary=nan)
+    inf = summary("inf", seed=2, compute={**COMPUTE, "train_samples_per_s": float("inf")})
+    write_run(tmp_path / "s", "inf", seed=2, summary=inf)
+    failed = summary("failed", seed=3, status="failed", metrics={"recon_loss": float("nan")})
+    write_run(tmp_path / "s", "failed", seed=3, summary=failed)
+    agg = collect([tmp_path])
+    assert {p.path.name: p.reason for p in agg.problems} == {
+        "nan": "summary.json: non-finite values (knn_top1=nan); the run is left out of every cell",
+        "inf": "summary.json: non-finite values (compute.train_samples_per_s=inf); the run is "
+               "left out of every cell",
+    }
+    assert set(agg.table.run_id) == {"good", "failed"} and list(agg.failed.run_id) == ["failed"]

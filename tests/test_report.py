@@ -7,15 +7,18 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
+import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from bench import figures
 from bench.catalog import REFERENCES as TRAIN_REFERENCES
 from bench.cli import main
 from bench.report import write_report
-from bench.tables import REFERENCES
+from bench.tables import REFERENCES, best_rows, engineering, stat_table
 
 T_975_2 = 4.302652729749464  # t_{0.975, 2} from tables
 FIGURES = ("metrics", "curves", "compute", "mask_ratio")
@@ -23,8 +26,10 @@ FIGURES = ("metrics", "curves", "compute", "mask_ratio")
 
 def write_run(root: Path, name: str, method: str, seed: int, metrics: dict | None = None, *,
               options: dict | None = None, encoder: str = "vit-micro", status: str = "ok",
-              train_s: float = 6.0, setup: dict | None = None, **config) -> Path:
-    """A run folder as bench.train writes it, with a 3-epoch curve ending at the final kNN."""
+              train_s: float = 6.0, setup: dict | None = None, periodic: bool = True,
+              compute: dict | None = None, **config) -> Path:
+    """A run folder as bench.train writes it, with a 3-epoch curve ending at the final kNN
+    (kNN at epochs 1 and 2 too unless not `periodic`); `compute` adds to summary's."""
     run_dir = root / name
     run_dir.mkdir(parents=True)
     is_ref = method in REFERENCES
@@ -36,7 +41,7 @@ def write_run(root: Path, name: str, method: str, seed: int, metrics: dict | Non
     metrics = metrics or {}
     compute = {"pretrain_flops_per_sample": 0.0 if is_ref else 2e9, "wall_s": 10.0,
                "train_samples_per_s": None if is_ref else 1000.0, "device": "cpu (test)",
-               **({} if is_ref else {"train_s": train_s})}
+               **({} if is_ref else {"train_s": train_s}), **(compute or {})}
     summary = {"run_id": name, "method": method, "dataset": "fashion-mnist", "encoder": encoder,
                "seed": seed, "status": status, "metrics": metrics, "compute": compute,
                **({"setup": setup} if setup else {})}
@@ -45,8 +50,9 @@ def write_run(root: Path, name: str, method: str, seed: int, metrics: dict | Non
     (run_dir / "summary.json").write_text(json.dumps(summary))
     if not is_ref and status == "ok":
         knn = metrics.get("knn_top1", 0.5)
-        lines = [{"epoch": e, "loss": 1.0 / e, "lr": 1e-3, **({"knn_top1": knn - 0.1 * (3 - e)}
-                                                             if e < 3 else {})} for e in (1, 2, 3)]
+        lines = [{"epoch": e, "loss": 1.0 / e, "lr": 1e-3,
+                  **({"knn_top1": knn - 0.1 * (3 - e)} if e < 3 and periodic else {})}
+                 for e in (1, 2, 3)]
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     return run_dir
 
@@ -231,6 +237,7 @@ def test_only_failed_runs_still_report_and_no_runs_is_an_error(tmp_path, capsys)
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "no run folders" in capsys.readouterr().err
+    assert list((tmp_path / "empty").iterdir()) == []  # no empty report/ left behind
 
 
 def test_cli_report_several_dirs_and_unknown_baseline(synthetic, tmp_path, capsys):
@@ -241,3 +248,217 @@ def test_cli_report_several_dirs_and_unknown_baseline(synthetic, tmp_path, capsy
     assert "baseline 'nope' has no finished runs" in md and "paired difference" not in md
     assert "24 finished runs" in md  # both folders
     assert main(["report", str(tmp_path / "missing")]) == 2
+
+
+# ------------------------------------------------------------------------------------------
+# Runs evaluated only at their end, on two machines, two of them diverged (NaN, inf)
+
+NAN_RUN, INF_RUN = "qb-nan", "mae-inf"
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory) -> dict:
+    """The report of runs without --eval-every (qbheat cheaper, on another device), every
+    warning it raised, and its figures as drawn (matplotlib objects)."""
+    root = tmp_path_factory.mktemp("plain")
+    for s in range(3):
+        write_run(root / "res", f"mae{s}", "mae", s,
+                  {"linear_top1": MAE[s], "knn_top1": 0.7, "recon_loss": 0.3},
+                  periodic=False, compute={"processes": 1, "load_avg": 0.5})
+        qb = write_run(root / "res", f"qb{s}", "qbheat", s,
+                       {"linear_top1": QBHEAT[s], "knn_top1": 0.72, "recon_loss": 0.1},
+                       train_s=3.0, periodic=False,
+                       compute={"processes": 1, "load_avg": 3.0, "device": "cuda:0 (H200)"})
+        write_run(root / "res", f"ri{s}", "random-init", s, {"linear_top1": 0.5, "knn_top1": 0.4},
+                  compute={"processes": 1})
+    curve = (qb / "metrics.jsonl").read_text().replace('"loss": 0.5', '"loss": Infinity')
+    (qb / "metrics.jsonl").write_text(curve)  # a loss spike mid-run: no warning either
+    write_run(root / "res", NAN_RUN, "qbheat", 3, {"linear_top1": math.nan, "knn_top1": 0.7})
+    write_run(root / "res", INF_RUN, "mae", 3, {"linear_top1": 0.8, "knn_top1": math.inf})
+    drawn = {}
+    save = figures._save
+
+    def keep(fig, out, name, *args, **kwargs):
+        drawn[name] = fig
+        return save(fig, out, name, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mp.setattr(figures, "_save", keep)
+        write_report([root / "res"], root / "out")
+    return {"root": root, "md": (root / "out" / "report.md").read_text(), "out": root / "out",
+            "warnings": [str(w.message) for w in caught], "figures": drawn}
+
+
+def test_equal_compute_view_absent_without_periodic_evaluation(plain):
+    """Evaluated only at their end, the mae runs have no kNN at qbheat's (smaller) budget: no
+    table that would crown the cheapest runs, but why and how to get it."""
+    assert pd.read_csv(plain["out"] / "compute_matched.csv").empty
+    assert "accuracy at equal pretraining compute**" not in plain["md"]
+    assert ("Accuracy at equal pretraining FLOPs and time is not shown: 3 of the 6 pretrained "
+            "runs have no knn_top1 evaluation at or below the budget every pretrained run "
+            "reached (6 TFLOP; 3 s of pretraining)") in plain["md"]
+    assert "Run with --eval-every K (evaluate every K epochs) to get this view." in plain["md"]
+
+
+def test_equal_compute_view_shown_when_every_run_reaches_the_budget(synthetic_report):
+    md = (synthetic_report / "report.md").read_text()
+    assert "| row | at 6 TFLOP of pretraining | at 3 s of pretraining |" in md
+    assert "is not shown" not in md
+
+
+def test_compute_table_has_processes_load_and_devices(plain):
+    section = plain["md"].split("## fashion-mnist · vit-micro")[1]
+    compute = section.split("vit-micro: compute**")[1].split("\n\n**")[0]
+    assert ("| row | GFLOPs/sample | samples/s | pretrain s | wall s | processes | "
+            "load avg (1 min) | device |") in compute
+    assert "| 1.00 ± 0.00 (n=3) | 0.50 ± 0.00 (n=3) | cpu (test) |" in compute
+    assert "| 1.00 ± 0.00 (n=3) | 3.00 ± 0.00 (n=3) | cuda:0 (H200) |" in compute
+    assert ("not comparable across runs measured on different machines or under different "
+            "loads") in compute
+    task = section.split("pretext-task metrics**")[1].split("\n\n")[1]
+    assert task.startswith("| row | test recon loss |\n")
+
+
+def test_shared_settings_state_the_reference_rows_own_epochs(plain, synthetic_report):
+    for md in (plain["md"], (synthetic_report / "report.md").read_text()):
+        shared = md.split("**Settings every run shares**")[1]
+        assert "| epochs | 3 (reference rows: 0) |" in shared
+
+
+def test_non_finite_runs_are_listed_and_left_out_without_warnings(plain):
+    assert plain["warnings"] == []
+    skipped = plain["md"].split("## Skipped folders")[1].split("\n## ")[0]
+    for name, value in ((NAN_RUN, "linear_top1=nan"), (INF_RUN, "knn_top1=inf")):
+        assert (f"| {plain['root'] / 'res' / name} | summary.json: non-finite values ({value}); "
+                "the run is left out of every cell |") in skipped
+    stats = pd.read_csv(plain["out"] / "stats.csv")
+    assert set(stats.n) == {3}  # seeds 0-2 only: neither seed 3 counts anywhere
+
+
+def test_bold_only_accuracy_columns_whose_cis_are_apart():
+    """Rows 'a' and 'b' are far apart in every column; only the accuracy one is ranked."""
+    rows = [dict(label=label, metric=metric, is_reference=False, mean=v, std=0.01 * v, n=3,
+                 ci_low=0.99 * v, ci_high=1.01 * v)
+            for label, scale in (("a", 1.0), ("b", 3.0))
+            for metric, v in (("linear_top1", 0.9 / scale), ("knn_top1", 0.3 * scale),
+                              ("compute.pretrain_flops_per_sample", 1e9 * scale),
+                              ("compute.train_samples_per_s", 100.0 * scale))]
+    stats = pd.DataFrame(rows)
+    assert best_rows(stats, "linear_top1") == {"a"} and best_rows(stats, "knn_top1") == {"b"}
+    assert best_rows(stats, "compute.pretrain_flops_per_sample") == set()
+    assert best_rows(stats, "compute.train_samples_per_s") == set()
+    table = stat_table(stats, pd.DataFrame({"label": ["a", "b"]}),
+                       ["linear_top1", "compute.pretrain_flops_per_sample"], "t")
+    assert [[c.bold for c in row[1:]] for row in table.rows] == [[True, False], [False, False]]
+
+
+def test_compute_axis_ticks_are_plain_numbers_in_engineering_units(plain):
+    fig = plain["figures"]["compute"]
+    flops, time = fig.axes[:2]
+    assert flops.get_xlabel() == "pretraining compute (TFLOP)"
+    assert time.get_xlabel() == "pretraining time (s)"
+    for ax in (flops, time):
+        ticks = [t.get_text().replace("−", "-") for t in ax.get_xticklabels()]
+        assert ax.xaxis.get_offset_text().get_text() == ""
+        assert len(set(ticks)) == len(ticks) >= 3 and all(float(t) >= -10 for t in ticks)
+    assert engineering(6e12, "FLOP") == "6 TFLOP" and engineering(999.7e6, "FLOP") == "1 GFLOP"
+    assert engineering(3.2e-7, "s") == "320 ns" and engineering(0.0, "FLOP") == "0 FLOP"
+
+
+def test_no_line_through_a_single_evaluation(plain):
+    """Evaluated once, a row is a point with its CI bar in the compute figure, and no curve
+    (and no kNN panel at all) in the figure over epochs."""
+    for name in ("compute", "curves"):
+        for ax in plain["figures"][name].axes:
+            for line in ax.get_lines():
+                assert line.get_linestyle() == "None" or len(line.get_xdata()) >= 2
+    (loss,) = plain["figures"]["curves"].axes
+    assert loss.get_title().endswith("pretraining loss")
+    assert {len(line.get_xdata()) for line in loss.get_lines()} == {3}
+
+
+# ------------------------------------------------------------------------------------------
+# Writing the report: nothing on error, never a torn file
+
+
+@pytest.fixture(scope="module")
+def lean(tmp_path_factory) -> Path:
+    """Two runs whose report is quick to write: CSVs, tables, pages and one figure (loss)."""
+    root = tmp_path_factory.mktemp("lean")
+    for s in range(2):
+        write_run(root, f"mae{s}", "mae", s, {"recon_loss": 0.3}, periodic=False)
+    return root
+
+
+def test_a_failing_report_writes_nothing_and_keeps_the_previous_one(lean, tmp_path,
+                                                                    monkeypatch):
+    import bench.report as report
+
+    def broken(*args):
+        raise RuntimeError("figure failed")
+
+    monkeypatch.setattr(report, "_make_figures", broken)
+    with pytest.raises(RuntimeError, match="figure failed"):
+        write_report([lean], tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    monkeypatch.undo()
+    before = write_report([lean], tmp_path / "old").parent
+    files = {f.name: f.read_bytes() for f in before.iterdir()}
+    monkeypatch.setattr(report, "_make_figures", broken)
+    with pytest.raises(RuntimeError):
+        write_report([lean], before)
+    assert {f.name: f.read_bytes() for f in before.iterdir()} == files  # no temp folder left
+
+
+def complete(path: Path) -> bool:
+    """Whether a report file is whole (each format's own ending) and parses."""
+    data = path.read_bytes()
+    match path.suffix:
+        case ".html":
+            return data.endswith(b"</html>\n")
+        case ".md":
+            return data.startswith(b"# Maskbench report") and data.endswith(b"\n")
+        case ".tex":
+            return data.endswith(b"\\end{tabular}\n")
+        case ".png":
+            return data.startswith(b"\x89PNG") and data.endswith(b"IEND\xaeB`\x82")
+        case ".svg":
+            return data.rstrip().endswith(b"</svg>")
+        case ".csv":
+            return len(pd.read_csv(path).columns) > 0 and data.endswith(b"\n")
+    raise AssertionError(f"unexpected report file {path}")
+
+
+def test_concurrent_reports_never_leave_a_torn_file(lean, tmp_path):
+    """Two writers on the same folder (two `bench run` of the same runs finishing together)
+    while a reader reads every file over and over: each file it sees is whole."""
+    out = tmp_path / "report"
+    write_report([lean], out)
+    torn, errors, done = [], [], threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            for f in out.iterdir():
+                if not f.name.startswith(".") and f.is_file() and not complete(f):
+                    torn.append(f.name)
+
+    def write() -> None:
+        try:
+            write_report([lean], out)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    reader = threading.Thread(target=read)
+    writers = [threading.Thread(target=write) for _ in range(2)]
+    reader.start()
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    done.set()
+    reader.join()
+    assert errors == [] and torn == []
+    names = {f.name for f in out.iterdir()}
+    assert {"report.html", "report.md", "stats.csv", "curves.png", "tables.tex"} <= names
+    assert all(complete(out / n) for n in names)

@@ -80,3 +80,17 @@ def test_cis_overlap():
     assert cis_overlap(_ci(0.80, 0.82), _ci(0.78, 0.80))
     assert cis_overlap(_ci(0.78, 0.90), _ci(0.80, 0.82))
     assert cis_overlap(summarize([0.9]), _ci(0.1, 0.2))  # one seed: never "clearly best"
+
+
+def test_infinite_values_propagate_without_warnings():
+    """A diverged run (inf) gives inf or NaN, never numpy's or scipy's RuntimeWarning."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = summarize([1.0, math.inf, 2.0])
+        p = paired_difference({0: math.inf, 1: 1.0, 2: 2.0}, {0: math.inf, 1: 0.0, 2: 0.5})
+        q = paired_difference({0: math.inf, 1: 1.0, 2: 2.0}, {0: 1.0, 1: 0.0, 2: 0.5})
+    assert s.mean == math.inf and math.isnan(s.std) and math.isnan(s.ci_low)
+    assert math.isnan(p.mean_diff) and math.isnan(p.p_value) and not p.too_few
+    assert q.mean_diff == math.inf and math.isnan(q.p_value)
