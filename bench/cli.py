@@ -1,5 +1,5 @@
-"""Command line: run, sweep, status, report, list, perf, export, download. The only place that
-turns errors into exit codes."""
+"""Command line: run, sweep, status, report, list, encoders, perf, export, download. The only
+place that turns errors into exit codes."""
 
 from __future__ import annotations
 
@@ -302,6 +302,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_encoders(args: argparse.Namespace) -> int:
+    from bench.models.sizes import format_sizes, preset_sizes
+
+    rows = preset_sizes(args.dataset)
+    print(json.dumps(rows, indent=2) if args.json else format_sizes(rows))
+    return 0
+
+
 def cmd_perf(args: argparse.Namespace) -> int:
     from bench.perf import PerfOptions, format_table, measure
 
@@ -372,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="methods, reference rows, encoders and datasets")
     p.add_argument("--json", action="store_true", help="the same catalogue as JSON")
     p.set_defaults(fn=cmd_list)
+
+    p = sub.add_parser("encoders", help="each encoder preset's parameters and FLOPs on a "
+                       "dataset (builds the presets; loads no data)")
+    p.add_argument("--dataset", default="fashion-mnist", help="dataset (default fashion-mnist)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_encoders)
 
     p = sub.add_parser("perf", help="benchmark a pretraining step (samples/s, FLOPs, MFU)")
     p.add_argument("--methods", type=method_list, default=["mae"],

@@ -60,8 +60,14 @@ def block_visible(
 ) -> Visible:
     """One contiguous block of `shape` per sample on `grid` (any number of dims).
 
-    `position`: `random` (uniform over valid origins), `center`, or `quadrant` (one of the
-    corners aligned to the grid's halves; only where the block is exactly half the grid).
+    `position`: `random` (uniform over valid origins), `center` (origin `(g - s) // 2` per
+    axis), or `quadrant`: the block sits in one of the grid's 2^ndim corners, drawn uniformly
+    per sample (each axis independently at origin 0 or g - s), so it touches two edges and
+    the hidden part is the rest of the grid. Where each side is half the grid (even grids at
+    mask ratio 0.75) that is one of the four quarters; on odd grids the block is
+    `contiguous_block_shape`'s rounding (7x7 at 0.75: 4x4, round(3.5) = 4), still flush with
+    its corner, and the two placements along an axis overlap by 2s - g rows or columns (one,
+    on 7x7). For text (one axis) it is the span at the start or at the end.
     """
     if len(shape) != len(grid) or any(s < 1 or s > g for s, g in zip(shape, grid)):
         raise ValueError(f"block {shape} does not fit grid {grid}")

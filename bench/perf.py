@@ -91,7 +91,7 @@ def _fill_seconds(model, x: Tensor, device: torch.device, steps: int) -> float:
     """Forward + backward of the method's fill alone, on the shapes of a real step."""
     gen = torch.Generator(device=device).manual_seed(0)
     visible = model.method.choose_visible(x.shape[0], model.spec.grid, gen)
-    latent = torch.randn(x.shape[0], visible.count, model.proj.out_features, device=device,
+    latent = torch.randn(x.shape[0], visible.count, model.method.dim, device=device,
                          requires_grad=True)
 
     def step(_):

@@ -249,6 +249,29 @@ def section_name(a: Analysis, dataset: str, encoder: str) -> str:
     return f"{dataset} · {encoder}{level or ''}"
 
 
+QBHEAT_NOTE = (
+    "What training found and where the fill breaks down. ρ: spectral radius of a unit step "
+    "(I+A right, I−A left, I+B down, I−B up; above 1 that direction grows with every step; "
+    "with qbheat.norm=true a step adds n(z)A^T and ρ only bounds the linear part). "
+    "‖AB−BA‖/(‖A‖‖B‖): 0 where dz/dx = Az, dz/dy = Bz has a solution for any block (then the "
+    "xy and yx orders agree). recon loss d: the held-out reconstruction loss at hidden "
+    "positions whose Chebyshev distance to the nearest visible token is d (for QB-Heat's "
+    "block, the steps along the farther axis), under each method's own masking; like "
+    "recon_loss, not comparable across methods. Operator figures: final epoch; also in "
+    "metrics.jsonl at --eval-every points.")
+
+
+def _qbheat_table(a: Analysis, dataset: str, encoder: str) -> Table | None:
+    """The fill diagnostics (metric group "fill") of one section's rows that report them."""
+    where = lambda f: f[(f.dataset == dataset) & (f.encoder == encoder)]  # noqa: E731
+    stats = where(a.stats)
+    fill = metric_order(stats.metric.unique(), "fill")
+    if not fill:
+        return None
+    return stat_table(stats, where(a.cells), fill, f"{section_name(a, dataset, encoder)}: QB-Heat "
+                      "operators and the fill by distance from the visible part", CI_NOTE)
+
+
 def _make_figures(a: Analysis, out: Path) -> list[figures.Figure]:
     if a.ok.empty:
         return []
@@ -313,7 +336,7 @@ def _export_table(a: Analysis) -> Table | None:
 
 
 def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str], Section],
-            figs: list[figures.Figure]) -> list[Block]:
+            figs: list[figures.Figure], qbheat: list[Table]) -> list[Block]:
     agg = a.agg
     n_ok = a.ok.run_dir.nunique()
     blocks: list[Block] = [
@@ -351,6 +374,9 @@ def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str],
             blocks.append(Bullets(tuple(section.warnings)))
         blocks += [TableBlock(c) if isinstance(c, Table) else Paragraph(c)
                    for c in section.content]
+    if qbheat:
+        blocks += [Heading("QB-Heat: operators and extrapolation", 2, "qbheat"),
+                   Paragraph(QBHEAT_NOTE), *(TableBlock(t) for t in qbheat)]
     if figs:
         blocks.append(Heading("Figures", 2, "figures"))
         blocks += [FigureBlock(f) for f in figs]
@@ -416,9 +442,11 @@ def _write_files(a: Analysis, dirs: Sequence[Path], out: Path) -> None:
     a.paired.to_csv(out / "paired.csv", index=False)
     a.matched.to_csv(out / "compute_matched.csv", index=False)
     section_of = {sec: _section(a, *sec, first=i == 0) for i, sec in enumerate(sections(a.cells))}
+    qbheat = [t for sec in sections(a.cells) if (t := _qbheat_table(a, *sec)) is not None]
     (out / "tables.tex").write_text(
         "% Maskbench tables; needs \\usepackage{booktabs}\n\n"
-        + "\n\n".join(to_latex(t) for s in section_of.values() for t in s.tables) + "\n")
-    blocks = _blocks(a, dirs, section_of, _make_figures(a, out))
+        + "\n\n".join(to_latex(t) for ts in [*(s.tables for s in section_of.values()), qbheat]
+                      for t in ts) + "\n")
+    blocks = _blocks(a, dirs, section_of, _make_figures(a, out), qbheat)
     (out / "report.md").write_text(render_markdown(blocks))
     (out / "report.html").write_text(render_html(blocks, TITLE))

@@ -64,6 +64,18 @@ METRICS: dict[str, MetricInfo] = {
     "masked_token_acc": MetricInfo("masked-token acc %", 100.0),
     "perplexity": MetricInfo("perplexity"),
     "masked_bow_recall": MetricInfo("masked-sentence word recall %", 100.0),
+    # Fill diagnostics (bench/diagnostics.py, QB-Heat's operator_diagnostics): the report's
+    # QB-Heat section. Distance d: Chebyshev distance in tokens to the nearest visible position.
+    "recon_loss_d1": MetricInfo("recon loss d=1", group="fill"),
+    "recon_loss_d2": MetricInfo("recon loss d=2", group="fill"),
+    "recon_loss_d3+": MetricInfo("recon loss d≥3", group="fill"),
+    "heat_commutator": MetricInfo("‖AB−BA‖/(‖A‖‖B‖)", group="fill"),
+    "heat_radius_right": MetricInfo("ρ(I+A)", group="fill"),
+    "heat_radius_left": MetricInfo("ρ(I−A)", group="fill"),
+    "heat_radius_down": MetricInfo("ρ(I+B)", group="fill"),
+    "heat_radius_up": MetricInfo("ρ(I−B)", group="fill"),
+    "heat_norm_A": MetricInfo("‖A‖_F", group="fill"),
+    "heat_norm_B": MetricInfo("‖B‖_F", group="fill"),
 }
 MAIN_COMPUTE = ("compute.pretrain_flops_per_sample", "compute.train_samples_per_s")
 
@@ -496,7 +508,8 @@ def to_markdown(table: Table) -> str:
 _LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
                   "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                   "\\": r"\textbackslash{}", "±": r"$\pm$", "–": "--", "Δ": r"$\Delta$",
-                  "<": r"$<$", ">": r"$>$", "·": r"$\cdot$"}
+                  "<": r"$<$", ">": r"$>$", "·": r"$\cdot$", "≥": r"$\geq$", "ρ": r"$\rho$",
+                  "‖": r"$\|$", "−": "-"}
 _LATEX_RE = re.compile("|".join(re.escape(k) for k in _LATEX_SPECIAL))
 
 

@@ -25,6 +25,7 @@ from bench.config import RunConfig
 from bench.data import dataset_key, load_dataset
 from bench.data.streaming import pretrain_batches
 from bench.devices import check_device_type, device_name, peak_memory_bytes, resolve_device
+from bench.diagnostics import fill_diagnostics
 from bench.evaluate import (
     autocast,
     encoder_protocols,
@@ -79,7 +80,8 @@ def build_model(cfg: RunConfig, spec: DataSpec, sentences: int | None = None) ->
     sentence's (the encoder's input) and the grid is `sentences` slots."""
     torch.manual_seed(cfg.seed)
     encoder = build_encoder(cfg.encoder, spec)
-    method = build_method(cfg.method, cfg.options, cfg.decoder_dim, spec.modality, encoder.kind)
+    method = build_method(cfg.method, cfg.options, cfg.decoder_dim, spec.modality, encoder.kind,
+                          encoder_dim=encoder.dim)
     if cfg.granularity == "sentence":
         return SentencePretrainer(slot_spec(spec, sentences), encoder, method, cfg.decoder_dim,
                                   cfg.decoder_depth, cfg.decoder_heads)
@@ -123,7 +125,7 @@ class TrainStep:
         if self.graphs:  # a new iteration: the last replay's outputs may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
         with autocast(self.device), distributed.synced_batch_stats():
-            loss = self.net(x, None, visible).loss
+            loss = self.net(x, None, visible).objective
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -174,30 +176,15 @@ class StepLog:
         self.window = torch.zeros((), device=self.device)
 
 
-def _cpu_attention_flops() -> dict:
-    """torch's flop counter knows the CUDA attention kernels but not the CPU one, so on a CPU
-    it counted no attention at all: the same formulas (QK^T and AV; 2.5x that backward) for
-    the CPU kernel."""
-    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
-
-    aten = torch.ops.aten
-    return {
-        aten._scaled_dot_product_flash_attention_for_cpu:
-            lambda q, k, v, *args, out_shape=None, **kw: sdpa_flop_count(q, k, v),
-        aten._scaled_dot_product_flash_attention_for_cpu_backward:
-            lambda g, q, k, v, *args, out_shape=None, **kw: sdpa_backward_flop_count(g, q, k, v),
-    }
-
-
 def pretrain_flops_per_sample(model: MaskedPretrainer, x: torch.Tensor) -> float:
     """Forward + backward FLOPs of one pretraining step, per sample (torch's flop counter:
-    matmuls, convolutions and attention)."""
-    from torch.utils.flop_counter import FlopCounterMode
+    matmuls, convolutions and attention, bench.flops)."""
+    from bench.flops import flop_counter
 
     gen = torch.Generator(device=x.device).manual_seed(0)
-    counter = FlopCounterMode(display=False, custom_mapping=_cpu_attention_flops())
+    counter = flop_counter()
     with counter:
-        model(x, gen).loss.backward()
+        model(x, gen).objective.backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / len(x)
 
@@ -376,6 +363,8 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
         if dist.is_main:
             if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
                 record.update(evaluate_encoder(ctx, model.encoder, knn_only=True))
+                record.update(fill_diagnostics(model, data, cfg.eval_test_limit,
+                                               cfg.eval_batch_size, device, cfg.seed))
             store.append_jsonl(metrics_path, record)
             ctx.tracker.log_metrics(record, (epoch + 1) * steps_per_epoch, "epoch")
         save()
@@ -557,6 +546,8 @@ def _train_and_evaluate(
             metrics["recon_loss"] = reconstruction_loss(
                 model, data, test, cfg.eval_batch_size, device, cfg.seed
             )
+        metrics.update(fill_diagnostics(model, data, cfg.eval_test_limit, cfg.eval_batch_size,
+                                        device, cfg.seed))
         metrics["pretrain_loss"] = store.read_jsonl(run_dir / files.METRICS)[-1]["loss"]
         save_reconstructions(ctx, model)
     compute["peak_mem_bytes"] = peak_memory_bytes(device)

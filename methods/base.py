@@ -15,6 +15,7 @@ from bench.masking import Visible, visible_for_ratio
 from bench.registry import Registry
 
 METHODS: Registry[type[MaskingMethod]] = Registry("method", UnknownMethodError)
+FILL_SITES = ("encoder", "decoder")  # where the shared pretrainer may call a method's fill
 
 
 @dataclass
@@ -41,8 +42,12 @@ class MaskingMethod(nn.Module):
     """Base class of every strategy (see DESIGN.md, "The method contract").
 
     Subclasses set `name`, `modalities`, `encoder_kinds`, `Options` and implement `fill`;
-    `choose_visible` follows `layout()` (override either for another rule). `dim` is the
-    decoder width the fill works at.
+    `choose_visible` follows `layout()` (override either for another rule). Where the shared
+    pretrainer fills is `fill_site(options)`: "decoder" (the default; after the shared
+    projection, where MAE inserts its mask token) or "encoder" (on the encoder's features,
+    then the projection); `dim` is the width of that site. Optional hooks: `regularizer()`
+    (a term the pretrainer adds to the loss) and `diagnostics()` (named floats a run
+    records).
     """
 
     name: ClassVar[str]
@@ -54,6 +59,15 @@ class MaskingMethod(nn.Module):
     def __init__(self, options: MethodOptions, dim: int, modality: str):
         super().__init__()
         self.options, self.dim, self.modality = options, dim, modality
+
+    @classmethod
+    def fill_site(cls, options: MethodOptions) -> str:
+        """Where a method with `options` fills: "encoder" or "decoder" (`FILL_SITES`)."""
+        return "decoder"
+
+    @property
+    def fills_at(self) -> str:
+        return self.fill_site(self.options)
 
     def encoder_kinds_for(self) -> frozenset[str]:
         """Encoder kinds this configured instance accepts (options may narrow them)."""
@@ -76,7 +90,19 @@ class MaskingMethod(nn.Module):
         return {name for name, _ in self.named_parameters()}
 
     def fill(self, latent: Tensor, visible: Visible, grid: tuple[int, ...]) -> Tensor:
+        """`latent [B, K, dim]` of the visible positions (in `visible.index` order) ->
+        `[B, N, dim]` for every grid position, the visible ones unchanged."""
         raise NotImplementedError
+
+    def regularizer(self) -> Tensor | None:
+        """A scalar the pretrainer adds to the training loss (None: nothing). It is computed
+        in float32, outside autocast, like `fill`."""
+        return None
+
+    def diagnostics(self) -> dict[str, float]:
+        """Named figures of the trained fill rule a run records at the end and at
+        `--eval-every` points (metric names; none by default)."""
+        return {}
 
     def describe(self, grid: tuple[int, ...]) -> str:
         """One line a report can show: what the encoder sees and how the rest is filled."""
@@ -100,15 +126,28 @@ def resolve_options(name: str, raw: dict[str, Any]) -> MethodOptions:
 
 
 def build_method(
-    name: str, raw_options: dict[str, Any], dim: int, modality: str, encoder_kind: str
+    name: str,
+    raw_options: dict[str, Any],
+    dim: int,
+    modality: str,
+    encoder_kind: str,
+    encoder_dim: int | None = None,
 ) -> MaskingMethod:
+    """Method `name` for `modality`, built at the width of where it fills: `dim` (the
+    decoder width) or, for a method that fills at the encoder, `encoder_dim` (default: the
+    same as `dim`)."""
     cls = METHODS.get(name)
     if modality not in cls.modalities:
         raise IncompatibleError(
             f"method {name!r} does not support {modality} data; it supports: "
             + ", ".join(sorted(cls.modalities))
         )
-    method = cls(resolve_options(name, raw_options), dim, modality)
+    options = resolve_options(name, raw_options)
+    site = cls.fill_site(options)
+    if site not in FILL_SITES:
+        raise ValueError(f"method {name!r} fills at {site!r}; known: {', '.join(FILL_SITES)}")
+    width = encoder_dim if site == "encoder" and encoder_dim is not None else dim
+    method = cls(options, width, modality)
     if encoder_kind not in method.encoder_kinds_for():
         raise IncompatibleError(
             f"method {name!r} needs a {' or '.join(sorted(method.encoder_kinds_for()))} encoder"

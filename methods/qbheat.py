@@ -6,14 +6,23 @@ z(x, y+1) = (I + B) z(x, y) (x: column index, y: row index). Features here are R
 `[..., D]`, so one step to the right is `z @ (I + A).T` and one step to the left inverts the
 forward difference to first order, `z @ (I - A).T` (likewise B downwards / upwards). This is
 the paper's rule transposed, the same convention as `nn.Linear` (`x @ W.T`).
+
+Defaults are the paper's reading: a corner quarter block (`position=quadrant`), propagation of
+the encoder's features (`at=encoder`, then the shared projection into the decoder), one step
+per token, no normalisation. The readings it leaves open are options (README, "QB-Heat: what
+the paper states"): `step=block` (one step per block extent), `norm=true` (FINOLA's
+standardisation before the linear map), `order`, `param`, and `commute` (a penalty on
+||AB - BA||_F^2: the system has a solution for an arbitrary block only where A, B commute).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.errors import ConfigError
@@ -21,6 +30,19 @@ from bench.masking import Visible, contiguous_block_shape, grid_size
 from methods.base import MaskingMethod, MethodOptions, register_method
 
 Order = Literal["xy", "yx", "avg"]
+Step = Literal["token", "block"]
+NORM_EPS = 1e-6  # FINOLA's normalisation: eps inside the square root
+
+
+def standardise(z: Tensor) -> Tensor:
+    """FINOLA's "normalization before the linear model": each feature vector minus its mean
+    over the D channels, divided by sqrt(biased variance + 1e-6); no affine parameters."""
+    return F.layer_norm(z, z.shape[-1:], eps=NORM_EPS)
+
+
+def _increment(z: Tensor, A: Tensor, norm: bool) -> Tensor:
+    """What one step adds (right/down) or subtracts (left/up): z @ A.T, or n(z) @ A.T."""
+    return (standardise(z) if norm else z) @ A.T
 
 
 def _starts(start: int | Tensor, n: int, room: int, device: torch.device) -> Tensor:
@@ -32,28 +54,25 @@ def _starts(start: int | Tensor, n: int, room: int, device: torch.device) -> Ten
     return torch.full((n,), start, dtype=torch.long, device=device)
 
 
-def _extend(span: Tensor, A: Tensor, length: int, start: Tensor) -> Tensor:
-    """The 1-D rule along dim 1 of `span [N, S, *lines, D]` placed at `start [N]` ->
-    `[N, length, *lines, D]`; every index of the middle dims is a line of its own.
+def _extend_token(span: Tensor, A: Tensor, length: int, start: Tensor, norm: bool) -> Tensor:
+    """`step="token"`: one step per token, chained from the span's nearest edge token.
 
     Vectorised over per-sample starts with exactly the products each line needs: a line has
     `room = length - S` positions to fill, so loop step j is its left step j + 1 while
     j < start and its right step j - start + 1 after (the chain restarts from the right edge
-    at j == start). Both directions share one product, z @ (I -+ A).T = z -+ z @ A.T, so
-    each step is one GEMM over all lines whatever their side, and one indexing op places the
-    steps. (Precomputed powers of I + A and I - A would need both sides for every line:
-    twice the GEMM work for static shapes.)
+    at j == start). Both directions share one product (z -+ z @ A.T, or with `norm`
+    z -+ n(z) @ A.T), so each step is one GEMM over all lines whatever their side, and one
+    indexing op places the steps. (Precomputed powers of I + A and I - A would need both
+    sides for every line: twice the GEMM work for static shapes.)
     """
     n, s = span.shape[:2]
     room = length - s
-    if room < 0:
-        raise ValueError(f"span of {s} does not fit length {length}")
     at = start.view(n, *[1] * (span.dim() - 2))  # broadcasts over lines and features
     signs = torch.where(at > torch.arange(room, device=span.device), -1.0, 1.0).to(span.dtype)
     z, right_edge, steps = span[:, 0], span[:, -1], []
     for j in range(room):
         z = torch.where(at == j, right_edge, z)
-        z = torch.addcmul(z, signs[..., j : j + 1], z @ A.T)
+        z = torch.addcmul(z, signs[..., j : j + 1], _increment(z, A, norm))
         steps.append(z.unsqueeze(1))
     candidates = torch.cat([*steps, span], dim=1)  # [N, room + S, *lines, D]
     t = torch.arange(length, device=span.device)
@@ -64,13 +83,55 @@ def _extend(span: Tensor, A: Tensor, length: int, start: Tensor) -> Tensor:
     return candidates[torch.arange(n, device=span.device).unsqueeze(1), index]
 
 
-def propagate_1d(span: Tensor, A: Tensor, length: int, start: int | Tensor) -> Tensor:
-    """Extend `span [N, S, D]` placed at `start` (int or `[N]`) to `[N, length, D]`: right of
-    the span z(t+1) = z(t) @ (I + A).T, left of it z(t-1) = z(t) @ (I - A).T; the span
-    itself is copied unchanged."""
-    return _extend(
-        span, A, length, _starts(start, span.shape[0], length - span.shape[1], span.device)
-    )
+def _extend_block(span: Tensor, A: Tensor, length: int, start: Tensor, norm: bool) -> Tensor:
+    """`step="block"`: one step per span extent S. Position t >= s + S takes span token
+    s + (t - s) mod S after (t - s) // S right steps; t < s takes span token s + (t - s) mod S
+    (non-negative mod) after ceil((s - t) / S) left steps.
+
+    So chunk m on either side is m steps applied to the whole span at once: both sides are
+    built to the most chunks any start needs, ceil((length - S) / S), laid out as one line
+    [left chunks, span, right chunks], and each sample reads its window from it.
+    """
+    n, s = span.shape[:2]
+    chunks = -(-(length - s) // s)
+    left, right = [span], [span]
+    for _ in range(chunks):
+        left.append(left[-1] - _increment(left[-1], A, norm))
+        right.append(right[-1] + _increment(right[-1], A, norm))
+    candidates = torch.cat([*left[:0:-1], span, *right[1:]], dim=1)  # [N, (2c + 1) S, ...]
+    index = chunks * s + torch.arange(length, device=span.device) - start.unsqueeze(1)
+    return candidates[torch.arange(n, device=span.device).unsqueeze(1), index]
+
+
+def _extend(span: Tensor, A: Tensor, length: int, start: Tensor, step: Step, norm: bool) -> Tensor:
+    """The 1-D rule along dim 1 of `span [N, S, *lines, D]` placed at `start [N]` ->
+    `[N, length, *lines, D]`; every index of the middle dims is a line of its own."""
+    if length < span.shape[1]:
+        raise ValueError(f"span of {span.shape[1]} does not fit length {length}")
+    if step == "token":
+        return _extend_token(span, A, length, start, norm)
+    if step == "block":
+        return _extend_block(span, A, length, start, norm)
+    raise ValueError(f"step {step!r}; known: block, token")
+
+
+def propagate_1d(
+    span: Tensor,
+    A: Tensor,
+    length: int,
+    start: int | Tensor,
+    step: Step = "token",
+    norm: bool = False,
+) -> Tensor:
+    """Extend `span [N, S, D]` placed at `start` (int or `[N]`) to `[N, length, D]`.
+
+    `step="token"`: right of the span z(t+1) = z(t) @ (I + A).T, left of it
+    z(t-1) = z(t) @ (I - A).T. `step="block"`: the same steps, one per span extent S (see
+    `_extend_block`). `norm=True` (FINOLA): a right step is z + n(z) @ A.T and a left step
+    z - n(z) @ A.T, n = `standardise`. The span itself is copied unchanged.
+    """
+    starts = _starts(start, span.shape[0], length - span.shape[1], span.device)
+    return _extend(span, A, length, starts, step, norm)
 
 
 def propagate(
@@ -80,12 +141,15 @@ def propagate(
     grid: tuple[int, int],
     origin: tuple[int, int] | Tensor,
     order: Order = "xy",
+    step: Step = "token",
+    norm: bool = False,
 ) -> Tensor:
     """Extrapolate `block [N, hb, wb, D]` at `origin` (top, left) to the grid: `[N, h, w, D]`.
 
     `order="xy"`: first along x within the block's rows with A (right: I + A, left: I - A),
     then along y over the full width with B (down: I + B, up: I - B); `"yx"` swaps the axes;
-    `"avg"` is the mean of both. The block comes out unchanged. `origin` may be ints or an
+    `"avg"` is the mean of both. `step` and `norm` as in `propagate_1d` (along x a block step
+    spans wb tokens, along y hb). The block comes out unchanged. `origin` may be ints or an
     `[N, 2]` tensor of per-sample origins.
     """
     n, hb, wb, _ = block.shape
@@ -97,11 +161,14 @@ def propagate(
     top = _starts(top_in, n, h - hb, block.device)
     left = _starts(left_in, n, w - wb, block.device)
 
+    def along(z: Tensor, op: Tensor, size: int, at: Tensor) -> Tensor:
+        return _extend(z, op, size, at, step, norm)
+
     def xy() -> Tensor:  # rows of the block along x, then every column along y
-        return _extend(_extend(block.transpose(1, 2), A, w, left).transpose(1, 2), B, h, top)
+        return along(along(block.transpose(1, 2), A, w, left).transpose(1, 2), B, h, top)
 
     def yx() -> Tensor:
-        return _extend(_extend(block, B, h, top).transpose(1, 2), A, w, left).transpose(1, 2)
+        return along(along(block, B, h, top).transpose(1, 2), A, w, left).transpose(1, 2)
 
     if order == "xy":
         return xy()
@@ -110,6 +177,37 @@ def propagate(
     if order == "avg":
         return (xy() + yx()) / 2
     raise ValueError(f"order {order!r}; known: avg, xy, yx")
+
+
+def commutator(A: Tensor, B: Tensor) -> Tensor:
+    """AB - BA: zero exactly where dz/dx = Az, dz/dy = Bz has a solution for any block
+    (the mixed derivatives agree), and then the xy and yx fills are the same."""
+    return A @ B - B @ A
+
+
+def spectral_radius(M: Tensor) -> float:
+    """Largest |eigenvalue| of a square matrix (float64): the growth per step of its powers."""
+    return torch.linalg.eigvals(M.detach().double().cpu()).abs().max().item()
+
+
+def operator_diagnostics(A: Tensor, B: Tensor | None = None) -> dict[str, float]:
+    """Named figures of learned heat operators: Frobenius norms, the spectral radius of each
+    unit step (I + A right, I - A left, I + B down, I - B up: above 1, that direction grows
+    without bound with the distance) and the relative commutator
+    ||AB - BA||_F / (||A||_F ||B||_F) (0 when either operator is zero)."""
+    A = A.detach().double().cpu()
+    eye = torch.eye(A.shape[0], dtype=A.dtype)
+    out = {"heat_norm_A": torch.linalg.matrix_norm(A).item(),
+           "heat_radius_right": spectral_radius(eye + A),
+           "heat_radius_left": spectral_radius(eye - A)}
+    if B is None:
+        return out
+    B = B.detach().double().cpu()
+    norm_b = torch.linalg.matrix_norm(B).item()
+    scale = out["heat_norm_A"] * norm_b
+    relative = torch.linalg.matrix_norm(commutator(A, B)).item() / scale if scale > 0 else 0.0
+    return {**out, "heat_norm_B": norm_b, "heat_radius_down": spectral_radius(eye + B),
+            "heat_radius_up": spectral_radius(eye - B), "heat_commutator": relative}
 
 
 def parse_param(text: str) -> tuple[str, int | None]:
@@ -153,13 +251,22 @@ class GridOperator(nn.Module):
 
 @dataclass
 class QBHeatOptions(MethodOptions):
-    position: Literal["random", "center", "quadrant"] = "random"
+    """The paper's reading by default (README, "QB-Heat: what the paper states"); every place
+    where it is open is an option."""
+
+    position: Literal["quadrant", "random", "center"] = "quadrant"  # the paper's corner quarter
+    at: Literal["encoder", "decoder"] = "encoder"  # propagate the encoder's features
     order: Order = "xy"
+    step: Step = "token"  # one step per token, or per block extent
+    norm: bool = False  # FINOLA: standardise each feature before the linear map
     param: str = "full"  # full | diag | lowrank:R
+    commute: float = 0.0  # weight of ||AB - BA||_F^2 in the loss
 
     def __post_init__(self) -> None:
         super().__post_init__()
         parse_param(self.param)
+        if not (self.commute >= 0 and math.isfinite(self.commute)):
+            raise ValueError(f"commute must be a finite weight >= 0, got {self.commute}")
 
 
 @register_method("qbheat")
@@ -175,9 +282,16 @@ class QBHeat(MaskingMethod):
         kind, rank = parse_param(options.param)
         if rank is not None and rank >= dim:
             raise ConfigError(f"qbheat.param={options.param}: rank must be below the width {dim}")
+        if options.commute and modality != "image":
+            raise ConfigError("qbheat.commute needs both operators A and B: images only "
+                              "(text has the one operator A)")
         self.A = GridOperator(dim, kind, rank)
         # Text is 1-D: only the x operator exists (no unused parameters).
         self.B = GridOperator(dim, kind, rank) if modality == "image" else None
+
+    @classmethod
+    def fill_site(cls, options: QBHeatOptions) -> str:
+        return options.at
 
     def layout(self) -> tuple[str, str]:
         return "block", self.options.position
@@ -185,21 +299,35 @@ class QBHeat(MaskingMethod):
     def fill(self, latent: Tensor, visible: Visible, grid: tuple[int, ...]) -> Tensor:
         if visible.origin is None or visible.shape is None:
             raise ValueError("qbheat extrapolates from one contiguous block; got no block geometry")
+        o = self.options
         b, _, d = latent.shape
         block = latent.reshape(b, *visible.shape, d)
         A = self.A().to(latent.dtype)
         if len(grid) == 1:
-            out = propagate_1d(block, A, grid[0], visible.origin[:, 0])
+            out = propagate_1d(block, A, grid[0], visible.origin[:, 0], o.step, o.norm)
         else:
             B = self.B().to(latent.dtype)
-            out = propagate(block, A, B, grid, visible.origin, self.options.order)
+            out = propagate(block, A, B, grid, visible.origin, o.order, o.step, o.norm)
         return out.reshape(b, grid_size(grid), d)
+
+    def regularizer(self) -> Tensor | None:
+        """commute * ||AB - BA||_F^2: pulls the operators towards a pair the PDE allows."""
+        if not self.options.commute:
+            return None
+        return self.options.commute * commutator(self.A(), self.B()).square().sum()
+
+    @torch.no_grad()
+    def diagnostics(self) -> dict[str, float]:
+        return operator_diagnostics(self.A(), None if self.B is None else self.B())
 
     def describe(self, grid: tuple[int, ...]) -> str:
         o = self.options
         shape = contiguous_block_shape(grid, o.mask_ratio)
         part = f"{shape[0]}-token span" if len(shape) == 1 else f"{shape[0]}x{shape[1]} block"
+        order = "" if len(grid) == 1 else f"order {o.order}, "
         return (
-            f"one contiguous {part} ({o.position}); the rest extrapolated from it by "
-            f"learned heat operators (order {o.order}, {o.param})"
+            f"one contiguous {part} ({o.position}); the rest extrapolated from it at the "
+            f"{o.at} by learned heat operators ({order}one step per {o.step}"
+            f"{', normalised' if o.norm else ''}, {o.param}"
+            f"{f', commute {o.commute:g}' if o.commute else ''})"
         )

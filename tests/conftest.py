@@ -134,7 +134,8 @@ def recorded_fill(method: torch.nn.Module) -> Iterator[list[FillCall]]:
 
 def assert_compiles_as_one_graph(model: torch.nn.Module, x: torch.Tensor) -> None:
     """`model`'s pretraining forward traces as one graph (fullgraph: no graph break), is not
-    recompiled when the masks change, and gives the eager loss and gradients. (aot_eager
+    recompiled when the masks change, and gives the eager objective (loss plus any regularizer)
+    and gradients. (aot_eager
     backend: dynamo and AOT autograd without code generation, so it takes seconds on a CPU.)"""
     import torch._dynamo
 
@@ -147,7 +148,7 @@ def assert_compiles_as_one_graph(model: torch.nn.Module, x: torch.Tensor) -> Non
             results = []
             for fn in (compiled, model):
                 model.zero_grad(set_to_none=True)
-                loss = fn(x, None, visible).loss
+                loss = fn(x, None, visible).objective
                 loss.backward()
                 grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
                 results.append((loss.detach(), grads))

@@ -12,7 +12,8 @@ from bench.models.encoders import ENCODERS, build_encoder
 from bench.spec import DataSpec
 
 SPEC = DataSpec("image", (8, 8), patch_size=4, in_chans=1)
-PRESETS = ["cnn-resnet-micro", "cnn-convnext-micro", "cnn-resnet18", "cnn-convnext-atto"]
+PRESETS = ["cnn-resnet-micro", "cnn-convnext-micro", "cnn-resnet18", "cnn-convnext-atto",
+           "cnn-mobilenetv3"]
 
 
 def _block(batch: int, seed: int = 0) -> Visible:
@@ -91,3 +92,24 @@ def test_gradient_reaches_the_pixels_of_the_block_only():
         assert x.grad[i, :, r : r + 16, c : c + 16].abs().sum() > 0
         outside[i, :, r : r + 16, c : c + 16] = 0
     assert not outside.any()
+
+
+def test_resnet18_cut_at_stride_4_is_stem_and_layer1():
+    """What the name hides: at 4-px patches the trunk is conv1 + bn1 + layer1 (two basic blocks
+    of two 3x3 convs at 64 channels), 151,232 parameters, not ResNet-18's 11.7M."""
+    trunk = build_encoder("cnn-resnet18", SPEC).trunk
+    stem = 7 * 7 * 1 * 64 + 2 * 64
+    layer1 = 2 * 2 * (3 * 3 * 64 * 64 + 2 * 64)
+    assert sum(p.numel() for p in trunk.parameters()) == stem + layer1 == 151_232
+    assert all(len(getattr(trunk, f"layer{i}")) == 0 for i in (2, 3, 4))  # pruned, empty
+
+
+@pytest.mark.parametrize("patch, channels", [(4, 24), (16, 112)])
+def test_mobilenetv3_cut_keeps_no_later_stage(patch, channels):
+    """Cut at stride = patch size, the trunk ends at that stage's width and every parameter it
+    keeps gets a gradient: no unused later stage (timm's features_only keeps them all)."""
+    spec = DataSpec("image", (2, 2), patch_size=patch, in_chans=3)
+    encoder = build_encoder("cnn-mobilenetv3", spec)
+    assert encoder.proj.in_features == channels
+    encoder.forward_tokens(torch.randn(2, 3, 2 * patch, 2 * patch)).square().sum().backward()
+    assert all(p.grad is not None for p in encoder.trunk.parameters())

@@ -1,4 +1,5 @@
-"""The method contract, checked for every registered method and each modality it supports."""
+"""The method contract, checked for every registered method and each modality it supports
+(QB-Heat also under a non-default reading of every open option)."""
 
 import pytest
 import torch
@@ -8,24 +9,27 @@ from bench.config import RunConfig
 from bench.models.encoders import TransformerEncoder
 from bench.models.pretrainer import MaskedPretrainer
 from bench.spec import DataSpec
-from methods.base import build_method
+from methods.base import FILL_SITES, build_method
 from tests.conftest import assert_compiles_as_one_graph
 
 SPECS = {
     "image": DataSpec("image", (8, 8), patch_size=4, in_chans=1),
     "text": DataSpec("text", (32,), vocab_size=50),
 }
+# QB-Heat with every open option off its default (step, norm, order, where it fills, penalty).
+READING = {"step": "block", "norm": True, "order": "avg", "at": "decoder", "position": "random"}
 CASES = [
-    (name, modality)
+    (name, modality, {})
     for name in methods.METHODS.names()
     for modality in sorted(methods.METHODS.get(name).modalities)
-]
-D = 16
+] + [("qbheat", "image", {**READING, "commute": 0.1})]  # 1-D readings: test_qbheat.py
+D = 16  # decoder width
+ENCODER_D = 32
 
 
-def make(name, modality, seed=0):
+def make(name, modality, options, seed=0):
     torch.manual_seed(seed)
-    return build_method(name, {}, D, modality, "token")
+    return build_method(name, options, D, modality, "token", encoder_dim=ENCODER_D)
 
 
 def inputs(modality, batch=3):
@@ -34,25 +38,33 @@ def inputs(modality, batch=3):
     return torch.randint(4, 50, (batch, 32))
 
 
-@pytest.mark.parametrize("name,modality", CASES)
-def test_fill_shapes_and_visible_pass_through(name, modality):
-    method = make(name, modality)
+@pytest.mark.parametrize("name,modality,options", CASES)
+def test_fill_site_and_width(name, modality, options):
+    """A method fills at the encoder or the decoder, at that site's width."""
+    method = make(name, modality, options)
+    assert method.fills_at in FILL_SITES
+    assert method.dim == {"encoder": ENCODER_D, "decoder": D}[method.fills_at]
+
+
+@pytest.mark.parametrize("name,modality,options", CASES)
+def test_fill_shapes_and_visible_pass_through(name, modality, options):
+    method = make(name, modality, options)
     grid = SPECS[modality].grid
     visible = method.choose_visible(3, grid, torch.Generator().manual_seed(0))
     n = SPECS[modality].num_tokens
     assert visible.index.shape[0] == 3 and visible.index.max() < n
     assert (visible.index.diff(dim=1) > 0).all()
-    latent = torch.randn(3, visible.count, D)
+    latent = torch.randn(3, visible.count, method.dim)
     filled = method.fill(latent, visible, grid)
-    assert filled.shape == (3, n, D)
-    picked = filled.gather(1, visible.index.unsqueeze(-1).expand(-1, -1, D))
+    assert filled.shape == (3, n, method.dim)
+    picked = filled.gather(1, visible.index.unsqueeze(-1).expand(-1, -1, method.dim))
     assert torch.equal(picked, latent)
     assert torch.isfinite(filled).all()
 
 
-@pytest.mark.parametrize("name,modality", CASES)
-def test_same_seed_same_mask(name, modality):
-    method = make(name, modality)
+@pytest.mark.parametrize("name,modality,options", CASES)
+def test_same_seed_same_mask(name, modality, options):
+    method = make(name, modality, options)
     grid = SPECS[modality].grid
     a = method.choose_visible(4, grid, torch.Generator().manual_seed(7))
     b = method.choose_visible(4, grid, torch.Generator().manual_seed(7))
@@ -61,12 +73,12 @@ def test_same_seed_same_mask(name, modality):
     assert not torch.equal(a.index, c.index)
 
 
-@pytest.mark.parametrize("name,modality", CASES)
-def test_gradients_reach_encoder_and_decoder(name, modality):
+@pytest.mark.parametrize("name,modality,options", CASES)
+def test_gradients_reach_encoder_and_decoder(name, modality, options):
     spec = SPECS[modality]
     torch.manual_seed(0)
-    encoder = TransformerEncoder(spec, 32, 1, 2)
-    model = MaskedPretrainer(spec, encoder, make(name, modality), D, 1, 2)
+    encoder = TransformerEncoder(spec, ENCODER_D, 1, 2)
+    model = MaskedPretrainer(spec, encoder, make(name, modality, options), D, 1, 2)
     out = model(inputs(modality), torch.Generator().manual_seed(0))
     assert torch.isfinite(out.loss)
     out.loss.backward()
@@ -80,11 +92,12 @@ def test_every_method_registered():
     assert cfg.method in methods.METHODS
 
 
-@pytest.mark.parametrize("name,modality", CASES)
-def test_pretraining_step_compiles_as_one_graph(name, modality):
+@pytest.mark.parametrize("name,modality,options", CASES)
+def test_pretraining_step_compiles_as_one_graph(name, modality, options):
     """On CUDA the step is torch.compile'd by default: every method's forward traces as one
     graph, without recompiling on new masks, matching eager (see assert_compiles_as_one_graph)."""
     spec = SPECS[modality]
     torch.manual_seed(0)
-    model = MaskedPretrainer(spec, TransformerEncoder(spec, 32, 1, 2), make(name, modality), D, 1, 2)
+    model = MaskedPretrainer(spec, TransformerEncoder(spec, ENCODER_D, 1, 2),
+                             make(name, modality, options), D, 1, 2)
     assert_compiles_as_one_graph(model, inputs(modality, batch=4))

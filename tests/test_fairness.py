@@ -51,17 +51,19 @@ def test_visible_count_is_the_block_area_and_matches_mae_where_exact():
 
 SPECS = {"image": DataSpec("image", (8, 8), patch_size=4, in_chans=1),
          "text": DataSpec("text", (16,), vocab_size=40)}
-CASES = [(n, m) for n in methods.METHODS.names() for m in sorted(methods.METHODS.get(n).modalities)]
+CASES = [(n, m, {}) for n in methods.METHODS.names()
+         for m in sorted(methods.METHODS.get(n).modalities)]
+CASES.append(("qbheat", "image", {"at": "decoder"}))  # both fill sites
 
 
-@pytest.mark.parametrize("name,modality", CASES)
-def test_fill_runs_in_float32_under_bf16_autocast(name, modality):
+@pytest.mark.parametrize("name,modality,options", CASES)
+def test_fill_runs_in_float32_under_bf16_autocast(name, modality, options):
     """Under bf16 autocast the encoder and decoder round, the fill does not: what the pretrainer
     fills equals the method's float32 fill of the same latent within 1e-5 relative (QB-Heat's
-    operators are made non-zero so that its propagation is exercised)."""
+    operators are made non-zero so that its propagation is exercised), at either fill site."""
     spec = SPECS[modality]
     torch.manual_seed(0)
-    method = build_method(name, {}, 16, modality, "token")
+    method = build_method(name, options, 16, modality, "token", encoder_dim=32)
     with torch.no_grad():
         for p in method.parameters():
             p.normal_(std=0.05)
@@ -73,6 +75,21 @@ def test_fill_runs_in_float32_under_bf16_autocast(name, modality):
     expected = method.fill(latent.float(), visible, spec.grid)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=0)
+
+
+def test_regularizer_runs_in_float32_under_bf16_autocast():
+    """QB-Heat's commutator penalty under bf16 autocast is the float32 one, as the fill is."""
+    torch.manual_seed(0)
+    method = build_method("qbheat", {"commute": 1.0}, 16, "image", "token", encoder_dim=32)
+    with torch.no_grad():
+        for p in method.parameters():
+            p.normal_(std=0.05)
+    model = MaskedPretrainer(SPECS["image"], TransformerEncoder(SPECS["image"], 32, 1, 2),
+                             method, 16, 1, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(2, 1, 32, 32), torch.Generator().manual_seed(0))
+    assert out.penalty.dtype == torch.float32
+    torch.testing.assert_close(out.penalty, method.regularizer(), rtol=1e-6, atol=0)
 
 
 def _method_no_decay(method: str, **options) -> set[str]:

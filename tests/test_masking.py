@@ -1,3 +1,6 @@
+import itertools
+import math
+
 import pytest
 import torch
 
@@ -61,3 +64,23 @@ def test_gather_scatter_round_trip():
     assert torch.equal(gather_tokens(back, idx), picked)
     untouched = torch.ones(3, 10, dtype=torch.bool).scatter_(1, idx, False)
     assert back[untouched].eq(0).all()
+
+
+@pytest.mark.parametrize("grid, shape", [((8, 8), (4, 4)), ((7, 7), (4, 4)), ((7, 12), (4, 6)),
+                                         ((9,), (4,))])
+def test_quadrant_is_a_corner_block_on_even_and_odd_grids(grid, shape):
+    """Each axis at origin 0 or g - s, so the block touches a corner; all 2^ndim corners are
+    drawn. On 8x8 that is exactly a quarter; on 7x7 the 4x4 corner blocks overlap by one row
+    and one column, and the hidden part is the other 33 positions."""
+    v = block_visible(256, grid, shape, "quadrant", gen())
+    corners = {tuple(o) for o in v.origin.tolist()}
+    room = [g - s for g, s in zip(grid, shape)]
+    expected = {tuple(c * r for c, r in zip(bits, room)) for bits in
+                itertools.product((0, 1), repeat=len(grid))}
+    assert corners == expected
+    n = math.prod(grid)
+    assert v.count == math.prod(shape) and v.mask(n).sum(1).eq(v.count).all()
+    if grid == (8, 8):
+        assert corners == {(0, 0), (0, 4), (4, 0), (4, 4)}  # the four quarters
+    if grid == (7, 7):
+        assert corners == {(0, 0), (0, 3), (3, 0), (3, 3)} and n - v.count == 33

@@ -18,7 +18,7 @@ from bench.spec import DataSpec
 from bench.sweep import resolve_run
 from bench.train import TrainStep, train_run
 from tests.conftest import tiny_config
-from tests.test_conformance import CASES, SPECS, inputs, make
+from tests.test_conformance import CASES, ENCODER_D, SPECS, D, inputs, make
 
 RTOL = 0.05
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -39,13 +39,14 @@ def test_auto_is_bf16_on_cuda_only_and_the_innermost_choice_wins():
             pass
 
 
-@pytest.mark.parametrize("name,modality", CASES)
-def test_train_step_under_bf16_on_cpu(name, modality):
+@pytest.mark.parametrize("name,modality,options", CASES)
+def test_train_step_under_bf16_on_cpu(name, modality, options):
     """Every method's step under `precision=bf16` on the CPU: the decoder computes in bf16, and
     the loss is the float32 step's within RTOL (same weights, batch and masks)."""
     spec = SPECS[modality]
     torch.manual_seed(0)
-    model = MaskedPretrainer(spec, TransformerEncoder(spec, 32, 1, 2), make(name, modality), 16, 1, 2)
+    model = MaskedPretrainer(spec, TransformerEncoder(spec, ENCODER_D, 1, 2),
+                             make(name, modality, options), D, 1, 2)
     x = inputs(modality, batch=4)
     seen = []
     model.decoder.head.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
@@ -100,7 +101,8 @@ def test_bf16_features_and_masked_tokens_stay_close_to_float32(digits):
     under bf16 on the CPU are the float32 ones within RTOL."""
     spec = DataSpec("text", (32,), vocab_size=50)
     torch.manual_seed(0)
-    text = MaskedPretrainer(spec, TransformerEncoder(spec, 32, 1, 2), make("mae", "text"), 16, 1, 2)
+    text = MaskedPretrainer(spec, TransformerEncoder(spec, ENCODER_D, 1, 2), make("mae", "text", {}),
+                            D, 1, 2)
     blocks = inputs("text", batch=8)
     torch.manual_seed(0)
     image_encoder = TransformerEncoder(digits.spec, 32, 1, 2)

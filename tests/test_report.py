@@ -17,8 +17,8 @@ import pytest
 from bench import figures
 from bench.catalog import REFERENCES as TRAIN_REFERENCES
 from bench.cli import main
-from bench.report import write_report
-from bench.tables import REFERENCES, best_rows, engineering, stat_table
+from bench.report import _qbheat_table, _section, analyse, write_report
+from bench.tables import REFERENCES, best_rows, engineering, stat_table, to_latex, to_markdown
 
 T_975_2 = 4.302652729749464  # t_{0.975, 2} from tables
 FIGURES = ("metrics", "curves", "compute", "mask_ratio")
@@ -462,3 +462,29 @@ def test_concurrent_reports_never_leave_a_torn_file(lean, tmp_path):
     names = {f.name for f in out.iterdir()}
     assert {"report.html", "report.md", "stats.csv", "curves.png", "tables.tex"} <= names
     assert all(complete(out / n) for n in names)
+
+
+def test_qbheat_section_shows_operators_and_the_fill_by_distance(synthetic_report, tmp_path):
+    """Rows that report fill diagnostics get the QB-Heat table (MAE: its losses by distance
+    only); the figures stay out of the pretext-task table; no such runs, no section.
+    (write_report's section on real runs: test_report_real.py.)"""
+    assert "QB-Heat: operators" not in (synthetic_report / "report.md").read_text()
+    radius = [1.02, 1.05, 1.08]  # mean 1.05, sd 0.03: half-width t * 0.03 / sqrt(3)
+    for s in range(3):
+        write_run(tmp_path, f"qb{s}", "qbheat", s, {
+            "knn_top1": 0.7, "recon_loss": 0.4, "recon_loss_d1": 0.2, "recon_loss_d2": 0.4,
+            "recon_loss_d3+": 0.6, "heat_radius_right": radius[s], "heat_commutator": 0.25})
+        write_run(tmp_path, f"mae{s}", "mae", s, {"knn_top1": 0.7, "recon_loss_d1": 0.3})
+    a = analyse([tmp_path], "mae")
+    table = _qbheat_table(a, "fashion-mnist", "vit-micro")
+    md = to_markdown(table)
+    assert md.splitlines()[0] == ("| row | recon loss d=1 | recon loss d=2 | recon loss d≥3 | "
+                                  "‖AB−BA‖/(‖A‖‖B‖) | ρ(I+A) |")
+    half = T_975_2 * 0.03 / math.sqrt(3)
+    assert (f"| qbheat | 0.20 ± 0.00 (n=3) | 0.40 ± 0.00 (n=3) | 0.60 ± 0.00 (n=3) | "
+            f"0.25 ± 0.00 (n=3) | 1.05 ± {half:.2f} (n=3) |") in md
+    assert "| mae | 0.30 ± 0.00 (n=3) | – | – | – | – |" in md
+    task = next(t for t in _section(a, "fashion-mnist", "vit-micro", True).tables
+                if "pretext-task" in t.title)
+    assert task.columns == ["row", "test recon loss"]  # the fill figures are not task metrics
+    assert r"$\rho$(I+A)" in to_latex(table)

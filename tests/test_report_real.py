@@ -81,6 +81,26 @@ def test_reconstructions_show_test_images_across_classes(real_report, digits):
         assert torch.allclose(images, test.x[index].float() / 255, atol=1e-6)
 
 
+def test_qbheat_runs_record_fill_diagnostics(real_report):
+    """At the end (summary.json) and at --eval-every points (metrics.jsonl): QB-Heat's operator
+    figures and every method's loss by distance; the report's QB-Heat section shows them."""
+    runs = [json.loads(p.read_text()) for p in real_report.parent.glob("*/summary.json")]
+    heat = {"heat_commutator", "heat_radius_right", "heat_radius_left", "heat_radius_down",
+            "heat_radius_up", "heat_norm_A", "heat_norm_B"}
+    for summary in runs:
+        metrics = set(summary["metrics"])
+        assert (heat <= metrics) == (summary["method"] == "qbheat"), summary["method"]
+        if summary["method"] in ("qbheat", "mae"):
+            assert "recon_loss_d1" in metrics
+            curve = (real_report.parent / summary["run_id"] / "metrics.jsonl").read_text()
+            first = json.loads(curve.splitlines()[0])
+            assert first["epoch"] == 1 and "recon_loss_d1" in first
+            assert (heat <= set(first)) == (summary["method"] == "qbheat")
+    qbheat = [s["metrics"] for s in runs if s["method"] == "qbheat"]
+    assert all(m["heat_norm_A"] > 0 and m["heat_commutator"] >= 0 for m in qbheat)  # trained
+    assert "## QB-Heat: operators and extrapolation" in (real_report / "report.md").read_text()
+
+
 def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 

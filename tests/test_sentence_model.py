@@ -24,18 +24,18 @@ from bench.train import build_model
 from methods.base import build_method
 from tests.conftest import assert_compiles_as_one_graph, recorded_fill
 
-S, L, V, D = 8, 6, 40, 16  # sentences per window, tokens per sentence, vocabulary, fill width
+S, L, V, D, E = 8, 6, 40, 16, 32  # sentences, tokens per sentence, vocabulary, decoder, encoder
 TEXT_METHODS = [n for n in methods.METHODS.names() if "text" in methods.METHODS.get(n).modalities]
 SENTENCE_SPEC = DataSpec("text", (L,), vocab_size=V)
 
 
 def make_model(name: str, seed: int = 0) -> SentencePretrainer:
     torch.manual_seed(seed)
-    method = build_method(name, {}, D, "text", "token")
+    method = build_method(name, {}, D, "text", "token", encoder_dim=E)
     with torch.no_grad():  # non-zero QB-Heat operators, so that propagation is exercised
         for p in method.parameters():
             p.normal_(std=0.05)
-    encoder = TransformerEncoder(SENTENCE_SPEC, 32, 1, 2)
+    encoder = TransformerEncoder(SENTENCE_SPEC, E, 1, 2)
     return SentencePretrainer(slot_spec(SENTENCE_SPEC, S), encoder, method, D, 1, 2)
 
 
@@ -56,11 +56,11 @@ def test_fill_receives_the_sentence_grid_and_visible_sentences_pass_through(name
     with recorded_fill(model.method) as calls:
         model(x, torch.Generator().manual_seed(0))
     ((latent, visible, grid, out),) = calls
-    k = visible_count((S,), model.method.options.mask_ratio)
+    k, width = visible_count((S,), model.method.options.mask_ratio), model.method.dim
     assert grid == (S,) == model.spec.grid
-    assert latent.shape == (3, k, D) and visible.index.shape == (3, k)
-    assert out.shape == (3, S, D)
-    assert torch.equal(out.gather(1, visible.index.unsqueeze(-1).expand(-1, -1, D)), latent)
+    assert latent.shape == (3, k, width) and visible.index.shape == (3, k)
+    assert out.shape == (3, S, width)
+    assert torch.equal(out.gather(1, visible.index.unsqueeze(-1).expand(-1, -1, width)), latent)
     # What the fill gets comes from the visible sentences only: hidden ones can be anything.
     hidden = ~visible.mask(S)
     other = torch.where(hidden.unsqueeze(-1), torch.randint(4, V, x.shape), x)
@@ -125,6 +125,46 @@ def test_seeded_and_gradients_reach_every_part(name: str) -> None:
 @pytest.mark.parametrize("name", TEXT_METHODS)
 def test_pretraining_step_compiles_as_one_graph(name: str) -> None:
     assert_compiles_as_one_graph(make_model(name), windows(batch=4))
+
+
+def test_fill_site_and_regularizer_hold_at_the_sentence_level() -> None:
+    """The sentence model fills where the method says (QB-Heat: at the encoder's width by
+    default, at the decoder's when asked) and trains on the method's regularizer too."""
+    for at, width in (("encoder", E), ("decoder", D)):
+        torch.manual_seed(0)
+        method = build_method("qbheat", {"at": at}, D, "text", "token", encoder_dim=E)
+        model = SentencePretrainer(slot_spec(SENTENCE_SPEC, S),
+                                   TransformerEncoder(SENTENCE_SPEC, E, 1, 2), method, D, 1, 2)
+        with recorded_fill(model.method) as calls:
+            out = model(windows(), torch.Generator().manual_seed(0))
+        assert calls[0].latent.shape[-1] == width == method.dim
+        assert out.penalty is None and out.objective is out.loss  # 1-D QB-Heat: no penalty
+        method.regularizer = lambda: torch.tensor(0.25)  # a method that has one
+        out = model(windows(), torch.Generator().manual_seed(0))
+        assert out.objective.item() == pytest.approx(out.loss.item() + 0.25)
+
+
+def test_loss_by_distance_on_sentence_windows() -> None:
+    """The distance diagnostics on the sentence grid: per-slot bag-of-words loss, binned by
+    slots to the nearest visible sentence, each bin the mean over its scored slots."""
+    from bench.diagnostics import recon_loss_by_distance, visible_distance
+
+    model = make_model("mae").eval()
+    x = windows(batch=4)
+    got = recon_loss_by_distance(model, iter([x]), torch.device("cpu"), 5)
+    with torch.no_grad():
+        out = model(x, torch.Generator().manual_seed(5))
+    per_slot = model.position_loss(x, out.pred)
+    tokens = (x != 0).sum(-1).clamp_min(1)
+    torch.testing.assert_close(per_slot, model.token_nll(x, out.pred).sum(-1) / tokens)
+    d = visible_distance(out.visible, (S,)).clamp_max(3)
+    scored = model.scored(x, out.visible)
+    names = {1: "recon_loss_d1", 2: "recon_loss_d2", 3: "recon_loss_d3+"}
+    want = {names[k]: per_slot[scored & (d == k)].mean().item()
+            for k in (1, 2, 3) if (scored & (d == k)).any()}
+    assert set(got) == set(want) and "recon_loss_d1" in got
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, rel=1e-5)
 
 
 def test_build_model_makes_the_sentence_model_for_the_granularity() -> None:

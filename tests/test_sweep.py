@@ -3,6 +3,7 @@ specs, `sweep --dry-run`, and `run` going through the same expansion."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -163,3 +164,29 @@ def test_slurm_words_become_the_slurm_table():
     settings = slurm_settings({**slurm, "setup": "module load cuda"})
     assert settings.sbatch == {"exclusive": True, "reservation": "r"}
     assert settings.setup == ["module load cuda"]
+
+
+def test_qbheat_readings_dry_run(tmp_path, capsys):
+    """16 QB-Heat cells (position x step x norm x at) + MAE, 3 seeds: 51 runs, differing in
+    exactly those four options, the method and the seed; every combination once per seed."""
+    path = SWEEPS / "qbheat-readings.toml"
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--dry-run", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"51 runs (0 already done, 51 to run) -> {out}"
+    assert printed[1] == ("runs differ in: method, qbheat.at, qbheat.norm, qbheat.position, "
+                          "qbheat.step, seed")
+    runs = load_spec(path).runs()
+    assert [line.split()[1] for line in printed[2:] if line.startswith("+ ")] == [
+        r.run_id for r in runs]
+    cells = {}
+    for r in runs:
+        key = r.method if r.method == "mae" else tuple(
+            r.options[k] for k in ("position", "step", "norm", "at"))
+        cells.setdefault(key, []).append(r.seed)
+    assert cells.pop("mae") == [0, 1, 2]
+    assert set(cells) == set(itertools.product(("quadrant", "random"), ("token", "block"),
+                                               (False, True), ("encoder", "decoder")))
+    assert all(sorted(seeds) == [0, 1, 2] for seeds in cells.values())
+    assert {(r.dataset, r.encoder, r.epochs) for r in runs} == {("fashion-mnist", "vit-micro", 20)}
+    assert not out.exists()

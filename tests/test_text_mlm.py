@@ -21,6 +21,7 @@ from bench.data import text as T
 from bench.data import tokenizer as Tok
 from bench.data.cards import load_card
 from bench.data.protocol import EvalSplit
+from bench.diagnostics import DISTANCE_BINS
 from bench.errors import ConfigError, IncompatibleError
 from bench.evaluate import extract_features, linear_probe, masked_token_metrics
 from bench.masking import Visible
@@ -251,12 +252,14 @@ def test_text_dir_pretrains_and_reports_masked_token_metrics_only(
     )
     summary = train_run(cfg, tmp_path / "run", progress=False)
     assert summary["status"] == "ok"
-    assert set(summary["metrics"]) == {
+    by_distance = {name for _, name in DISTANCE_BINS}
+    assert set(summary["metrics"]) - by_distance == {
         "recon_loss",
         "masked_token_acc",
         "perplexity",
         "pretrain_loss",
     }
+    assert "recon_loss_d1" in summary["metrics"]  # the held-out CE by distance to the visible
 
 
 @pytest.mark.parametrize("name", ["wordnet-glosses", "kjv-verses"])

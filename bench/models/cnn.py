@@ -28,20 +28,24 @@ class TimmTrunk:
     arch: str
     overrides: tuple[tuple[str, Any], ...] = ()
 
-    def build(self, in_chans: int, stride: int) -> tuple[nn.Module, int]:
-        """The network up to the stage of output stride `stride` and its channel count."""
-        kwargs = dict(self.overrides, pretrained=False, features_only=True, in_chans=in_chans)
-        # Build the full feature pyramid once only to read which stage has the stride.
-        info = timm.create_model(self.arch, **kwargs).feature_info
-        strides = info.reduction()
+    def build(self, in_chans: int, stride: int) -> tuple[nn.Module, int, int]:
+        """The network's stem and stages up to the stage of output stride `stride`, pruned
+        of everything after it (timm's `prune_intermediate_layers`: later stages, final norm
+        and head are removed, not merely unused, so they cost neither parameters nor
+        compute), with that stage's index (for `forward_intermediates`) and channel count."""
+        model = timm.create_model(self.arch, **dict(self.overrides), pretrained=False,
+                                  num_classes=0, in_chans=in_chans)
+        strides = [f["reduction"] for f in model.feature_info]
         if stride not in strides:
             raise IncompatibleError(
                 f"{self.arch} has no stage at stride {stride} (the patch size); strides: "
                 + ", ".join(map(str, strides))
             )
+        if not hasattr(model, "prune_intermediate_layers"):
+            raise IncompatibleError(f"timm {self.arch} cannot be cut at a stage")
         stage = strides.index(stride)
-        # timm stops the feature net after the last requested stage: later ones are not built.
-        return timm.create_model(self.arch, out_indices=(stage,), **kwargs), info.channels()[stage]
+        model.prune_intermediate_layers(indices=[stage], prune_norm=True, prune_head=True)
+        return model, stage, model.feature_info[stage]["num_chs"]
 
 
 def crop_blocks(x: Tensor, origin: Tensor, size: tuple[int, int]) -> Tensor:
@@ -65,13 +69,14 @@ class CNNEncoder(Encoder):
         if spec.modality != "image":
             raise IncompatibleError("CNN encoders take images only")
         self.dim, self.patch, self.timm_trunk = dim, spec.patch_size, trunk
-        self.trunk, channels = trunk.build(spec.in_chans, spec.patch_size)
+        self.trunk, self.stage, channels = trunk.build(spec.in_chans, spec.patch_size)
         self.proj = nn.Linear(channels, dim)
         self.norm = LAYER_NORM(dim)
 
     def _features(self, images: Tensor, grid: tuple[int, ...]) -> Tensor:
         """`[B, gh * gw, dim]` in row-major order for images covering `grid` tokens."""
-        fmap = self.trunk(images)[0]
+        (fmap,) = self.trunk.forward_intermediates(images, indices=[self.stage],
+                                                   intermediates_only=True)
         if tuple(fmap.shape[-2:]) != tuple(grid):
             raise IncompatibleError(
                 f"CNN gave a {tuple(fmap.shape[-2:])} feature map for a {tuple(grid)} grid"
@@ -93,25 +98,35 @@ class CNNEncoder(Encoder):
         return self._features(x, grid)
 
 
-def _cnn(name: str, trunk: TimmTrunk, dim: int, note: str) -> None:
+def _cnn(name: str, trunk: TimmTrunk, dim: int, stages: str, note: str) -> None:
+    """Register a CNN preset; `stages` says what the cut keeps at the usual strides, since a
+    trunk cut at stride 4 is a small fraction of the network its name comes from."""
     register_encoder(
         EncoderSpec(
             name,
             "dense",
-            f"timm {trunk.arch} cut at stride = patch size, projected to {dim} ({note})",
+            f"timm {trunk.arch} cut at stride = patch size ({stages}), projected to {dim}; "
+            f"{note}",
             lambda spec: CNNEncoder(spec, trunk, dim),
             modalities=frozenset({"image"}),
         )
     )
 
 
+# What each cut keeps: 4-px patches (32-px sets) and 16-px patches (224-px image folders).
+_RESNET = "stride 4: stem + layer1; 16: through layer3"
+_CONVNEXT = "stride 4: stem + stage 1; 16: through stage 3"
 _NARROW_RESNET = (("stem_width", 32), ("channels", (32, 64, 128, 256)))
-_cnn("cnn-resnet-micro", TimmTrunk("resnet18", _NARROW_RESNET), 128, "widths halved; CPU demo")
-_cnn(
-    "cnn-convnext-micro",
-    TimmTrunk("convnext_atto", (("dims", (32, 64, 128, 256)),)),
-    128,
-    "widths 32..256; CPU demo",
-)
-_cnn("cnn-resnet18", TimmTrunk("resnet18"), 192, "ResNet-18 widths")
-_cnn("cnn-convnext-atto", TimmTrunk("convnext_atto"), 192, "ConvNeXt-atto widths")
+_cnn("cnn-resnet-micro", TimmTrunk("resnet18", _NARROW_RESNET), 128, _RESNET,
+     "widths halved; CPU demo")
+_cnn("cnn-convnext-micro", TimmTrunk("convnext_atto", (("dims", (32, 64, 128, 256)),)), 128,
+     _CONVNEXT, "widths 32..256; CPU demo")
+_cnn("cnn-resnet18", TimmTrunk("resnet18"), 192, _RESNET,
+     "ResNet-18 widths, not the whole 11.7M-parameter network")
+_cnn("cnn-convnext-atto", TimmTrunk("convnext_atto"), 192, _CONVNEXT, "ConvNeXt-atto widths")
+# A light network of the class QB-Heat pretrains (Mobile-Former, 5.8M parameters / 285M
+# FLOPs, is not in timm): MobileNetV3-Large, made for 224-px image folders.
+_cnn("cnn-mobilenetv3", TimmTrunk("mobilenetv3_large_100"), 192,
+     "stride 4: stem + blocks up to 24 channels; 16: up to 112 channels, no 160-channel "
+     "stage or head",
+     "MobileNetV3-Large 1.0, light CNN near the paper's class; sizes: `bench encoders`")

@@ -1,7 +1,9 @@
 """The shared pretraining model: embed -> choose_visible -> encoder(visible) -> project ->
-method.fill -> decoder(+pos) -> head -> loss on hidden positions.
+method.fill -> decoder(+pos) -> head -> loss on hidden positions (+ the method's regularizer).
 
-Only `method` differs between two runs of a comparison; everything here is shared.
+A method that fills at the encoder (`MaskingMethod.fill_site`) is called before the
+projection instead: encoder(visible) -> method.fill -> project -> decoder. Only `method`
+differs between two runs of a comparison; everything here is shared.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bench.errors import IncompatibleError
 from bench.masking import Visible
 from bench.models.encoders import LAYER_NORM, Encoder, init_weights, transformer_blocks
 from bench.models.patches import normalized_patches
@@ -38,9 +41,15 @@ class Decoder(nn.Module):
 
 @dataclass
 class PretrainOutput:
-    loss: Tensor
+    loss: Tensor  # the reconstruction loss on the scored positions
     pred: Tensor  # [B, N, target_dim]
     visible: Visible
+    penalty: Tensor | None = None  # the method's regularizer, if it has one
+
+    @property
+    def objective(self) -> Tensor:
+        """What training minimises: the loss plus the method's regularizer."""
+        return self.loss if self.penalty is None else self.loss + self.penalty
 
 
 class MaskedPretrainer(nn.Module):
@@ -58,6 +67,12 @@ class MaskedPretrainer(nn.Module):
         self.proj = nn.Linear(encoder.dim, decoder_dim)
         init_weights(self.proj)
         self.decoder = Decoder(spec, decoder_dim, decoder_depth, decoder_heads)
+        width = encoder.dim if method.fills_at == "encoder" else decoder_dim
+        if method.dim != width:
+            raise IncompatibleError(
+                f"method {method.name!r} fills at the {method.fills_at} (width {width}) but was "
+                f"built at width {method.dim}"
+            )
 
     def forward(
         self, x: Tensor, generator: torch.Generator | None, visible: Visible | None = None
@@ -66,9 +81,17 @@ class MaskedPretrainer(nn.Module):
         global batch's masks); otherwise it is drawn here from `generator`."""
         if visible is None:
             visible = self.method.choose_visible(x.shape[0], self.spec.grid, generator)
-        latent = self.proj(self.encoder.forward_visible(x, visible))
-        pred = self.decoder(self.fill(latent, visible))
-        return PretrainOutput(self.loss(x, pred, visible), pred, visible)
+        pred = self.decode(self.encoder.forward_visible(x, visible), visible)
+        return PretrainOutput(self.loss(x, pred, visible), pred, visible, self.penalty(x))
+
+    def decode(self, features: Tensor, visible: Visible) -> Tensor:
+        """Encoder features `[B, K, encoder.dim]` of the visible positions -> predictions over
+        the whole grid: fill and project in the order the method's `fills_at` names, decode."""
+        if self.method.fills_at == "encoder":
+            filled = self.proj(self.fill(features, visible))
+        else:
+            filled = self.fill(self.proj(features), visible)
+        return self.decoder(filled)
 
     def fill(self, latent: Tensor, visible: Visible) -> Tensor:
         """The method's fill, always in float32: under bf16 autocast a fill would otherwise
@@ -78,6 +101,11 @@ class MaskedPretrainer(nn.Module):
         with torch.autocast(latent.device.type, enabled=False):
             return self.method.fill(latent.float(), visible, self.spec.grid)
 
+    def penalty(self, x: Tensor) -> Tensor | None:
+        """The method's regularizer in float32, as `fill` (None when it has none)."""
+        with torch.autocast(x.device.type, enabled=False):
+            return self.method.regularizer()
+
     def scored(self, x: Tensor, visible: Visible) -> Tensor:
         """BoolTensor[B, N]: the positions the loss scores, hidden ones that are not padding."""
         hidden = ~visible.mask(self.spec.num_tokens)
@@ -85,15 +113,16 @@ class MaskedPretrainer(nn.Module):
             hidden &= x != self.spec.pad_id
         return hidden
 
-    def loss(self, x: Tensor, pred: Tensor, visible: Visible) -> Tensor:
-        """Mean over `scored` positions only: per-patch normalised-pixel MSE, or token CE."""
-        hidden = self.scored(x, visible)
+    def position_loss(self, x: Tensor, pred: Tensor) -> Tensor:
+        """`[B, N]` float32 loss at every position: per-patch normalised-pixel MSE, or token CE."""
         if self.spec.modality == "image":
             target = normalized_patches(x, self.spec.patch_size)
-            per_position = (pred.float() - target).pow(2).mean(dim=-1)
-        else:
-            per_position = F.cross_entropy(
-                pred.float().transpose(1, 2), x, reduction="none"
-            )
+            return (pred.float() - target).pow(2).mean(dim=-1)
+        return F.cross_entropy(pred.float().transpose(1, 2), x, reduction="none")
+
+    def loss(self, x: Tensor, pred: Tensor, visible: Visible) -> Tensor:
+        """Mean of `position_loss` over `scored` positions only."""
+        hidden = self.scored(x, visible)
+        per_position = self.position_loss(x, pred)
         weight = hidden.to(per_position.dtype)
         return (per_position * weight).sum() / weight.sum().clamp_min(1.0)

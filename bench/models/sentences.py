@@ -3,7 +3,8 @@ sentences, the 1-D grid `(S,)`, exactly as it works on a block of tokens at the 
 
 sentence encoder (the run's encoder over one sentence's tokens, mean-pooled over real tokens)
 on the VISIBLE sentences -> context encoder (transformer over their slots, 1-D positions) ->
-project -> method.fill on (S,) (float32, `MaskedPretrainer.fill`) -> decoder over all S slots
+method.fill on (S,) and project, in the method's order (`MaskedPretrainer.decode`, the fill in
+float32) -> decoder over all S slots
 -> per slot, logits over the vocabulary -> loss on the hidden sentences only.
 
 The target is each hidden sentence's bag of words, scored as cross-entropy: the mean, over the
@@ -91,9 +92,8 @@ class SentencePretrainer(MaskedPretrainer):
         if visible is None:
             visible = self.method.choose_visible(x.shape[0], self.spec.grid, generator)
         vectors = self.sentence_vectors(gather_tokens(x, visible.index))  # visible only
-        latent = self.proj(self.context(vectors, visible.index))
-        pred = self.decoder(self.fill(latent, visible))
-        return PretrainOutput(self.loss(x, pred, visible), pred, visible)
+        pred = self.decode(self.context(vectors, visible.index), visible)
+        return PretrainOutput(self.loss(x, pred, visible), pred, visible, self.penalty(x))
 
     def scored(self, x: Tensor, visible: Visible) -> Tensor:
         """BoolTensor[B, S]: the hidden sentences that have a token."""
@@ -103,6 +103,12 @@ class SentencePretrainer(MaskedPretrainer):
         """`[B, S, L]`: -log p(token) under its slot's distribution, 0 at padding."""
         logp = pred.float().log_softmax(dim=-1).gather(-1, x)
         return -logp * (x != self.spec.pad_id)
+
+    def position_loss(self, x: Tensor, pred: Tensor) -> Tensor:
+        """`[B, S]`: each slot's bag-of-words cross-entropy, the mean `token_nll` over its
+        sentence's tokens (the per-slot figure the distance diagnostics bin)."""
+        tokens = (x != self.spec.pad_id).sum(dim=-1)
+        return self.token_nll(x, pred).sum(dim=-1) / tokens.clamp_min(1)
 
     def loss(self, x: Tensor, pred: Tensor, visible: Visible) -> Tensor:
         """Bag-of-words cross-entropy: the mean of `token_nll` over every token of the scored

@@ -1,0 +1,56 @@
+"""`bench encoders`: the spec a dataset's card implies, and presets' sizes and FLOPs (exact on
+small cases), attention included on a CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+from bench.flops import flop_counter
+from bench.models.encoders import DataSpec
+from bench.models.sizes import card_spec, format_sizes, preset_size
+
+
+@pytest.mark.parametrize("dataset, spec", [
+    ("fashion-mnist", DataSpec("image", (8, 8), patch_size=4, in_chans=1)),
+    ("cifar10", DataSpec("image", (8, 8), patch_size=4, in_chans=3)),
+    ("stl10", DataSpec("image", (12, 12), patch_size=8, in_chans=3)),
+    ("imagefolder:/any/where", DataSpec("image", (14, 14), patch_size=16, in_chans=3)),
+    ("wordnet-glosses", DataSpec("text", (64,), vocab_size=8000)),
+])
+def test_card_spec_is_what_a_run_gets(dataset, spec):
+    assert card_spec(dataset) == spec
+
+
+def test_attention_on_a_cpu_is_counted():
+    q = torch.randn(2, 4, 16, 8, requires_grad=True)
+    counter = flop_counter()
+    with counter:
+        out = F.scaled_dot_product_attention(q, q, q)
+    assert counter.get_total_flops() == sdpa_flop_count(q.shape, q.shape, q.shape) > 0
+    with counter:
+        out.sum().backward()
+    assert counter.get_total_flops() == sdpa_backward_flop_count(q.shape, q.shape, q.shape, q.shape)
+
+
+def test_vit_micro_flops_are_the_analytic_count():
+    """Per block on N tokens of width D: qkv, projection and the 4x MLP are 24 N D^2, the two
+    attention products 4 N^2 D; the patch embedding 2 N (C p^2) D."""
+    row = preset_size("vit-micro", card_spec("fashion-mnist"))
+    n, k, d, depth = 64, 16, 128, 4
+    embed = 2 * n * 16 * d  # every patch is embedded; the block path then keeps k tokens
+    blocks = lambda tokens: depth * (24 * tokens * d * d + 4 * tokens * tokens * d)  # noqa: E731
+    assert row["flops_full"] == embed + blocks(n)
+    assert row["flops_block"] == embed + blocks(k)
+    assert (row["grid"], row["block"], row["kind"]) == ("8x8", "4x4", "token")
+
+
+def test_resnet18_preset_size_on_fashion_mnist():
+    """Stem + layer1 (151,232), the projection to 192 and its LayerNorm: 0.16M in all."""
+    row = preset_size("cnn-resnet18", card_spec("fashion-mnist"))
+    assert row["params"] == 151_232 + (64 * 192 + 192) + 2 * 192 == 164_096
+    assert row["kind"] == "dense" and 0 < row["flops_block"] < row["flops_full"]
+    table = format_sizes([{**row, "dataset": "fashion-mnist"}])
+    assert "cnn-resnet18" in table and "0.164M" in table and "8x8 grid" in table
