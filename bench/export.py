@@ -163,7 +163,7 @@ def export_run(run_dir: Path, to: str, out: Path | None = None) -> Exported:
     if to == "safetensors":
         tensors = encoder.state_dict()
         load = ("from safetensors.torch import load_file\nfrom bench.models.encoders import "
-                f"DataSpec, build_encoder\nencoder = build_encoder({config['encoder']!r}, "
+                f"build_encoder\nfrom bench.spec import DataSpec\nencoder = build_encoder({config['encoder']!r}, "
                 f"DataSpec(**SPEC))  # SPEC: the data_spec in this file's metadata\n"
                 f"encoder.load_state_dict(load_file({str(file)!r}))")
     elif encoder.kind == "token":

@@ -48,6 +48,7 @@ from bench.config import RunConfig
 from bench.data import load_dataset
 from bench.data.samples import write_image_folder
 from bench.data.streaming import load_imagefolder, pretrain_batches
+from bench.models.build import build_model
 from bench.models.pretrainer import MaskedPretrainer
 from bench.perf import synthetic_spec
 from bench.spec import DataSpec
@@ -55,7 +56,6 @@ from bench.sweep import SweepSpec, load_spec, resolve_run
 from bench.train import (
     REFERENCES,
     TrainStep,
-    build_model,
     device_name,
     epoch_generator,
     prepare_model,

@@ -26,13 +26,13 @@ from bench.data.streaming import pretrain_batches
 from bench.devices import device_name, peak_memory_bytes, resolve_device
 from bench.errors import ConfigError
 from bench.evaluate import autocast
+from bench.models.build import build_model
 from bench.optim import build_optimizer
 from bench.progress import bar
 from bench.spec import DataSpec
 from bench.sweep import resolve_run, split_settings
 from bench.train import (
     TrainStep,
-    build_model,
     epoch_generator,
     prepare_model,
     pretrain_flops_per_sample,

@@ -33,9 +33,3 @@ class DataSpec:
     def image_size(self) -> tuple[int, int]:
         return (self.grid[0] * self.patch_size, self.grid[1] * self.patch_size)
 
-    @property
-    def target_dim(self) -> int:
-        """Size of the per-position prediction: patch pixels, or vocabulary logits."""
-        if self.modality == "image":
-            return self.patch_size * self.patch_size * self.in_chans
-        return self.vocab_size

@@ -19,7 +19,7 @@ from bench.catalog import REFERENCES
 from bench.config import RunConfig, apply_overrides, run_config_fields
 from bench.data import check_granularity, run_dataset_entry
 from bench.errors import ConfigError, IncompatibleError
-from bench.models.encoders import ENCODERS, encoders_of_kind
+from bench.models.registry import ENCODERS, encoders_of_kind
 from bench.slurm import slurm_settings
 from methods.base import METHODS, options_dict, resolve_options
 

@@ -35,15 +35,14 @@ from bench.evaluate import (
     reconstruction_loss,
 )
 from bench.evaluate_sentences import masked_sentence_metrics, next_sentence_top1
+from bench.models.build import build_model
 from bench.models.encoders import build_encoder
 from bench.models.patches import patchify, unpatchify
 from bench.models.pretrainer import MaskedPretrainer
-from bench.models.sentences import SentencePretrainer, slot_spec
 from bench.optim import WEIGHT_DECAY_RULE, build_optimizer, lr_at
 from bench.progress import bar, shown
 from bench.spec import DataSpec
 from bench.validate import check_fits
-from methods.base import build_method
 
 RECON_IMAGES = 8  # test images shown (recon_indices): the same pictures for every method
 
@@ -73,21 +72,6 @@ def epoch_order(subset: torch.Tensor | None, available: int, gen: torch.Generato
     if subset is None:
         return torch.randperm(available, generator=gen, device=gen.device)
     return subset.to(gen.device)[torch.randperm(len(subset), generator=gen, device=gen.device)]
-
-
-def build_model(cfg: RunConfig, spec: DataSpec, sentences: int | None = None) -> MaskedPretrainer:
-    """The pretrainer of `cfg` for data of `spec`; at granularity=sentence `spec` is one
-    sentence's (the encoder's input) and the grid is `sentences` slots."""
-    torch.manual_seed(cfg.seed)
-    encoder = build_encoder(cfg.encoder, spec)
-    method = build_method(cfg.method, cfg.options, cfg.decoder_dim, spec.modality, encoder.kind,
-                          encoder_dim=encoder.dim)
-    if cfg.granularity == "sentence":
-        return SentencePretrainer(slot_spec(spec, sentences), encoder, method, cfg.decoder_dim,
-                                  cfg.decoder_depth, cfg.decoder_heads)
-    return MaskedPretrainer(
-        spec, encoder, method, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads
-    )
 
 
 def use_compile(flag: bool | None, device: torch.device) -> bool:

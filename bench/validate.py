@@ -45,7 +45,7 @@ def check_model(cfg: RunConfig, data: Any) -> None:
     """Build the run's model on the meta device (no memory, no compute): shape errors (heads
     that do not divide a width, a patch size a CNN has no stage for) surface now, and the mask
     ratio must leave something hidden on the data's grid."""
-    from bench.train import build_model  # models: imported only when there is a run to check
+    from bench.models.build import build_model  # torch: only when there is a run to check
 
     if cfg.method in REFERENCES:
         return

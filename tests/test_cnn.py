@@ -8,7 +8,8 @@ import torch
 from bench.errors import IncompatibleError
 from bench.masking import Visible, block_visible, random_visible
 from bench.models.cnn import CNNEncoder, crop_blocks
-from bench.models.encoders import ENCODERS, build_encoder
+from bench.models.encoders import build_encoder
+from bench.models.registry import ENCODERS
 from bench.spec import DataSpec
 
 SPEC = DataSpec("image", (8, 8), patch_size=4, in_chans=1)

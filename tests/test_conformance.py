@@ -6,8 +6,8 @@ import torch
 
 import methods
 from bench.config import RunConfig
-from bench.models.encoders import TransformerEncoder
 from bench.models.pretrainer import MaskedPretrainer
+from bench.models.vit import TransformerEncoder
 from bench.spec import DataSpec
 from methods.base import FILL_SITES, build_method
 from tests.conftest import assert_compiles_as_one_graph

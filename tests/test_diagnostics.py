@@ -9,8 +9,9 @@ from bench.data.images import EvalSplit
 from bench.diagnostics import fill_diagnostics, recon_loss_by_distance, visible_distance
 from bench.evaluate import reconstruction_loss
 from bench.masking import Visible, random_visible
-from bench.models.encoders import DataSpec, build_encoder
+from bench.models.encoders import build_encoder
 from bench.models.pretrainer import MaskedPretrainer
+from bench.spec import DataSpec
 from methods.base import build_method
 
 SPEC = DataSpec("image", (8, 8), patch_size=4, in_chans=1)

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
 
 from bench.flops import flop_counter
-from bench.models.encoders import DataSpec
 from bench.models.sizes import card_spec, format_sizes, preset_size
+from bench.spec import DataSpec
 
 
 @pytest.mark.parametrize("dataset, spec", [

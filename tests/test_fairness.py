@@ -9,11 +9,11 @@ import torch
 import methods
 from bench.config import RunConfig
 from bench.masking import visible_count
-from bench.models.encoders import TransformerEncoder
+from bench.models.build import build_model
 from bench.models.pretrainer import MaskedPretrainer
+from bench.models.vit import TransformerEncoder
 from bench.optim import build_optimizer, no_decay_names
 from bench.spec import DataSpec
-from bench.train import build_model
 from methods.base import build_method
 from tests.conftest import recorded_fill
 

@@ -4,10 +4,10 @@ import torch
 
 from bench.config import RunConfig
 from bench.masking import random_visible
+from bench.models.build import build_model
 from bench.models.patches import normalized_patches, patchify, unpatchify
 from bench.models.posembed import sincos_1d, sincos_2d
 from bench.spec import DataSpec
-from bench.train import build_model
 
 SPEC = DataSpec("image", (8, 8), patch_size=4, in_chans=1)
 

@@ -11,8 +11,9 @@ import torch
 from bench import perf
 from bench.cli import main
 from bench.config import RunConfig
+from bench.models.build import build_model
 from bench.spec import DataSpec
-from bench.train import TrainStep, build_model, pretrain_flops_per_sample, use_compile
+from bench.train import TrainStep, pretrain_flops_per_sample, use_compile
 
 
 def _linear(tokens: int, fan_in: int, fan_out: int) -> int:

@@ -12,8 +12,8 @@ import torch
 
 from bench import evaluate, precision
 from bench.errors import ConfigError
-from bench.models.encoders import TransformerEncoder
 from bench.models.pretrainer import MaskedPretrainer
+from bench.models.vit import TransformerEncoder
 from bench.spec import DataSpec
 from bench.sweep import resolve_run
 from bench.train import TrainStep, train_run

@@ -18,7 +18,7 @@ from bench.evaluate import (
     train_classifier,
 )
 from bench.models.cnn import CNNEncoder, TimmTrunk
-from bench.models.encoders import TransformerEncoder
+from bench.models.vit import TransformerEncoder
 from bench.sweep import resolve_run
 from bench.train import train_run
 from tests.conftest import tiny_config

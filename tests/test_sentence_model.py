@@ -16,11 +16,11 @@ import methods
 from bench.config import RunConfig
 from bench.evaluate_sentences import masked_sentence_metrics, next_sentence_top1
 from bench.masking import Visible, visible_count
-from bench.models.encoders import TransformerEncoder
+from bench.models.build import build_model
 from bench.models.pretrainer import PretrainOutput
 from bench.models.sentences import SentencePretrainer, slot_spec
+from bench.models.vit import TransformerEncoder
 from bench.spec import DataSpec
-from bench.train import build_model
 from methods.base import build_method
 from tests.conftest import assert_compiles_as_one_graph, recorded_fill
 

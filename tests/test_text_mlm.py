@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -25,8 +26,9 @@ from bench.diagnostics import DISTANCE_BINS
 from bench.errors import ConfigError, IncompatibleError
 from bench.evaluate import extract_features, linear_probe, masked_token_metrics
 from bench.masking import Visible
-from bench.models.encoders import TransformerEncoder
+from bench.models.heads import TokenHead
 from bench.models.pretrainer import MaskedPretrainer, PretrainOutput
+from bench.models.vit import TransformerEncoder
 from bench.spec import DataSpec
 from bench.sweep import expand
 from bench.train import train_run
@@ -200,6 +202,7 @@ class FixedPredictor(nn.Module):
     """Predicts log-probabilities LOGP[true token] at every position; position 0 is visible."""
 
     spec = DataSpec("text", (4,), vocab_size=8)
+    decoder = SimpleNamespace(head=TokenHead(spec, 1))  # the head says which tokens are real
     scored = MaskedPretrainer.scored
 
     def forward(self, x: torch.Tensor, generator: torch.Generator) -> PretrainOutput:

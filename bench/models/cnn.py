@@ -8,6 +8,7 @@ alone, so no pixel outside the block can reach its features.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from bench.errors import IncompatibleError
 from bench.masking import Visible
-from bench.models.encoders import LAYER_NORM, Encoder, EncoderSpec, register_encoder
+from bench.models.layers import LAYER_NORM, Encoder
 from bench.spec import DataSpec
 
 
@@ -98,35 +99,8 @@ class CNNEncoder(Encoder):
         return self._features(x, grid)
 
 
-def _cnn(name: str, trunk: TimmTrunk, dim: int, stages: str, note: str) -> None:
-    """Register a CNN preset; `stages` says what the cut keeps at the usual strides, since a
-    trunk cut at stride 4 is a small fraction of the network its name comes from."""
-    register_encoder(
-        EncoderSpec(
-            name,
-            "dense",
-            f"timm {trunk.arch} cut at stride = patch size ({stages}), projected to {dim}; "
-            f"{note}",
-            lambda spec: CNNEncoder(spec, trunk, dim),
-            modalities=frozenset({"image"}),
-        )
-    )
-
-
-# What each cut keeps: 4-px patches (32-px sets) and 16-px patches (224-px image folders).
-_RESNET = "stride 4: stem + layer1; 16: through layer3"
-_CONVNEXT = "stride 4: stem + stage 1; 16: through stage 3"
-_NARROW_RESNET = (("stem_width", 32), ("channels", (32, 64, 128, 256)))
-_cnn("cnn-resnet-micro", TimmTrunk("resnet18", _NARROW_RESNET), 128, _RESNET,
-     "widths halved; CPU demo")
-_cnn("cnn-convnext-micro", TimmTrunk("convnext_atto", (("dims", (32, 64, 128, 256)),)), 128,
-     _CONVNEXT, "widths 32..256; CPU demo")
-_cnn("cnn-resnet18", TimmTrunk("resnet18"), 192, _RESNET,
-     "ResNet-18 widths, not the whole 11.7M-parameter network")
-_cnn("cnn-convnext-atto", TimmTrunk("convnext_atto"), 192, _CONVNEXT, "ConvNeXt-atto widths")
-# A light network of the class QB-Heat pretrains (Mobile-Former, 5.8M parameters / 285M
-# FLOPs, is not in timm): MobileNetV3-Large, made for 224-px image folders.
-_cnn("cnn-mobilenetv3", TimmTrunk("mobilenetv3_large_100"), 192,
-     "stride 4: stem + blocks up to 24 channels; 16: up to 112 channels, no 160-channel "
-     "stage or head",
-     "MobileNetV3-Large 1.0, light CNN near the paper's class; sizes: `bench encoders`")
+def build_cnn(spec: DataSpec, *, arch: str, dim: int,
+              arch_overrides: Mapping[str, Any] | None = None) -> CNNEncoder:
+    """The `cnn` family's builder: timm `arch` (with `arch_overrides` of its own arguments,
+    e.g. narrower stages) cut at stride = patch size, projected to `dim`."""
+    return CNNEncoder(spec, TimmTrunk(arch, tuple((arch_overrides or {}).items())), dim)

@@ -11,13 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.errors import IncompatibleError
 from bench.masking import Visible
-from bench.models.encoders import LAYER_NORM, Encoder, init_weights, transformer_blocks
-from bench.models.patches import normalized_patches
+from bench.models.heads import build_head
+from bench.models.layers import LAYER_NORM, Encoder, init_weights, transformer_blocks
 from bench.models.posembed import sincos_table
 from bench.spec import DataSpec
 from methods.base import MaskingMethod
@@ -31,7 +30,7 @@ class Decoder(nn.Module):
         self.register_buffer("pos", sincos_table(spec.grid, dim).unsqueeze(0), persistent=False)
         self.blocks = transformer_blocks(dim, depth, heads)
         self.norm = LAYER_NORM(dim)
-        self.head = nn.Linear(dim, spec.target_dim)
+        self.head = build_head(spec, dim)
         self.apply(init_weights)
 
     def forward(self, filled: Tensor) -> Tensor:
@@ -42,7 +41,7 @@ class Decoder(nn.Module):
 @dataclass
 class PretrainOutput:
     loss: Tensor  # the reconstruction loss on the scored positions
-    pred: Tensor  # [B, N, target_dim]
+    pred: Tensor  # [B, N, the head's width]
     visible: Visible
     penalty: Tensor | None = None  # the method's regularizer, if it has one
 
@@ -107,18 +106,16 @@ class MaskedPretrainer(nn.Module):
             return self.method.regularizer()
 
     def scored(self, x: Tensor, visible: Visible) -> Tensor:
-        """BoolTensor[B, N]: the positions the loss scores, hidden ones that are not padding."""
+        """BoolTensor[B, N]: the positions the loss scores, hidden ones that are real (the
+        head says which: not [PAD] for text, all of them for images)."""
         hidden = ~visible.mask(self.spec.num_tokens)
-        if self.spec.modality == "text":
-            hidden &= x != self.spec.pad_id
-        return hidden
+        real = self.decoder.head.real(x)
+        return hidden if real is None else hidden & real
 
     def position_loss(self, x: Tensor, pred: Tensor) -> Tensor:
-        """`[B, N]` float32 loss at every position: per-patch normalised-pixel MSE, or token CE."""
-        if self.spec.modality == "image":
-            target = normalized_patches(x, self.spec.patch_size)
-            return (pred.float() - target).pow(2).mean(dim=-1)
-        return F.cross_entropy(pred.float().transpose(1, 2), x, reduction="none")
+        """`[B, N]` float32 loss at every position, as the head scores it (bench.models.heads:
+        per-patch normalised-pixel MSE, or token cross-entropy)."""
+        return self.decoder.head.position_loss(x, pred)
 
     def loss(self, x: Tensor, pred: Tensor, visible: Visible) -> Tensor:
         """Mean of `position_loss` over `scored` positions only."""

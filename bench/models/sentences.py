@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.masking import Visible, gather_tokens
-from bench.models.encoders import Encoder, init_weights, transformer_blocks
+from bench.models.layers import Encoder, init_weights, transformer_blocks
 from bench.models.posembed import sincos_table
 from bench.models.pretrainer import MaskedPretrainer, PretrainOutput
 from bench.spec import DataSpec

@@ -16,7 +16,9 @@ from bench.data.cards import load_card
 from bench.data.text import DEFAULT_BLOCK_LENGTH, DEFAULT_VOCAB_SIZE
 from bench.flops import flop_counter
 from bench.masking import block_visible, contiguous_block_shape
-from bench.models.encoders import ENCODERS, DataSpec, build_encoder
+from bench.models.encoders import build_encoder
+from bench.models.registry import ENCODERS
+from bench.spec import DataSpec
 
 MASK_RATIO = 0.75  # every method's default: the visible part is a quarter (bench.masking)
 
