@@ -268,18 +268,33 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def method_cards() -> dict:
+    """The methods' cards, read from their files (no torch); a file that states them in a
+    way the reader cannot follow is imported instead."""
+    from bench.catalog import MethodCard, NotStaticError
+    from bench.catalog import method_cards as read_cards
+
+    try:
+        return read_cards()
+    except NotStaticError:
+        import methods
+
+        return {name: MethodCard(name, (cls.__doc__ or "").strip().splitlines()[0],
+                                 cls.modalities, cls.encoder_kinds)
+                for name in methods.METHODS.names() for cls in [methods.METHODS.get(name)]}
+
+
 def catalog() -> dict[str, dict[str, str]]:
-    import methods
+    """What `bench list` prints: methods, reference rows, encoders, datasets (no torch)."""
     from bench.catalog import REFERENCES
     from bench.data import DATASETS
-    from bench.models.encoders import ENCODERS
+    from bench.models.registry import ENCODERS
 
     out: dict[str, dict[str, str]] = {"methods": {}, "references": dict(REFERENCES)}
-    for name in methods.METHODS.names():
-        cls = methods.METHODS.get(name)
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
-        mods = "/".join(sorted(cls.modalities))
-        out["methods"][name] = f"{doc} [{mods}; encoders: {', '.join(sorted(cls.encoder_kinds))}]"
+    for name, card in method_cards().items():
+        mods = "/".join(sorted(card.modalities))
+        kinds = ", ".join(sorted(card.encoder_kinds))
+        out["methods"][name] = f"{card.summary} [{mods}; encoders: {kinds}]"
     out["encoders"] = {
         n: f"{ENCODERS.get(n).description} [{ENCODERS.get(n).kind}]" for n in ENCODERS.names()
     }

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from bench import progress
 from bench.config import protocol_list
 from bench.data.protocol import EvalSplit
-from bench.models.encoders import LAYER_NORM, Encoder, init_weights, mean_pool, transformer_blocks
+from bench.models.layers import LAYER_NORM, Encoder, init_weights, mean_pool, transformer_blocks
 from bench.models.pretrainer import MaskedPretrainer
 from bench.optim import decay_groups, no_decay_names
 from bench.precision import autocast  # the run's chosen precision (bf16 on CUDA by default)

@@ -1,18 +1,18 @@
-"""Dataset registry. Names may take an argument after a colon (`text-dir:PATH`)."""
+"""Dataset registry. Names may take an argument after a colon (`text-dir:PATH`).
+
+The registry imports no torch: each entry's loader imports its module when it is called, so
+`bench list`, the config checks and `sweep --dry-run` read names and facts without it."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from bench.config import GRANULARITIES
-from bench.data.cards import card_names, load_card
-from bench.data.hf import HFColumns, hf_columns, load_hf
-from bench.data.images import load_digits, load_fashion_mnist
-from bench.data.sentences import load_sentence_data
-from bench.data.streaming import TORCHVISION_SETS, load_imagefolder, load_torchvision
-from bench.data.text import load_text_data
+from bench.data.cards import TORCHVISION_SETS, card_names, load_card
+from bench.data.columns import HFColumns, hf_columns
 from bench.errors import ConfigError, UnknownDatasetError
 from bench.registry import Registry
 
@@ -33,6 +33,23 @@ class DatasetEntry:
 DATASETS: Registry[DatasetEntry] = Registry("dataset", UnknownDatasetError)
 
 
+# The loaders' modules (torch), imported when a dataset is loaded.
+def _images():
+    return importlib.import_module("bench.data.images")
+
+
+def _text():
+    return importlib.import_module("bench.data.text")
+
+
+def _streaming():
+    return importlib.import_module("bench.data.streaming")
+
+
+def _hf():
+    return importlib.import_module("bench.data.hf")
+
+
 def register_dataset(entry: DatasetEntry) -> DatasetEntry:
     return DATASETS.add(entry.name, entry)
 
@@ -42,7 +59,7 @@ register_dataset(
         "fashion-mnist",
         "image",
         "Fashion-MNIST 60k/10k, padded to 32x32 (8x8 grid of 4-px patches)",
-        lambda data_root=None, arg=None: load_fashion_mnist(data_root),
+        lambda data_root=None, arg=None: _images().load_fashion_mnist(data_root),
     )
 )
 register_dataset(
@@ -50,7 +67,7 @@ register_dataset(
         "digits",
         "image",
         "scikit-learn digits 1437/360, upsampled to 32x32 (tiny tests)",
-        lambda data_root=None, arg=None: load_digits(data_root),
+        lambda data_root=None, arg=None: _images().load_digits(data_root),
         data_root_note="digits is bundled with scikit-learn",
     )
 )
@@ -59,7 +76,7 @@ register_dataset(
         "wordnet-glosses",
         "text",
         "WordNet 3.0 glosses 105,948/11,711, 45 lexicographer-file classes (64-token blocks)",
-        lambda data_root=None, arg=None, **kw: load_text_data("wordnet-glosses", data_root, **kw),
+        lambda data_root=None, arg=None, **kw: _text().load_text_data("wordnet-glosses", data_root, **kw),
     )
 )
 register_dataset(
@@ -68,7 +85,7 @@ register_dataset(
         "text",
         "King James Bible verses 28,000/3,102, 6 book-genre classes (64-token blocks; "
         "granularity=sentence: 1,058/131 chapters of verses)",
-        lambda data_root=None, arg=None, **kw: load_text_data("kjv-verses", data_root, **kw),
+        lambda data_root=None, arg=None, **kw: _text().load_text_data("kjv-verses", data_root, **kw),
         sentence_level=True,  # a chapter is a document, its verses the sentences
     )
 )
@@ -78,7 +95,7 @@ register_dataset(
         "text",
         "your .txt files (text-dir:PATH), unlabelled: pretraining and masked-token metrics only "
         "(granularity=sentence: a file is a document of sentences)",
-        lambda data_root=None, arg=None, **kw: load_text_data(f"text-dir:{arg}", data_root, **kw),
+        lambda data_root=None, arg=None, **kw: _text().load_text_data(f"text-dir:{arg}", data_root, **kw),
         takes_argument=True,
         labelled=False,
         sentence_level=True,  # a file is a document, its paragraphs split into sentences
@@ -90,7 +107,7 @@ register_dataset(
         "image",
         "your images in ImageNet-style class folders (imagefolder:PATH: train/, val/), 224 px, "
         "streamed",
-        lambda data_root=None, arg=None: load_imagefolder(arg),
+        lambda data_root=None, arg=None: _streaming().load_imagefolder(arg),
         takes_argument=True,
         data_root_note="imagefolder:PATH names its folder",
     )
@@ -101,7 +118,7 @@ register_dataset(
         "text/image",  # decided per run by its columns (with_columns)
         "a Hugging Face dataset saved to disk or in the hub cache (hf:PATH[:split]), text or "
         "images (hf_text= / hf_image= / hf_label=), read offline",
-        lambda data_root=None, arg=None, **kw: load_hf(arg, data_root=data_root, **kw),
+        lambda data_root=None, arg=None, **kw: _hf().load_hf(arg, data_root=data_root, **kw),
         takes_argument=True,
         labelled=False,
         takes_columns=True,
@@ -113,7 +130,8 @@ for _name in TORCHVISION_SETS:  # CIFAR-10/100, STL-10: facts in datasets/<name>
             _name,
             "image",
             load_card(_name)["description"] + ", streamed (download: `bench download`)",
-            lambda data_root=None, arg=None, _name=_name: load_torchvision(_name, data_root),
+            lambda data_root=None, arg=None, _name=_name: _streaming().load_torchvision(_name,
+                                                                                   data_root),
         )
     )
 
@@ -190,6 +208,8 @@ def load_dataset(
         )
     check_granularity(name, granularity, **text_options)
     if granularity == "sentence":
+        from bench.data.sentences import load_sentence_data
+
         return load_sentence_data(name, data_root, **given)
     if entry.takes_columns:
         given["columns"] = columns

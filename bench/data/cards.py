@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 CARDS_DIR = Path(__file__).resolve().parents[2] / "datasets"
+TORCHVISION_SETS = ("cifar10", "cifar100", "stl10")  # torchvision's readers; `bench download`
 
 
 @cache

@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from torch.utils.data import Dataset
 
 from bench.data.cache import cache_root
 from bench.data.cards import load_card
+from bench.data.columns import HFColumns
 from bench.data.corpora import make_corpus
 from bench.data.fingerprint import fingerprint
 from bench.data.streaming import StreamingImageData, square_image
@@ -51,34 +51,6 @@ PREFIX = "hf:"
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 DOWNLOAD_HINT = ("download it yourself (`huggingface-cli download --repo-type dataset {id}`, or "
                  "`datasets.load_dataset({id!r}).save_to_disk(DIR)`) and name that folder")
-
-
-@dataclass(frozen=True)
-class HFColumns:
-    """The run settings hf_text, hf_image and hf_label (None: not set)."""
-
-    text: str | None = None
-    image: str | None = None
-    label: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.text is not None and self.image is not None:
-            raise ConfigError(f"hf_text={self.text} and hf_image={self.image}: a run reads one "
-                              "input column; set one of them")
-
-    @property
-    def modality(self) -> str:
-        return "image" if self.image is not None else "text"
-
-    @property
-    def input(self) -> str:
-        return self.image or self.text or "text"
-
-
-def hf_columns(cfg: Any) -> HFColumns | None:
-    """A run's column settings, None when it sets none of them."""
-    cols = HFColumns(cfg.hf_text, cfg.hf_image, cfg.hf_label)
-    return None if cols == HFColumns() else cols
 
 
 def _datasets():

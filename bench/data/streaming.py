@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bench import progress
 from bench.data.cache import cache_root
-from bench.data.cards import load_card
+from bench.data.cards import TORCHVISION_SETS, load_card
 from bench.data.fingerprint import fingerprint
 from bench.data.image_scan import unreadable
 from bench.data.images import StandardisedImages, apply_affine, crop_flip_params
@@ -34,7 +34,6 @@ from bench.errors import ConfigError, DataNotFoundError
 from bench.spec import DataSpec
 
 log = logging.getLogger(__name__)
-TORCHVISION_SETS = ("cifar10", "cifar100", "stl10")
 EVAL_DECODE_BATCH = 256
 
 
