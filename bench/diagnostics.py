@@ -22,7 +22,7 @@ from bench.models.pretrainer import MaskedPretrainer
 from bench.models.sentences import SentencePretrainer
 
 # (smallest distance, metric name); the last bin holds every farther position too.
-DISTANCE_BINS = ((1, "recon_loss_d1"), (2, "recon_loss_d2"), (3, "recon_loss_d3+"))
+DISTANCE_BINS = ((1, "recon_loss_d1"), (2, "recon_loss_d2"), (3, "recon_loss_d3plus"))
 
 
 def visible_distance(visible: Visible, grid: tuple[int, ...]) -> Tensor:

@@ -133,14 +133,20 @@ def _timm_vit(encoder, spec, config: dict[str, Any], file: Path):
 
 
 def _timm_cnn(encoder, spec, file: Path):
+    """The trunk as timm builds it, pruned after the run's stage as the run pruned it
+    (timm's `prune_intermediate_layers`): the same parameter names, so the file loads
+    strictly into it, and `forward_intermediates` gives the features the run's encoder read."""
     trunk = encoder.timm_trunk
-    kwargs = dict(features_only=True, out_indices=tuple(encoder.trunk.feature_info.out_indices),
-                  in_chans=spec.in_chans, **dict(trunk.overrides))
-    load = (f"import timm\nmodel = timm.create_model({trunk.arch!r}, "
-            f"{_kwargs({**kwargs, 'checkpoint_path': str(file)})}).eval()\n"
-            f"(fmap,) = model(x)  # [B, C, H/{spec.patch_size}, W/{spec.patch_size}]: the trunk's "
-            "features (the run's Linear + LayerNorm on top: --to safetensors)")
-    return encoder.trunk.state_dict(), {"model_name": trunk.arch, "kwargs": kwargs}, load
+    kwargs = dict(pretrained=False, num_classes=0, in_chans=spec.in_chans, **dict(trunk.overrides))
+    load = (f"import timm\nfrom safetensors.torch import load_file\n"
+            f"model = timm.create_model({trunk.arch!r}, {_kwargs(kwargs)}).eval()\n"
+            f"model.prune_intermediate_layers(indices=[{encoder.stage}], prune_norm=True, "
+            f"prune_head=True)\nmodel.load_state_dict(load_file({str(file)!r}))\n"
+            f"(fmap,) = model.forward_intermediates(x, indices=[{encoder.stage}], "
+            f"intermediates_only=True)  # [B, C, H/{spec.patch_size}, W/{spec.patch_size}]: the "
+            "trunk's features (the run's Linear + LayerNorm on top: --to safetensors)")
+    return encoder.trunk.state_dict(), {"model_name": trunk.arch, "kwargs": kwargs,
+                                        "stage": encoder.stage}, load
 
 
 def export_run(run_dir: Path, to: str, out: Path | None = None) -> Exported:

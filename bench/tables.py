@@ -68,7 +68,7 @@ METRICS: dict[str, MetricInfo] = {
     # QB-Heat section. Distance d: Chebyshev distance in tokens to the nearest visible position.
     "recon_loss_d1": MetricInfo("recon loss d=1", group="fill"),
     "recon_loss_d2": MetricInfo("recon loss d=2", group="fill"),
-    "recon_loss_d3+": MetricInfo("recon loss d≥3", group="fill"),
+    "recon_loss_d3plus": MetricInfo("recon loss d≥3", group="fill"),
     "heat_commutator": MetricInfo("‖AB−BA‖/(‖A‖‖B‖)", group="fill"),
     "heat_radius_right": MetricInfo("ρ(I+A)", group="fill"),
     "heat_radius_left": MetricInfo("ρ(I−A)", group="fill"),

@@ -82,7 +82,7 @@ def test_loss_by_distance_is_the_per_bin_mean_and_sums_to_recon_loss(method):
                     d = min(3, min(max(abs(r - vr), abs(c - vc)) for vr, vc in seen))
                     sums[d] = sums.get(d, 0.0) + loss[b, p].item()
                     counts[d] = counts.get(d, 0) + 1
-    names = {1: "recon_loss_d1", 2: "recon_loss_d2", 3: "recon_loss_d3+"}
+    names = {1: "recon_loss_d1", 2: "recon_loss_d2", 3: "recon_loss_d3plus"}
     assert set(by_distance) == {names[d] for d in counts}
     for d, n in counts.items():
         assert by_distance[names[d]] == pytest.approx(sums[d] / n, rel=1e-5)

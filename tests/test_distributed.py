@@ -158,13 +158,17 @@ def test_cli_compile_follows_eager(tmp_path, single):
     """`bench run --compile` on the CPU (inductor): the same run id, and the per-epoch and
     per-2-step losses of the eager run within COMPILED_RTOL (its step graph is the one
     test_compile.py compiles for mae: inductor's cache serves its kernels)."""
+    from torch._dynamo.utils import counters
+
     out = tmp_path / "compiled"
+    counters.clear()
     assert main(["run", "--methods", "mae", "--out", str(out), "--compile", *CLI]) == 0
+    # Compiled code did run: dynamo captured the step (inductor may match eager bit for bit).
+    assert counters["stats"]["unique_graphs"] >= 1
     run = out / single.name
     assert store.read_json(run / files.SUMMARY)["status"] == "ok"
     assert _losses(run) == pytest.approx(_losses(single), rel=COMPILED_RTOL)
     assert _losses(run, files.STEPS) == pytest.approx(_losses(single, files.STEPS), rel=COMPILED_RTOL)
-    assert _losses(run) != _losses(single)  # compiled code did run
 
 
 @pytest.mark.inductor

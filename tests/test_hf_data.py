@@ -86,7 +86,8 @@ def test_unlabelled_text_behaves_like_text_dir(hf, tmp_path):
     summary = train_run(cfg, tmp_path / "run", progress=False)
     assert summary["status"] == "ok"
     assert set(summary["metrics"]) == {"recon_loss", "masked_token_acc", "perplexity",
-                                       "pretrain_loss"}
+                                       "pretrain_loss", "recon_loss_d1", "recon_loss_d2",
+                                       "recon_loss_d3plus"}
 
 
 def test_images_follow_the_imagefolder_protocol(hf, tmp_path):

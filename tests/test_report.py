@@ -473,7 +473,7 @@ def test_qbheat_section_shows_operators_and_the_fill_by_distance(synthetic_repor
     for s in range(3):
         write_run(tmp_path, f"qb{s}", "qbheat", s, {
             "knn_top1": 0.7, "recon_loss": 0.4, "recon_loss_d1": 0.2, "recon_loss_d2": 0.4,
-            "recon_loss_d3+": 0.6, "heat_radius_right": radius[s], "heat_commutator": 0.25})
+            "recon_loss_d3plus": 0.6, "heat_radius_right": radius[s], "heat_commutator": 0.25})
         write_run(tmp_path, f"mae{s}", "mae", s, {"knn_top1": 0.7, "recon_loss_d1": 0.3})
     a = analyse([tmp_path], "mae")
     table = _qbheat_table(a, "fashion-mnist", "vit-micro")

@@ -159,7 +159,7 @@ def test_loss_by_distance_on_sentence_windows() -> None:
     torch.testing.assert_close(per_slot, model.token_nll(x, out.pred).sum(-1) / tokens)
     d = visible_distance(out.visible, (S,)).clamp_max(3)
     scored = model.scored(x, out.visible)
-    names = {1: "recon_loss_d1", 2: "recon_loss_d2", 3: "recon_loss_d3+"}
+    names = {1: "recon_loss_d1", 2: "recon_loss_d2", 3: "recon_loss_d3plus"}
     want = {names[k]: per_slot[scored & (d == k)].mean().item()
             for k in (1, 2, 3) if (scored & (d == k)).any()}
     assert set(got) == set(want) and "recon_loss_d1" in got

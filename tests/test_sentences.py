@@ -34,6 +34,8 @@ GENRE_WORDS = {"law": "statute ordinance offering", "history": "king battle city
                "poetry": "praise song harp", "prophets": "woe vision saith",
                "gospels": "disciples parable multitude", "epistles": "grace brethren faith"}
 
+HEAT_1D = {"heat_norm_A", "heat_radius_right", "heat_radius_left"}  # QB-Heat on 1-D grids
+
 
 def bible_lines(chapters: int = 10, verses: int = 7) -> list[str]:
     """`bible -f`-style lines: every book has `chapters` chapters of `verses` verses, each verse
@@ -282,8 +284,10 @@ def test_demo_end_to_end_at_tiny_size(
     probes = {"linear_top1", "knn_top1", "next_sentence_top1"}
     summaries = {s["method"]: s for s in map(store.read_json, out.glob("*/summary.json"))}
     assert set(summaries) == set(rows)
+    by_distance = {"recon_loss_d1", "recon_loss_d2", "recon_loss_d3plus"}  # 4 slots, 1 visible
     for method, s in summaries.items():
-        pretext = {"recon_loss", "perplexity", "masked_bow_recall", "pretrain_loss"}
+        pretext = {"recon_loss", "perplexity", "masked_bow_recall", "pretrain_loss", *by_distance,
+                   *(HEAT_1D if method == "qbheat" else ())}
         expected = probes | (set() if method in ("random-init", "raw-input") else pretext)
         assert s["status"] == "ok" and set(s["metrics"]) == expected, method
         assert 0.0 <= s["metrics"]["next_sentence_top1"] <= 1.0
@@ -319,5 +323,7 @@ def test_text_dir_at_the_sentence_level_pretrains_and_checks_documents(
     }, {"method": ["qbheat"]})
     summary = train_run(cfg, tmp_path / "run", progress=False)
     assert summary["status"] == "ok"
+    # 3 slots, QB-Heat's 1 visible sentence at an end: the others 1 and 2 slots away.
     assert set(summary["metrics"]) == {"next_sentence_top1", "recon_loss", "perplexity",
-                                       "masked_bow_recall", "pretrain_loss"}
+                                       "masked_bow_recall", "pretrain_loss", "recon_loss_d1",
+                                       "recon_loss_d2", *HEAT_1D}

@@ -192,3 +192,18 @@ def test_log_to_is_a_location_setting(tmp_path, capsys):
                  "--out", str(tmp_path / "o")]) == 0
     printed = capsys.readouterr().out
     assert all(r.run_id in printed for r in plain)
+
+
+def test_mlflow_metric_names_are_ones_mlflow_takes():
+    """A method's metric named with a character MLflow refuses (it failed the whole tracker
+    on `recon_loss_d3+`) is logged under a name it takes."""
+    require_module("mlflow")
+    from bench.trackers.mlflow_tracker import metric_name
+
+    assert metric_name("final/recon_loss_d3+") == "final/recon_loss_d3_"
+    assert metric_name("epoch/knn_top1 a:b-c.d") == "epoch/knn_top1 a:b-c.d"
+    from mlflow.utils.validation import validate_param_and_metric_name
+
+    for name in ("final/recon_loss_d3+", "heat ‖A‖(I+A)", "x=y,z;%"):
+        assert not validate_param_and_metric_name(name)
+        assert validate_param_and_metric_name(metric_name(name))

@@ -8,6 +8,7 @@ so no step is logged twice."""
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +22,13 @@ from bench.trackers import TrackerSite
 
 STATUS = {"ok": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 BATCH = 100  # params per log_batch call (MLflow's limit)
+_REFUSED = re.compile(r"[^\w\-. :/]")  # what MLflow refuses in a metric name
+
+
+def metric_name(name: str) -> str:
+    """`name` as MLflow takes it: each character it refuses (e.g. a method's `d3+`) becomes
+    `_`, so a plugin's metric never stops the tracker."""
+    return _REFUSED.sub("_", name)
 
 
 def tracking_uri(site: TrackerSite) -> str:
@@ -90,8 +98,8 @@ class MlflowTracker:
 
     def log_metrics(self, values: Mapping[str, float], step: int) -> None:
         now = int(time.time() * 1000)
-        fresh = [Metric(k, v, now, step) for k, v in values.items()
-                 if step > self.logged.get(k, -1)]
+        fresh = [Metric(metric_name(k), v, now, step) for k, v in values.items()
+                 if step > self.logged.get(metric_name(k), -1)]
         if fresh:
             self.client.log_batch(self.run_id, metrics=fresh)
             self.logged.update({m.key: step for m in fresh})
