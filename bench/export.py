@@ -30,7 +30,7 @@ from typing import Any
 
 from bench import files, store
 from bench.errors import ExportError
-from bench.tables import REFERENCES
+from bench.metrics import REFERENCES
 
 FORMATS = ("timm", "safetensors")
 # The timm architecture each ViT preset is spelled as (every size argument is passed anyway).
@@ -168,9 +168,10 @@ def export_run(run_dir: Path, to: str, out: Path | None = None) -> Exported:
                              "data_spec", "git_sha")}
     if to == "safetensors":
         tensors = encoder.state_dict()
-        load = ("from safetensors.torch import load_file\nfrom bench.models.encoders import "
-                f"build_encoder\nfrom bench.spec import DataSpec\nencoder = build_encoder({config['encoder']!r}, "
-                f"DataSpec(**SPEC))  # SPEC: the data_spec in this file's metadata\n"
+        load = ("from safetensors.torch import load_file\n"
+                "from bench.models.encoders import build_encoder\nfrom bench.spec import DataSpec\n"
+                f"encoder = build_encoder({config['encoder']!r}, DataSpec(**SPEC))"
+                "  # SPEC: the data_spec in this file's metadata\n"
                 f"encoder.load_state_dict(load_file({str(file)!r}))")
     elif encoder.kind == "token":
         tensors, meta["timm"], load = _timm_vit(encoder, spec, config, file)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,16 +21,9 @@ from matplotlib.figure import Figure as MplFigure  # no pyplot: no global backen
 from matplotlib.ticker import ScalarFormatter
 
 from bench import files, store
+from bench.cells import COMPUTE_AXES, ComputeAxis, sections, si_prefix
+from bench.metrics import CELL, NOT_COMPARABLE, metric_info
 from bench.stats import summarize
-from bench.tables import (
-    CELL,
-    COMPUTE_AXES,
-    NOT_COMPARABLE,
-    ComputeAxis,
-    metric_info,
-    sections,
-    si_prefix,
-)
 
 DPI = 110
 
@@ -348,12 +342,11 @@ def reconstruction_figure(ok: pd.DataFrame, cells: pd.DataFrame, out: Path,
                           notes: list[str]) -> Figure | None:
     """Per section: the same test images, then per pretrained row (lowest seed) what its
     encoder saw and the reconstruction pasted into the hidden patches. A run whose images
-    differ from the section's (other data) is left out with a note."""
-    import torch
-
+    differ from the section's (other data) is left out with a note. (torch is imported only
+    to read a run's reconstructions file: a report with none needs no torch.)"""
     runs = _labelled(ok.drop_duplicates("run_dir"), cells)
     runs = runs[~runs.is_reference].sort_values("seed").drop_duplicates("label")
-    blocks: list[tuple[str, torch.Tensor, list[tuple[str, dict]]]] = []
+    blocks: list[tuple[str, Any, list[tuple[str, dict]]]] = []
     for (dataset, encoder) in sections(cells):
         originals, samples = None, []
         for label in cells[(cells.dataset == dataset) & (cells.encoder == encoder)].label:
@@ -364,7 +357,7 @@ def reconstruction_figure(ok: pd.DataFrame, cells: pd.DataFrame, out: Path,
             rec = store.load_torch(path)
             if originals is None:
                 originals = rec["images"]
-            elif not torch.equal(originals, rec["images"]):
+            elif not rec["images"].equal(originals):
                 notes.append(f"{path}: other test images than the section's; left out")
                 continue
             samples.append((label, rec))

@@ -25,6 +25,18 @@ import pandas as pd
 
 from bench import figures, progress, store
 from bench.aggregate import Aggregate, collect, curves
+from bench.cells import (
+    COMPUTE_AXES,
+    POINT_COLUMNS,
+    cell_stats,
+    compute_curves,
+    compute_matched,
+    dedupe_runs,
+    paired_stats,
+    row_labels,
+    sections,
+    usual_settings,
+)
 from bench.document import (
     Block,
     Bullets,
@@ -37,31 +49,16 @@ from bench.document import (
 from bench.errors import DataNotFoundError
 from bench.export import export_command, export_format
 from bench.html import render_html
+from bench.metrics import CELL, MAIN_COMPUTE, METRICS, NOT_COMPARABLE, REFERENCES, metric_order
 from bench.provenance import UNRECORDED, Provenance, describe_runs
 from bench.tables import (
-    CELL,
     CI_NOTE,
-    COMPUTE_AXES,
-    MAIN_COMPUTE,
-    METRICS,
-    NOT_COMPARABLE,
-    POINT_COLUMNS,
-    REFERENCES,
     Table,
-    cell_stats,
-    compute_curves,
-    compute_matched,
-    dedupe_runs,
     list_table,
     matched_table,
-    metric_order,
-    paired_stats,
     paired_table,
-    row_labels,
-    sections,
     stat_table,
     to_latex,
-    usual_settings,
     with_column,
 )
 from bench.verdict import fairness, verdict

@@ -9,16 +9,10 @@ from collections.abc import Mapping
 
 import pandas as pd
 
+from bench.cells import summary_of
+from bench.metrics import REFERENCES, metric_info, metric_order
 from bench.stats import MIN_PAIRED_FOR_TEST
-from bench.tables import (
-    REFERENCES,
-    Cell,
-    Table,
-    format_summary,
-    metric_info,
-    metric_order,
-    summary_of,
-)
+from bench.tables import Cell, Table, format_summary
 
 # Setup that must be equal for a comparison to be fair, and what differs by the strategy
 # itself (its own parameters and its fill's cost): both shown, warned about differently.

@@ -75,3 +75,47 @@ def test_every_attention_is_fused_sdpa():
         model = build_model(RunConfig(method=method, encoder="vit-tiny"), SPEC)
         flags = [m.fused_attn for m in model.modules() if hasattr(m, "fused_attn")]
         assert len(flags) == 12 + 2 and all(flags), (method, flags)
+
+
+def test_presets_take_overrides_and_refuse_unknown_settings():
+    """A named preset is a factory: settings replaced per call, the preset itself unchanged."""
+    import pytest
+
+    from bench.errors import ConfigError
+    from bench.models.encoders import build_encoder
+    from bench.models.registry import ENCODERS
+
+    plain = build_encoder("vit-micro", SPEC)
+    deeper = build_encoder("vit-micro", SPEC, depth=2, dim=64)
+    assert (len(plain.blocks), plain.dim) == (4, 128)
+    assert (len(deeper.blocks), deeper.dim) == (2, 64)
+    assert dict(ENCODERS.get("vit-micro").settings) == {"dim": 128, "depth": 4, "heads": 4}
+    narrow = build_encoder("cnn-resnet-micro", SPEC, dim=32)
+    assert narrow.dim == 32 and narrow.proj.out_features == 32
+    with pytest.raises(ConfigError, match="no setting widht; its settings: depth, dim, heads"):
+        build_encoder("vit-micro", SPEC, widht=3)
+
+
+def test_heads_own_target_and_loss_under_the_old_parameter_names():
+    """The pixel and token heads: their target and per-position loss by hand, and the
+    checkpoint names the plain Linear head had (decoder.head.weight / .bias)."""
+    import torch.nn.functional as F
+
+    from bench.models.heads import PixelHead, TokenHead
+
+    pixels = PixelHead(SPEC, 8)
+    x = torch.randn(2, 1, 32, 32)
+    pred = torch.randn(2, 64, 16)
+    assert torch.equal(pixels.construct_target(x), normalized_patches(x, 4))
+    torch.testing.assert_close(pixels.position_loss(x, pred),
+                               ((pred - normalized_patches(x, 4)) ** 2).mean(-1))
+    assert pixels.real(x) is None and set(pixels.state_dict()) == {"weight", "bias"}
+    text = DataSpec("text", (5,), vocab_size=7, pad_id=0)
+    tokens = TokenHead(text, 8)
+    ids = torch.tensor([[3, 4, 0, 6, 0]])
+    logits = torch.randn(1, 5, 7)
+    want = -F.log_softmax(logits, -1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(tokens.position_loss(ids, logits), want)
+    assert tokens.real(ids).tolist() == [[True, True, False, True, False]]
+    model = build_model(RunConfig(decoder_dim=32, decoder_depth=1, decoder_heads=2), SPEC)
+    assert {"decoder.head.weight", "decoder.head.bias"} <= set(model.state_dict())

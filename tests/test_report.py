@@ -16,9 +16,11 @@ import pytest
 
 from bench import figures
 from bench.catalog import REFERENCES as TRAIN_REFERENCES
+from bench.cells import engineering
 from bench.cli import main
+from bench.metrics import REFERENCES
 from bench.report import _qbheat_table, _section, analyse, write_report
-from bench.tables import REFERENCES, best_rows, engineering, stat_table, to_latex, to_markdown
+from bench.tables import best_rows, stat_table, to_latex, to_markdown
 
 T_975_2 = 4.302652729749464  # t_{0.975, 2} from tables
 FIGURES = ("metrics", "curves", "compute", "mask_ratio")

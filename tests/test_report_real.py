@@ -21,9 +21,9 @@ import torch
 from bench import files, store
 from bench.cli import main
 from bench.data.streaming import load_imagefolder
+from bench.metrics import REFERENCES
 from bench.report import write_report
 from bench.sweep import resolve_run
-from bench.tables import REFERENCES
 from bench.train import recon_indices, train_run
 from tests import test_streaming
 from tests.conftest import require_fashion_mnist, tiny_config, tiny_text_corpus
