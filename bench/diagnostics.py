@@ -15,8 +15,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from bench import progress
-from bench.evaluate import autocast
+from bench.evaluate import batches_of, heldout_outputs
 from bench.masking import Visible
 from bench.models.pretrainer import MaskedPretrainer
 from bench.models.sentences import SentencePretrainer
@@ -41,18 +40,10 @@ def heldout_batches(model: MaskedPretrainer, data, limit: int | None, batch_size
     """The held-out inputs the run's own held-out metrics score: the first `limit` test images
     (normalised), the held-out text blocks, or at sentence level the held-out windows."""
     if isinstance(model, SentencePretrainer):
-        windows = data.heldout_windows(limit)
-        for i in range(0, len(windows), batch_size):
-            yield windows[i : i + batch_size].to(device)
-        return
+        return batches_of(data.heldout_windows(limit), batch_size, device)
     if model.spec.modality == "text":
-        blocks = data.heldout_blocks(limit)
-        for i in range(0, len(blocks), batch_size):
-            yield blocks[i : i + batch_size].to(device)
-        return
-    split = data.eval_split("test", limit)
-    for i in range(0, len(split), batch_size):
-        yield data.eval_batch(split.x[i : i + batch_size].to(device))
+        return batches_of(data.heldout_blocks(limit), batch_size, device)
+    return batches_of(data.eval_split("test", limit).x, batch_size, device, data.eval_batch)
 
 
 @torch.no_grad()
@@ -61,14 +52,9 @@ def recon_loss_by_distance(model: MaskedPretrainer, batches: Iterator[Tensor],
     """Mean per-position loss (`MaskedPretrainer.position_loss`) over the scored positions of
     each distance bin, under the method's own masking drawn from `seed` (the draws
     `reconstruction_loss` makes). A bin no position falls in is left out."""
-    was_training = model.training
-    model.eval()
-    gen = torch.Generator(device=device).manual_seed(seed)
     sums = torch.zeros(len(DISTANCE_BINS), dtype=torch.float64, device=device)
     counts = torch.zeros(len(DISTANCE_BINS), dtype=torch.long, device=device)
-    for x in progress.bar(batches, desc="recon by distance", leave=False, unit="batch"):
-        with autocast(device):
-            out = model(x, gen)
+    for x, out in heldout_outputs(model, batches, device, seed, "recon by distance"):
         loss = model.position_loss(x, out.pred)
         scored = model.scored(x, out.visible)
         bin_of = visible_distance(out.visible, model.spec.grid).clamp_max(DISTANCE_BINS[-1][0])
@@ -76,7 +62,6 @@ def recon_loss_by_distance(model: MaskedPretrainer, batches: Iterator[Tensor],
             where = scored & (bin_of == d)
             sums[i] += loss[where].double().sum()
             counts[i] += where.sum()
-    model.train(was_training)
     return {name: (s / c).item()
             for (_, name), s, c in zip(DISTANCE_BINS, sums.cpu(), counts.cpu()) if c > 0}
 

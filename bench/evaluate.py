@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -19,7 +19,7 @@ from bench import progress
 from bench.config import protocol_list
 from bench.data.protocol import EvalSplit
 from bench.models.layers import LAYER_NORM, Encoder, init_weights, mean_pool, transformer_blocks
-from bench.models.pretrainer import MaskedPretrainer
+from bench.models.pretrainer import MaskedPretrainer, PretrainOutput
 from bench.optim import decay_groups, no_decay_names
 from bench.precision import autocast  # the run's chosen precision (bf16 on CUDA by default)
 
@@ -34,6 +34,28 @@ def evaluating(module: nn.Module) -> Iterator[nn.Module]:
         yield module
     finally:
         module.train(was_training)
+
+
+def batches_of(inputs: Tensor, batch_size: int, device: torch.device,
+               prepare: Callable[[Tensor], Tensor] | None = None) -> Iterator[Tensor]:
+    """`inputs` in consecutive batches on `device` (each through `prepare`, e.g. normalising)."""
+    for i in range(0, len(inputs), batch_size):
+        x = inputs[i : i + batch_size].to(device)
+        yield x if prepare is None else prepare(x)
+
+
+def heldout_outputs(model: MaskedPretrainer, batches: Iterable[Tensor], device: torch.device,
+                    seed: int, desc: str, total: int | None = None
+                    ) -> Iterator[tuple[Tensor, PretrainOutput]]:
+    """`(x, model(x))` for each held-out batch: eval mode, autocast, no gradients, the
+    method's own masks drawn from one generator seeded `seed`, so every held-out metric of a
+    run scores the same masks."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad(), evaluating(model):
+        for x in progress.bar(batches, desc=desc, leave=False, unit="batch", total=total):
+            with autocast(device):
+                out = model(x, gen)
+            yield x, out
 
 
 @torch.no_grad()
@@ -314,16 +336,12 @@ def reconstruction_loss(
     model: MaskedPretrainer, data, split: EvalSplit, batch_size: int, device: torch.device, seed: int
 ) -> float:
     """Mean pretraining loss on held-out inputs under the method's own (seeded) masking."""
-    gen = torch.Generator(device=device).manual_seed(seed)
     total, count = torch.zeros((), device=device), 0
-    with evaluating(model):
-        for i in progress.bar(range(0, len(split), batch_size), desc="recon", leave=False,
-                              unit="batch"):
-            x = data.eval_batch(split.x[i : i + batch_size].to(device))
-            with autocast(device):
-                loss = model(x, gen).loss
-            total += loss.float() * len(x)
-            count += len(x)
+    batches = batches_of(split.x, batch_size, device, data.eval_batch)
+    for x, out in heldout_outputs(model, batches, device, seed, "recon",
+                                  math.ceil(len(split) / batch_size)):
+        total += out.loss.float() * len(x)
+        count += len(x)
     return (total / max(count, 1)).item()
 
 
@@ -335,21 +353,16 @@ def masked_token_metrics(
     the arg-max token, mean cross-entropy (`recon_loss`, nats) and perplexity = exp(mean CE),
     over every scored (hidden, non-padding) token of `blocks`, each token counting once.
     Not comparable across methods: each hides different positions (one span vs a subset)."""
-    gen = torch.Generator(device=device).manual_seed(seed)
     nll = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     count = torch.zeros((), dtype=torch.long, device=device)
-    with evaluating(model):
-        for i in progress.bar(range(0, len(blocks), batch_size), desc="masked tokens",
-                              leave=False, unit="batch"):
-            x = blocks[i : i + batch_size].to(device)
-            with autocast(device):
-                out = model(x, gen)
-            scored = model.scored(x, out.visible)
-            logits, target = out.pred.float()[scored], x[scored]
-            nll += F.cross_entropy(logits, target, reduction="sum").double()
-            correct += (logits.argmax(-1) == target).sum()
-            count += scored.sum()
+    for x, out in heldout_outputs(model, batches_of(blocks, batch_size, device), device, seed,
+                                  "masked tokens", math.ceil(len(blocks) / batch_size)):
+        scored = model.scored(x, out.visible)
+        logits, target = out.pred.float()[scored], x[scored]
+        nll += F.cross_entropy(logits, target, reduction="sum").double()
+        correct += (logits.argmax(-1) == target).sum()
+        count += scored.sum()
     n = int(count.clamp_min(1))
     ce = nll.item() / n
     return {"recon_loss": ce, "masked_token_acc": correct.item() / n, "perplexity": math.exp(ce)}

@@ -9,10 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench import progress
 from bench.data.packing import bag_of_words
 from bench.errors import ConfigError
-from bench.evaluate import autocast, evaluating
+from bench.evaluate import batches_of, heldout_outputs
 from bench.models.sentences import SentencePretrainer
 
 NEXT_SENTENCE_DISTRACTORS = 9  # random sentences each true successor competes with: chance 10 %
@@ -66,30 +65,25 @@ def masked_sentence_metrics(
     exp(recon_loss), and `masked_bow_recall`, the mean over hidden sentences of the share of its
     R distinct tokens among the R highest-scored tokens of its slot (R-precision). Not
     comparable across methods: each hides different sentences (one span vs a subset)."""
-    gen = torch.Generator(device=device).manual_seed(seed)
     nll = torch.zeros((), dtype=torch.float64, device=device)
     tokens = torch.zeros((), dtype=torch.long, device=device)
     recall = torch.zeros((), dtype=torch.float64, device=device)
     sentences = torch.zeros((), dtype=torch.long, device=device)
     vocab = model.spec.vocab_size
-    with evaluating(model):
-        for i in progress.bar(range(0, len(windows), batch_size), desc="masked sentences",
-                              leave=False, unit="batch"):
-            x = windows[i : i + batch_size].to(device)
-            with autocast(device):
-                out = model(x, gen)
-            scored = model.scored(x, out.visible)
-            ids, logits = x[scored], out.pred.float()[scored]  # [M, L], [M, V]
-            real = ids != model.spec.pad_id
-            nll += model.token_nll(x, out.pred)[scored].sum().double()
-            tokens += real.sum()
-            present = bag_of_words(ids, real, vocab) > 0  # [M, V]
-            r = present.sum(dim=1)
-            top = logits.topk(int(r.max()), dim=1).indices if len(r) else logits[:, :0].long()
-            within = torch.arange(top.shape[1], device=device) < r.unsqueeze(1)
-            hits = (present.gather(1, top) & within).sum(dim=1)
-            recall += (hits / r).sum().double()
-            sentences += len(r)
+    for x, out in heldout_outputs(model, batches_of(windows, batch_size, device), device, seed,
+                                  "masked sentences", math.ceil(len(windows) / batch_size)):
+        scored = model.scored(x, out.visible)
+        ids, logits = x[scored], out.pred.float()[scored]  # [M, L], [M, V]
+        real = ids != model.spec.pad_id
+        nll += model.token_nll(x, out.pred)[scored].sum().double()
+        tokens += real.sum()
+        present = bag_of_words(ids, real, vocab) > 0  # [M, V]
+        r = present.sum(dim=1)
+        top = logits.topk(int(r.max()), dim=1).indices if len(r) else logits[:, :0].long()
+        within = torch.arange(top.shape[1], device=device) < r.unsqueeze(1)
+        hits = (present.gather(1, top) & within).sum(dim=1)
+        recall += (hits / r).sum().double()
+        sentences += len(r)
     ce = nll.item() / max(int(tokens), 1)
     return {"recon_loss": ce, "perplexity": math.exp(ce),
             "masked_bow_recall": recall.item() / max(int(sentences), 1)}
