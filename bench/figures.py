@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.figure import Figure as MplFigure  # no pyplot: no global backend or state
 from matplotlib.ticker import ScalarFormatter
 
@@ -37,8 +36,16 @@ class Figure:
     svg: Path
 
 
+def _seaborn():
+    """seaborn, imported when a figure is drawn (it loads scipy and pyplot: ~1 s at start)."""
+    import seaborn
+
+    return seaborn
+
+
 @contextmanager
 def _style() -> Iterator[None]:
+    sns = _seaborn()
     with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=0.9):
         yield
 
@@ -57,7 +64,7 @@ def _save(fig: MplFigure, out: Path, name: str, title: str, caption: str,
 def palette(cells: pd.DataFrame) -> dict[str, tuple]:
     """One colour per row label, the same in every figure."""
     labels = list(dict.fromkeys(cells.label))
-    colours = sns.color_palette("tab10" if len(labels) <= 10 else "husl", len(labels))
+    colours = _seaborn().color_palette("tab10" if len(labels) <= 10 else "husl", len(labels))
     return dict(zip(labels, colours))
 
 
@@ -276,8 +283,8 @@ def mask_ratio_figure(ok: pd.DataFrame, cells: pd.DataFrame, metrics: list[str],
     data = ok[ok.metric.isin(metrics)].merge(swept[[*CELL, "line", "mask_ratio"]], on=list(CELL))
     secs = list(dict.fromkeys(zip(swept.dataset, swept.encoder)))
     lines = list(dict.fromkeys(swept.line))
-    colours = dict(zip(lines, sns.color_palette("tab10" if len(lines) <= 10 else "husl",
-                                                len(lines))))
+    colours = dict(zip(lines, _seaborn().color_palette(
+        "tab10" if len(lines) <= 10 else "husl", len(lines))))
     with _style():
         fig, axes = _grid(len(secs), len(metrics), 3.6, 2.7)
         for i, (dataset, encoder) in enumerate(secs):

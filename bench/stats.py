@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import scipy.stats
 from numpy.typing import ArrayLike
 
 CONFIDENCE = 0.95
@@ -23,6 +22,8 @@ MIN_PAIRED_FOR_TEST = 3  # below this a p-value is too unstable to report
 @functools.lru_cache(maxsize=4096)  # scipy's ppf costs ~0.3 ms; reports ask for few (df, q)
 def t_quantile(df: float, q: float) -> float:
     """Quantile `q` of Student's t with `df` degrees of freedom (e.g. q=0.975 for a 95 % CI)."""
+    import scipy.stats  # here, not at import: it costs ~0.5 s of every command's start
+
     return float(scipy.stats.t.ppf(q, df))
 
 
@@ -101,6 +102,8 @@ def paired_difference(
         # Identical differences: t is infinite (p = 0) or 0/0 (undefined); scipy would only warn.
         p = 0.0 if s.mean != 0 else math.nan
     else:
+        import scipy.stats
+
         p = float(scipy.stats.ttest_rel(a, b).pvalue)
     return Paired(s.mean, s.ci_low, s.ci_high, n, p, False, seeds)
 
