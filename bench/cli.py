@@ -305,15 +305,23 @@ def catalog() -> dict[str, dict[str, str]]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    cat = catalog()
+    cat: dict = catalog()
+    sizes = None
+    if args.dataset:  # builds the presets: torch, only when asked
+        from bench.models.sizes import format_sizes, preset_sizes
+
+        sizes = preset_sizes(args.dataset)
     if args.json:
-        print(json.dumps(cat, indent=2))
+        print(json.dumps(cat if sizes is None else {**cat, "encoder_sizes": sizes}, indent=2))
         return 0
     for section, items in cat.items():
         print(f"{section}:")
         width = max(map(len, items), default=0)
         for name, line in items.items():
             print(f"  {name:<{width}}  {line}")
+    if sizes is not None:
+        print(f"encoder sizes on {args.dataset}:")
+        print(format_sizes(sizes))
     return 0
 
 
@@ -394,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="methods, reference rows, encoders and datasets")
     p.add_argument("--json", action="store_true", help="the same catalogue as JSON")
+    p.add_argument("--dataset", help="also each encoder preset's parameters and FLOPs on this "
+                   "dataset (as bench encoders; builds the presets, loads no data)")
     p.set_defaults(fn=cmd_list)
 
     p = sub.add_parser("encoders", help="each encoder preset's parameters and FLOPs on a "

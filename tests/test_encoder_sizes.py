@@ -54,3 +54,25 @@ def test_resnet18_preset_size_on_fashion_mnist():
     assert row["kind"] == "dense" and 0 < row["flops_block"] < row["flops_full"]
     table = format_sizes([{**row, "dataset": "fashion-mnist"}])
     assert "cnn-resnet18" in table and "0.164M" in table and "8x8 grid" in table
+
+
+def test_list_and_encoders_show_the_sizes_on_the_dataset(capsys):
+    """`bench list --dataset` and `bench encoders --dataset` print every image preset's
+    parameters and FLOPs on that dataset's grid (the name alone hides a CNN cut at stride 4)."""
+    import json
+
+    from bench.cli import main
+    from bench.models.sizes import preset_size
+
+    assert main(["list", "--dataset", "digits", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["encoder_sizes"]
+    by_name = {r["encoder"]: r for r in rows}
+    spec = card_spec("digits")
+    assert by_name["cnn-resnet18"]["params"] == preset_size("cnn-resnet18", spec)["params"]
+    assert {r["grid"] for r in rows} == {"8x8"} and "cnn-mobilenetv3" in by_name
+    assert main(["list", "--dataset", "digits"]) == 0
+    text = capsys.readouterr().out
+    assert "encoder sizes on digits:" in text and "methods:" in text
+    assert main(["encoders", "--dataset", "digits"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("cnn-resnet18") for line in lines)
