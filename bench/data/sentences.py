@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from bench import store
 from bench.data import cache
 from bench.data import corpora as C
 from bench.data import packing as P
@@ -290,12 +289,8 @@ def sentence_data(
     tokenizer = Tok.get_tokenizer(view, vocab_size, cache_dir)
     tok_digest = digest(tokenizer.to_str())
     key = f"{corpus.fingerprint[:16]}-v{vocab_size}-{tok_digest}-L{length}"
-    path = cache_dir / f"sentences{SENTENCE_TENSORS_FORMAT}-{key}.pt"
-    if path.is_file():
-        tensors = store.load_torch(path)
-    else:
-        tensors = encode_documents(tokenizer, corpus, length)
-        store.save_torch(path, tensors)
+    tensors = cache.cached_tensors(cache_dir / f"sentences{SENTENCE_TENSORS_FORMAT}-{key}.pt",
+                                   lambda: encode_documents(tokenizer, corpus, length))
     windows = document_windows(train_offsets, size)
     if len(windows) == 0:
         raise ConfigError(f"no train document of {corpus.name} has {size} sentences; "

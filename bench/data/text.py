@@ -13,8 +13,7 @@ import torch
 from tokenizers import Tokenizer
 from torch import Tensor
 
-from bench import store
-from bench.data.cache import cache_root
+from bench.data.cache import cache_root, cached_tensors
 from bench.data.corpora import TextCorpus, hash_ordered, load_corpus
 from bench.data.fingerprint import digest
 from bench.data.packing import bag_of_words, blocks_upto, pack_blocks, pad_ids, real_positions
@@ -171,12 +170,8 @@ def text_data(
     corpus = hash_ordered(corpus)
     tok_digest = digest(tokenizer.to_str())
     key = f"{corpus.fingerprint[:16]}-v{vocab_size}-{tok_digest}-L{length}"
-    path = cache_dir / f"text{TENSORS_FORMAT}-{key}.pt"
-    if path.is_file():
-        tensors = store.load_torch(path)
-    else:
-        tensors = encode_corpus(tokenizer, corpus, length)
-        store.save_torch(path, tensors)
+    tensors = cached_tensors(cache_dir / f"text{TENSORS_FORMAT}-{key}.pt",
+                             lambda: encode_corpus(tokenizer, corpus, length))
 
     def labels(values: list[int] | None) -> Tensor | None:
         return None if values is None else torch.tensor(values, dtype=torch.long)
