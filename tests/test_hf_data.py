@@ -161,3 +161,54 @@ def test_bad_settings_are_one_line_errors(hf, tmp_path, capsys):
         expand({"dataset": "digits", "hf_label": "y"}, {"method": ["mae"]})
     with pytest.raises(ConfigError, match="does not hold images"):
         load_dataset(name, columns=HFColumns(image="sentence"))
+
+
+def test_text_at_the_sentence_level_reads_each_row_as_a_document(tmp_path):
+    """granularity=sentence on hf: text: a row is a document, its paragraphs split into
+    sentences by text-dir's rule, labelled by its row; it trains and probes end to end."""
+    datasets = require_module("datasets")
+    require_module("syntok")
+    from bench.data.hf import hf_documents
+    from bench.data.sentences import Document, make_documents, sentence_data, split_sentences
+
+    rows = [f"The {a} of row {i} ran far. It slept well.\n\nThen the {a} ate {i} figs. "
+            f"It was glad." for i in range(40) for a in ("cat", "owl")]
+    topics = [i % 2 for i in range(len(rows))]
+    folder = tmp_path / "docs"
+    datasets.Dataset.from_dict(
+        {"body": rows, "topic": topics},
+        features=datasets.Features({"body": datasets.Value("string"),
+                                    "topic": datasets.ClassLabel(names=["cat", "owl"])}),
+    ).save_to_disk(folder)
+    name = f"hf:{folder}"
+    columns = HFColumns(text="body", label="topic")
+    corpus = hf_documents(str(folder), columns)
+    want = make_documents(name, [
+        Document(tuple(s for para in row.split("\n\n") for s in split_sentences(para)), y)
+        for row, y in zip(rows, topics)], ["cat", "owl"])
+    assert corpus == want and all(len(d.sentences) == 4 for d in corpus.train)
+    data = load_dataset(name, vocab_size=64, columns=columns, granularity="sentence",
+                        sentences=2, sentence_length=8)
+    same = sentence_data(want, vocab_size=64, sentences=2, sentence_length=8)
+    assert data.n_pretrain() == same.n_pretrain() == 2 * len(corpus.train)
+    assert torch.equal(data.pretrain_batch(torch.arange(4), torch.Generator(), aug=False),
+                       same.pretrain_batch(torch.arange(4), torch.Generator(), aug=False))
+    (cfg,) = expand({"dataset": name, "hf_text": "body", "hf_label": "topic",
+                     "granularity": "sentence", "sentences": 2, "sentence_length": 8,
+                     "vocab_size": 64, "eval_test_limit": 8, **TINY_RUN}, {"method": ["mae"]})
+    summary = train_run(cfg, tmp_path / "run", progress=False)
+    assert summary["status"] == "ok"
+    assert {"linear_top1", "knn_top1", "next_sentence_top1", "masked_bow_recall"} <= set(
+        summary["metrics"])
+    with pytest.raises(ConfigError, match="text only"):
+        load_dataset(f"hf:{hf_images_folder(tmp_path, datasets)}", granularity="sentence",
+                     columns=HFColumns(image="img"))
+
+
+def hf_images_folder(tmp_path, datasets):
+    from PIL import Image
+
+    folder = tmp_path / "pictures"
+    datasets.Dataset.from_dict({"img": [Image.new("L", (16, 16)) for _ in range(4)]}).save_to_disk(
+        folder)
+    return folder

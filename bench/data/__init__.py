@@ -117,11 +117,13 @@ register_dataset(
         "hf",
         "text/image",  # decided per run by its columns (with_columns)
         "a Hugging Face dataset saved to disk or in the hub cache (hf:PATH[:split]), text or "
-        "images (hf_text= / hf_image= / hf_label=), read offline",
+        "images (hf_text= / hf_image= / hf_label=), read offline (granularity=sentence: a row "
+        "is a document of sentences)",
         lambda data_root=None, arg=None, **kw: _hf().load_hf(arg, data_root=data_root, **kw),
         takes_argument=True,
         labelled=False,
         takes_columns=True,
+        sentence_level=True,  # text: a row is a document, its paragraphs split into sentences
     )
 )
 for _name in TORCHVISION_SETS:  # CIFAR-10/100, STL-10: facts in datasets/<name>.toml
@@ -208,8 +210,13 @@ def load_dataset(
         )
     check_granularity(name, granularity, **text_options)
     if granularity == "sentence":
-        from bench.data.sentences import load_sentence_data
+        from bench.data.sentences import load_sentence_data, sentence_data
 
+        if entry.takes_columns:  # hf: each row a document
+            if entry.modality != "text":
+                raise ConfigError(f"granularity=sentence: text only, and {name} is read as "
+                                  "images (hf_image); set hf_text=COLUMN")
+            return sentence_data(_hf().hf_documents(arg, columns or HFColumns()), **given)
         return load_sentence_data(name, data_root, **given)
     if entry.takes_columns:
         given["columns"] = columns

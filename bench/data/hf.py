@@ -41,8 +41,9 @@ from torch.utils.data import Dataset
 from bench.data.cache import cache_root
 from bench.data.cards import load_card
 from bench.data.columns import HFColumns
-from bench.data.corpora import make_corpus
+from bench.data.corpora import make_corpus, paragraphs
 from bench.data.fingerprint import fingerprint
+from bench.data.sentences import Document, DocumentCorpus, make_documents, split_sentences
 from bench.data.streaming import StreamingImageData, square_image
 from bench.data.text import TextData, text_data
 from bench.errors import ConfigError, DataNotFoundError
@@ -158,8 +159,9 @@ def _labels(splits: list[Any], column: str) -> tuple[list[list[int]], list[str]]
     return [[index[str(v)] for v in vs] for vs in values], classes
 
 
-def load_hf_text(arg: str, columns: HFColumns, vocab_size: int | None = None,
-                 block_length: int | None = None, cache_dir: Path | None = None) -> TextData:
+def _text_rows(arg: str, columns: HFColumns) -> tuple[str, list[str], list[int] | None,
+                                                      list[str] | None]:
+    """The dataset's name, its rows' texts over every split, their labels and class names."""
     splits = list(open_splits(arg).values())
     name = f"{PREFIX}{arg}"
     for ds in splits:
@@ -174,8 +176,24 @@ def load_hf_text(arg: str, columns: HFColumns, vocab_size: int | None = None,
     if columns.label is not None:
         per_split, classes = _labels(splits, columns.label)
         labels = [y for ys in per_split for y in ys]
-    corpus = make_corpus(name, texts, labels, classes)
-    return text_data(corpus, vocab_size, block_length, cache_dir)
+    return name, texts, labels, classes
+
+
+def load_hf_text(arg: str, columns: HFColumns, vocab_size: int | None = None,
+                 block_length: int | None = None, cache_dir: Path | None = None) -> TextData:
+    """The token level: the rows as the built-in corpora's texts (bench.data.text)."""
+    name, texts, labels, classes = _text_rows(arg, columns)
+    return text_data(make_corpus(name, texts, labels, classes), vocab_size, block_length,
+                     cache_dir)
+
+
+def hf_documents(arg: str, columns: HFColumns) -> DocumentCorpus:
+    """The sentence level: each row is a document, its paragraphs split into sentences as a
+    text-dir: file's are (bench.data.sentences), labelled by the row's label if any."""
+    name, texts, labels, classes = _text_rows(arg, columns)
+    docs = [Document(tuple(s for para in paragraphs(text) for s in split_sentences(para)),
+                     None if labels is None else labels[i]) for i, text in enumerate(texts)]
+    return make_documents(name, docs, classes)
 
 
 class HFImages(Dataset):
