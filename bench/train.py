@@ -28,18 +28,16 @@ from bench.devices import check_device_type, device_name, peak_memory_bytes, res
 from bench.diagnostics import fill_diagnostics
 from bench.evaluate import (
     autocast,
-    encoder_protocols,
-    extract_features,
     masked_token_metrics,
-    probe_metrics,
     reconstruction_loss,
 )
-from bench.evaluate_sentences import masked_sentence_metrics, next_sentence_top1
+from bench.evaluate_sentences import masked_sentence_metrics
 from bench.models.build import build_model
 from bench.models.encoders import build_encoder
 from bench.models.patches import patchify, unpatchify
 from bench.models.pretrainer import MaskedPretrainer
 from bench.optim import WEIGHT_DECAY_RULE, build_optimizer, lr_at
+from bench.probes import evaluate_encoder
 from bench.progress import bar, shown
 from bench.spec import DataSpec
 from bench.validate import check_fits
@@ -346,7 +344,7 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
         record = {"epoch": epoch + 1, "loss": epoch_loss, "lr": opt.param_groups[0]["lr"]}
         if dist.is_main:
             if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
-                record.update(evaluate_encoder(ctx, model.encoder, knn_only=True))
+                record.update(evaluate_encoder(cfg, data, model.encoder, device, knn_only=True))
                 record.update(fill_diagnostics(model, data, cfg.eval_test_limit,
                                                cfg.eval_batch_size, device, cfg.seed))
             store.append_jsonl(metrics_path, record)
@@ -361,53 +359,6 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
             raise RunInterrupted(f"stopped after epoch {epoch + 1}; rerun to resume")
     steps.close()
     return state
-
-
-def split_features(ctx: RunContext, encoder, split, desc: str) -> torch.Tensor:
-    """Features of `split` the probes read: the encoder's pooled ones, or (encoder None, the
-    raw-input row) the input's own."""
-    if encoder is None:
-        x, pad = split.x.to(ctx.device), _to(split.pad_mask, ctx.device)
-        return ctx.data.raw_features(x, pad).float()
-    return extract_features(encoder, ctx.data, split, ctx.cfg.eval_batch_size, ctx.device, desc)
-
-
-def next_sentence_metrics(ctx: RunContext, encoder) -> dict[str, float]:
-    """`next_sentence_top1` on the test documents (the first ones, up to eval_test_limit
-    sentences), seeded by the run's seed."""
-    split = ctx.data.document_split(ctx.cfg.eval_test_limit)
-    features = split_features(ctx, encoder, split, "features documents")
-    return {"next_sentence_top1": next_sentence_top1(features, split.y.to(ctx.device),
-                                                     ctx.cfg.seed)}
-
-
-def evaluate_encoder(ctx: RunContext, encoder, knn_only: bool = False) -> dict[str, float]:
-    cfg, data = ctx.cfg, ctx.data
-    documents = ({} if knn_only or cfg.granularity != "sentence"
-                 else next_sentence_metrics(ctx, encoder))
-    if data.classes is None:  # unlabelled text (text-dir): nothing to probe
-        return documents
-    train = data.eval_split("train", cfg.eval_train_limit)
-    test = data.eval_split("test", cfg.eval_test_limit)
-    train_f = split_features(ctx, encoder, train, "features train")
-    test_f = split_features(ctx, encoder, test, "features test")
-    if knn_only:
-        from bench.evaluate import knn_top1
-
-        return {
-            "knn_top1": knn_top1(
-                train_f, train.y.to(ctx.device), test_f, test.y.to(ctx.device),
-                cfg.knn_k, cfg.knn_temperature,
-            )
-        }
-    metrics = probe_metrics(train_f, train.y, test_f, test.y, cfg)
-    if encoder is not None:  # tran1 / finetune need an encoder: not the raw-input row
-        metrics.update(encoder_protocols(encoder, data, train, test, cfg, ctx.device))
-    return {**metrics, **documents}
-
-
-def _to(t, device):
-    return None if t is None else t.to(device)
 
 
 def recon_indices(labels: torch.Tensor, n: int = RECON_IMAGES) -> torch.Tensor:
@@ -499,12 +450,12 @@ def _train_and_evaluate(
     }
     if cfg.method == "raw-input":
         setup = setup_record(cfg, data.spec)
-        metrics = evaluate_encoder(ctx, None)
+        metrics = evaluate_encoder(cfg, data, None, device)
     elif cfg.method == "random-init":
         torch.manual_seed(cfg.seed)
         encoder = build_encoder(cfg.encoder, data.spec).to(device)
         setup = setup_record(cfg, data.spec, encoder=encoder)
-        metrics = evaluate_encoder(ctx, encoder)
+        metrics = evaluate_encoder(cfg, data, encoder, device)
     else:
         model = prepare_model(build_model(cfg, data.spec, getattr(data, "sentences", None)),
                               device)
@@ -516,7 +467,7 @@ def _train_and_evaluate(
         compute["train_s"] = state["train_s"]
         if not dist.is_main:
             return summary_record(cfg, "ok", rank=dist.rank)
-        metrics = evaluate_encoder(ctx, model.encoder)
+        metrics = evaluate_encoder(cfg, data, model.encoder, device)
         if cfg.granularity == "sentence":  # recon_loss = held-out bag-of-words cross-entropy
             windows = data.heldout_windows(cfg.eval_test_limit)
             metrics.update(masked_sentence_metrics(model, windows, cfg.eval_batch_size,
