@@ -242,33 +242,20 @@ def advanced(before: dict[str, Any], since: float, epochs_done: int, step: int,
     }
 
 
-def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int], bool] | None):
-    """Train `model` to `cfg.epochs`, resuming from the run folder's checkpoint if present.
-
-    A checkpoint is written after every epoch and, within long epochs, every
-    `checkpoint_every_min` minutes; a mid-epoch one also holds the epoch generator's state and
-    the epoch's running loss sums, so the resumed epoch draws and logs exactly what an
-    uninterrupted one would. Under DDP every rank takes its rows of each global batch of
-    `cfg.batch_size`; rank 0 writes the metrics and checkpoints while the others wait, and
-    every rank resumes from them.
-    """
-    cfg, device, data = ctx.cfg, ctx.device, ctx.data
-    dist = distributed.current()
-    rows = dist.rows(cfg.batch_size)
+def resume(ctx: RunContext, model: MaskedPretrainer, opt: torch.optim.Optimizer,
+           steps_per_epoch: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Where pretraining starts: the run folder's checkpoint loaded into `model` and `opt` (its
+    progress `state`, and a mid-epoch checkpoint's generator state and running sums), the
+    metric records after it dropped; or the start, with the records of an attempt that never
+    reached a checkpoint removed. Rank 0 reads first (moving an unreadable file aside), then
+    the others read what it read."""
+    dist, device = distributed.current(), ctx.device
     ckpt_path = ctx.run_dir / files.CHECKPOINT
     metrics_path = ctx.run_dir / files.METRICS
     steps_path = ctx.run_dir / files.STEPS
-    opt = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
-    subset = pretrain_subset(cfg.seed, data.n_pretrain(), cfg.train_limit)
-    n = data.n_pretrain() if subset is None else len(subset)
-    check_fits(cfg, data)
-    steps_per_epoch = n // cfg.batch_size  # full batches only: every step has the same shape
-    total = cfg.epochs * steps_per_epoch
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
     # epoch: epochs finished; step: steps of the next epoch finished (a mid-epoch checkpoint).
     state = {"epoch": 0, "step": 0, "train_s": 0.0, "samples": 0}
     partial = None  # a mid-epoch checkpoint's generator state and running sums
-    # Rank 0 reads first (moving an unreadable file aside), then the others read what it read.
     ckpt = checkpoint.load(ctx.run_dir) if dist.is_main else None
     distributed.barrier()
     if not dist.is_main:
@@ -288,6 +275,32 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int]
     elif dist.is_main:  # records of an attempt that never reached a checkpoint
         metrics_path.unlink(missing_ok=True)
         steps_path.unlink(missing_ok=True)
+    return state, partial
+
+
+def pretrain(ctx: RunContext, model: MaskedPretrainer, interrupt: Callable[[int], bool] | None):
+    """Train `model` to `cfg.epochs`, resuming from the run folder's checkpoint if present.
+
+    A checkpoint is written after every epoch and, within long epochs, every
+    `checkpoint_every_min` minutes; a mid-epoch one also holds the epoch generator's state and
+    the epoch's running loss sums, so the resumed epoch draws and logs exactly what an
+    uninterrupted one would. Under DDP every rank takes its rows of each global batch of
+    `cfg.batch_size`; rank 0 writes the metrics and checkpoints while the others wait, and
+    every rank resumes from them.
+    """
+    cfg, device, data = ctx.cfg, ctx.device, ctx.data
+    dist = distributed.current()
+    rows = dist.rows(cfg.batch_size)
+    metrics_path = ctx.run_dir / files.METRICS
+    steps_path = ctx.run_dir / files.STEPS
+    opt = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
+    subset = pretrain_subset(cfg.seed, data.n_pretrain(), cfg.train_limit)
+    n = data.n_pretrain() if subset is None else len(subset)
+    check_fits(cfg, data)
+    steps_per_epoch = n // cfg.batch_size  # full batches only: every step has the same shape
+    total = cfg.epochs * steps_per_epoch
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    state, partial = resume(ctx, model, opt, steps_per_epoch)
     ctx.tracker.start(state["epoch"] * steps_per_epoch + state["step"])
     train_step = TrainStep(model, opt, device, use_compile(cfg.compile, device), cfg.compile_mode)
     step_log = StepLog(steps_path, cfg.log_every, device, write=dist.is_main, tracker=ctx.tracker)
