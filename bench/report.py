@@ -254,7 +254,9 @@ QBHEAT_NOTE = (
     "xy and yx orders agree). recon loss d: the held-out reconstruction loss at hidden "
     "positions whose Chebyshev distance to the nearest visible token is d (for QB-Heat's "
     "block, the steps along the farther axis), under each method's own masking; like "
-    "recon_loss, not comparable across methods. Operator figures: final epoch; also in "
+    "recon_loss, not comparable across methods, and a bin mixes distance with content (on "
+    "centred objects the far positions are mostly blank border, which any fill predicts "
+    "well). Operator figures: final epoch; also in "
     "metrics.jsonl at --eval-every points.")
 
 
