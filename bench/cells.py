@@ -1,5 +1,5 @@
 """Seed statistics per cell, paired comparisons against a baseline, accuracy at equal compute,
-and the metric catalogue they are read with (what the tables in bench/tables.py render).
+read with the metric catalogue (bench/metrics.py) and rendered by bench/tables.py.
 
 A cell is one (dataset, encoder, method, option set, variant) over its seeds; the variant holds
 the other settings that differ between runs (bench/provenance.py, canonical JSON), so runs that
