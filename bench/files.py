@@ -1,4 +1,4 @@
-"""The run folder's file names, in one place (DESIGN.md, "A run on disk"):
+"""The run folder's file names, in one place (ARCHITECTURE.md lists them):
 
     OUT/<run_id>/
       config.json         resolved config + git sha + package versions + data fingerprint

@@ -39,7 +39,7 @@ class LayoutOptions(MethodOptions):
 
 
 class MaskingMethod(nn.Module):
-    """Base class of every strategy (see DESIGN.md, "The method contract").
+    """Base class of every strategy (ARCHITECTURE.md, "The method contract").
 
     Subclasses set `name`, `modalities`, `encoder_kinds`, `Options` and implement `fill`;
     `choose_visible` follows `layout()` (override either for another rule). Where the shared
