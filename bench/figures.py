@@ -12,17 +12,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure as MplFigure  # no pyplot: no global backend or state
-from matplotlib.ticker import ScalarFormatter
 
 from bench import files, store
 from bench.cells import COMPUTE_AXES, ComputeAxis, sections, si_prefix
 from bench.metrics import CELL, NOT_COMPARABLE, metric_info
 from bench.stats import summarize
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure as MplFigure
 
 DPI = 110
 
@@ -37,7 +38,8 @@ class Figure:
 
 
 def _seaborn():
-    """seaborn, imported when a figure is drawn (it loads scipy and pyplot: ~1 s at start)."""
+    """seaborn, imported when a figure is drawn (it loads scipy and pyplot: ~1 s at start;
+    matplotlib too is imported only to draw)."""
     import seaborn
 
     return seaborn
@@ -78,6 +80,8 @@ def summarise_by(frame: pd.DataFrame, keys: list[str], column: str = "value") ->
 
 
 def _grid(n_rows: int, n_cols: int, width: float, height: float):
+    from matplotlib.figure import Figure as MplFigure  # no pyplot: no global backend or state
+
     fig = MplFigure(figsize=(width * n_cols, height * n_rows))
     return fig, fig.subplots(n_rows, n_cols, squeeze=False)
 
@@ -216,6 +220,8 @@ def _axis_unit(axis: ComputeAxis, values: pd.Series) -> tuple[float, str]:
 
 def _plain_ticks(axis) -> None:
     """Tick labels as plain numbers: no '1e-5' multiplier and no '+4.35e1' offset."""
+    from matplotlib.ticker import ScalarFormatter
+
     formatter = ScalarFormatter(useOffset=False)
     formatter.set_scientific(False)
     axis.set_major_formatter(formatter)
