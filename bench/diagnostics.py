@@ -10,12 +10,12 @@ position d steps right and e steps down of the block is max(d, e) away). Bins: 1
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor
 
-from bench.evaluate import batches_of, heldout_outputs
+from bench.evaluate import Batches, heldout_outputs
 from bench.masking import Visible
 from bench.models.pretrainer import MaskedPretrainer
 from bench.models.sentences import SentencePretrainer
@@ -36,18 +36,18 @@ def visible_distance(visible: Visible, grid: tuple[int, ...]) -> Tensor:
 
 
 def heldout_batches(model: MaskedPretrainer, data, limit: int | None, batch_size: int,
-                    device: torch.device) -> Iterator[Tensor]:
+                    device: torch.device) -> Batches:
     """The held-out inputs the run's own held-out metrics score: the first `limit` test images
     (normalised), the held-out text blocks, or at sentence level the held-out windows."""
     if isinstance(model, SentencePretrainer):
-        return batches_of(data.heldout_windows(limit), batch_size, device)
+        return Batches(data.heldout_windows(limit), batch_size, device)
     if model.spec.modality == "text":
-        return batches_of(data.heldout_blocks(limit), batch_size, device)
-    return batches_of(data.eval_split("test", limit).x, batch_size, device, data.eval_batch)
+        return Batches(data.heldout_blocks(limit), batch_size, device)
+    return Batches(data.eval_split("test", limit).x, batch_size, device, data.eval_batch)
 
 
 @torch.no_grad()
-def recon_loss_by_distance(model: MaskedPretrainer, batches: Iterator[Tensor],
+def recon_loss_by_distance(model: MaskedPretrainer, batches: Iterable[Tensor],
                            device: torch.device, seed: int) -> dict[str, float]:
     """Mean per-position loss (`MaskedPretrainer.position_loss`) over the scored positions of
     each distance bin, under the method's own masking drawn from `seed` (the draws

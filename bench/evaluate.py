@@ -36,23 +36,33 @@ def evaluating(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
-def batches_of(inputs: Tensor, batch_size: int, device: torch.device,
-               prepare: Callable[[Tensor], Tensor] | None = None) -> Iterator[Tensor]:
-    """`inputs` in consecutive batches on `device` (each through `prepare`, e.g. normalising)."""
-    for i in range(0, len(inputs), batch_size):
-        x = inputs[i : i + batch_size].to(device)
-        yield x if prepare is None else prepare(x)
+@dataclass
+class Batches:
+    """`inputs` in consecutive batches of `batch_size` on `device`, each through `prepare`
+    (e.g. normalising); sized, so a progress bar over it knows its total."""
+
+    inputs: Tensor
+    batch_size: int
+    device: torch.device
+    prepare: Callable[[Tensor], Tensor] | None = None
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.inputs) / self.batch_size)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        for i in range(0, len(self.inputs), self.batch_size):
+            x = self.inputs[i : i + self.batch_size].to(self.device)
+            yield x if self.prepare is None else self.prepare(x)
 
 
 def heldout_outputs(model: MaskedPretrainer, batches: Iterable[Tensor], device: torch.device,
-                    seed: int, desc: str, total: int | None = None
-                    ) -> Iterator[tuple[Tensor, PretrainOutput]]:
+                    seed: int, desc: str) -> Iterator[tuple[Tensor, PretrainOutput]]:
     """`(x, model(x))` for each held-out batch: eval mode, autocast, no gradients, the
     method's own masks drawn from one generator seeded `seed`, so every held-out metric of a
     run scores the same masks."""
     gen = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad(), evaluating(model):
-        for x in progress.bar(batches, desc=desc, leave=False, unit="batch", total=total):
+        for x in progress.bar(batches, desc=desc, leave=False, unit="batch"):
             with autocast(device):
                 out = model(x, gen)
             yield x, out
@@ -337,9 +347,8 @@ def reconstruction_loss(
 ) -> float:
     """Mean pretraining loss on held-out inputs under the method's own (seeded) masking."""
     total, count = torch.zeros((), device=device), 0
-    batches = batches_of(split.x, batch_size, device, data.eval_batch)
-    for x, out in heldout_outputs(model, batches, device, seed, "recon",
-                                  math.ceil(len(split) / batch_size)):
+    batches = Batches(split.x, batch_size, device, data.eval_batch)
+    for x, out in heldout_outputs(model, batches, device, seed, "recon"):
         total += out.loss.float() * len(x)
         count += len(x)
     return (total / max(count, 1)).item()
@@ -356,8 +365,8 @@ def masked_token_metrics(
     nll = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     count = torch.zeros((), dtype=torch.long, device=device)
-    for x, out in heldout_outputs(model, batches_of(blocks, batch_size, device), device, seed,
-                                  "masked tokens", math.ceil(len(blocks) / batch_size)):
+    for x, out in heldout_outputs(model, Batches(blocks, batch_size, device), device, seed,
+                                  "masked tokens"):
         scored = model.scored(x, out.visible)
         logits, target = out.pred.float()[scored], x[scored]
         nll += F.cross_entropy(logits, target, reduction="sum").double()

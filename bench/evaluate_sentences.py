@@ -11,7 +11,7 @@ from torch import Tensor
 
 from bench.data.packing import bag_of_words
 from bench.errors import ConfigError
-from bench.evaluate import batches_of, heldout_outputs
+from bench.evaluate import Batches, heldout_outputs
 from bench.models.sentences import SentencePretrainer
 
 NEXT_SENTENCE_DISTRACTORS = 9  # random sentences each true successor competes with: chance 10 %
@@ -70,8 +70,8 @@ def masked_sentence_metrics(
     recall = torch.zeros((), dtype=torch.float64, device=device)
     sentences = torch.zeros((), dtype=torch.long, device=device)
     vocab = model.spec.vocab_size
-    for x, out in heldout_outputs(model, batches_of(windows, batch_size, device), device, seed,
-                                  "masked sentences", math.ceil(len(windows) / batch_size)):
+    for x, out in heldout_outputs(model, Batches(windows, batch_size, device), device, seed,
+                                  "masked sentences"):
         scored = model.scored(x, out.visible)
         ids, logits = x[scored], out.pred.float()[scored]  # [M, L], [M, V]
         real = ids != model.spec.pad_id
