@@ -95,7 +95,11 @@ def _extend_block(span: Tensor, A: Tensor, length: int, start: Tensor, norm: boo
     n, s = span.shape[:2]
     chunks = -(-(length - s) // s)
     left, right = [span], [span]
-    for _ in range(chunks):
+    if chunks:  # the first step on either side starts from the span: its increment once
+        first = _increment(span, A, norm)
+        left.append(span - first)
+        right.append(span + first)
+    for _ in range(chunks - 1):
         left.append(left[-1] - _increment(left[-1], A, norm))
         right.append(right[-1] + _increment(right[-1], A, norm))
     candidates = torch.cat([*left[:0:-1], span, *right[1:]], dim=1)  # [N, (2c + 1) S, ...]
@@ -186,8 +190,9 @@ def commutator(A: Tensor, B: Tensor) -> Tensor:
 
 
 def spectral_radius(M: Tensor) -> float:
-    """Largest |eigenvalue| of a square matrix (float64): the growth per step of its powers."""
-    return torch.linalg.eigvals(M.detach().double().cpu()).abs().max().item()
+    """Largest |eigenvalue| of a square matrix (a float64 CPU one, as `operator_diagnostics`
+    makes them): the growth per step of its powers."""
+    return torch.linalg.eigvals(M).abs().max().item()
 
 
 def operator_diagnostics(A: Tensor, B: Tensor | None = None) -> dict[str, float]:
@@ -316,7 +321,6 @@ class QBHeat(MaskingMethod):
             return None
         return self.options.commute * commutator(self.A(), self.B()).square().sum()
 
-    @torch.no_grad()
     def diagnostics(self) -> dict[str, float]:
         return operator_diagnostics(self.A(), None if self.B is None else self.B())
 
