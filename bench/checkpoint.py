@@ -24,6 +24,7 @@ from bench.errors import DiskFullError
 log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("model", "optimizer", "state")
+NEWEST_FIRST = (files.CHECKPOINT, files.PREVIOUS_CHECKPOINT)  # where a resume looks, in order
 
 
 def _tensor_bytes(obj: Any) -> int:
@@ -47,13 +48,13 @@ def _is_disk_full(err: BaseException) -> bool:
 
 def save(run_dir: Path, obj: dict[str, Any]) -> None:
     """Write `obj` as the run's newest checkpoint; the newest until now becomes the previous."""
-    path = run_dir / files.CHECKPOINT
+    path, new = run_dir / files.CHECKPOINT, run_dir / f".{files.CHECKPOINT}.new"
     try:
-        store.save_torch(run_dir / f".{files.CHECKPOINT}.new", obj)
+        store.save_torch(new, obj)
     except (OSError, RuntimeError) as err:
         if not _is_disk_full(err):
             raise
-        (run_dir / f".{files.CHECKPOINT}.new").unlink(missing_ok=True)
+        new.unlink(missing_ok=True)
         free = shutil.disk_usage(run_dir).free
         raise DiskFullError(
             f"cannot write {path}: the disk is full (it needs about "
@@ -61,7 +62,7 @@ def save(run_dir: Path, obj: dict[str, Any]) -> None:
             "previous checkpoint is intact: free some space and rerun to resume") from None
     if path.exists():
         path.replace(run_dir / files.PREVIOUS_CHECKPOINT)
-    (run_dir / f".{files.CHECKPOINT}.new").replace(path)
+    new.replace(path)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -85,7 +86,7 @@ def load(run_dir: Path, move_aside: bool = True) -> dict[str, Any] | None:
     """The newest readable checkpoint of the run (None: none, start from scratch). Unreadable
     ones are moved aside (`move_aside`) or just skipped (readers that must not change the
     folder, e.g. `bench status`)."""
-    for name in (files.CHECKPOINT, files.PREVIOUS_CHECKPOINT):
+    for name in NEWEST_FIRST:
         path = run_dir / name
         if not path.exists():
             continue
@@ -98,13 +99,13 @@ def load(run_dir: Path, move_aside: bool = True) -> dict[str, Any] | None:
 
 
 def exists(run_dir: Path) -> bool:
-    return any((run_dir / n).exists() for n in (files.CHECKPOINT, files.PREVIOUS_CHECKPOINT))
+    return any((run_dir / n).exists() for n in NEWEST_FIRST)
 
 
 def peek(run_dir: Path) -> dict[str, Any] | None:
     """The newest readable checkpoint's `state` and `device_type`, read without loading its
     tensors (mmap) and without changing the folder; None when there is none."""
-    for name in (files.CHECKPOINT, files.PREVIOUS_CHECKPOINT):
+    for name in NEWEST_FIRST:
         path = run_dir / name
         if not path.exists():
             continue

@@ -13,6 +13,12 @@ import torch
 from bench.errors import ConfigError, ResumeError
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (timing); nothing to wait for on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def resolve_device(name: str) -> torch.device:
     """The torch device of a `device` setting (auto: CUDA when present); a CUDA or MPS device
     this machine does not have is refused with a one-line ConfigError."""

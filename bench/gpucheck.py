@@ -48,6 +48,7 @@ from bench.config import RunConfig
 from bench.data import load_dataset
 from bench.data.samples import write_image_folder
 from bench.data.streaming import load_imagefolder, pretrain_batches
+from bench.devices import synchronize
 from bench.models.build import build_model
 from bench.models.pretrainer import MaskedPretrainer
 from bench.perf import synthetic_spec
@@ -187,11 +188,6 @@ def grad_norms(model: MaskedPretrainer) -> dict[str, float]:
     return out
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def step_agreement(cfg: RunConfig, spec: DataSpec, device: torch.device,
                    backend: str = "inductor", compiled_precision: str = "bf16",
                    loss_rtol: float = LOSS_RTOL, grad_rtol: float = GRAD_RTOL) -> dict[str, Any]:
@@ -224,7 +220,7 @@ def step_agreement(cfg: RunConfig, spec: DataSpec, device: torch.device,
         try:
             with guard, precision.chosen(compiled_precision):
                 loss = step(x, step_gen)
-            _sync(device)
+            synchronize(device)
         except torch._dynamo.exc.RecompileError as err:
             recompiled = f"draw {k + 1}: {str(err).splitlines()[0]}"
             break
@@ -302,7 +298,7 @@ def streaming_agreement(folder: Path, device: torch.device, workers: int) -> dic
     split = all(torch.equal(torch.cat([h0, h1]), w) for h0, h1, w in zip(*halves, whole))
     return {"pass": equal and split, "batches": len(whole), "equal": equal,
             "ranks_concatenate": split, "workers": workers,
-            "pin_memory": device.type == "cuda" if data.pin_memory is None else data.pin_memory}
+            "pin_memory": data.pins}
 
 
 # ------------------------------------------------------------------ 2. speed
@@ -317,7 +313,7 @@ def run_perf(args: list[str]) -> dict[str, Any]:
         code = main(["perf", *args, "--json", "--no-progress"])
     if code != 0:
         return {"pass": False, "args": args, "error": err.getvalue().strip()[-2000:]}
-    return {"pass": True, "args": args, "rows": json.loads(out.getvalue())}
+    return {"pass": True, "args": args, "rows": perf_figures(json.loads(out.getvalue()))}
 
 
 @dataclass
@@ -497,8 +493,6 @@ class Summary:
             except Exception as err:  # recorded; the other checks go on
                 result = {"pass": False, "error": f"{type(err).__name__}: {err}"}
         result["seconds"] = time.perf_counter() - start
-        if "rows" in result:
-            result["rows"] = perf_figures(result["rows"])
         self.data[section][key or name] = result
         self.write()
         figures = ", ".join(f"{k} {v:.3g}" for k, v in result.items() if k in LOGGED
@@ -605,11 +599,12 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="folder for every output")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, any device (tests)")
-    p.add_argument("--budget-s", type=float, default=480.0,
-                   help="seconds for the whole check; the table gets what is left (default 480)")
+    p.add_argument("--budget-s", type=float, default=CheckOptions.budget_s,
+                   help="seconds for the whole check; the table gets what is left (default "
+                        f"{CheckOptions.budget_s:.0f})")
     p.add_argument("--data-root", help="folder holding Fashion-MNIST's files")
     p.add_argument("--workers", type=int,
-                   help="runs of the table at once on the device (default 3; --smoke 2)")
+                   help="runs of the table at once on the device (default 3; --smoke 1)")
     p.add_argument("--device", default="auto", help="auto (default), cuda, cpu")
     args = p.parse_args(argv)
     summary = run_check(CheckOptions(args.out, args.smoke, args.budget_s, args.data_root,

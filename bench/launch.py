@@ -174,9 +174,10 @@ class SubmititLauncher:
     def launch(self, runs: Sequence[RunConfig], out: Path, datasets: dict | None = None) -> list[dict]:
         debug = self.name == "debug"
         threads = None if debug else self.settings.cpus_per_task
+        cache = None if debug else compiling.sweep_cache(out)
         return self.submit([
             RunJob(cfg, out / cfg.run_id, progress=debug and self.progress, threads=threads,
-                   raise_errors=debug, compile_cache=None if debug else compiling.sweep_cache(out))
+                   raise_errors=debug, compile_cache=cache)
             for cfg in runs
         ], out)
 

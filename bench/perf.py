@@ -23,9 +23,8 @@ from bench import precision
 from bench.config import RunConfig, apply_overrides
 from bench.data import dataset_entry, dataset_key, load_dataset
 from bench.data.streaming import pretrain_batches
-from bench.devices import device_name, peak_memory_bytes, resolve_device
+from bench.devices import device_name, peak_memory_bytes, resolve_device, synchronize
 from bench.errors import ConfigError
-from bench.evaluate import autocast
 from bench.models.build import build_model
 from bench.optim import build_optimizer
 from bench.progress import bar
@@ -67,11 +66,6 @@ class PerfOptions:
     precision: str = "auto"  # bench.precision (auto: bf16 on CUDA only)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _time_steps(
     step: Callable[[Tensor], object], inputs: Iterator[Tensor], device: torch.device,
     steps: int, warmup: int,
@@ -79,11 +73,11 @@ def _time_steps(
     """Seconds per step, averaged over `steps` after `warmup` untimed ones (compilation, caches)."""
     for _ in range(warmup):
         step(next(inputs))
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         step(next(inputs))
-    _sync(device)
+    synchronize(device)
     return (time.perf_counter() - start) / steps
 
 
@@ -95,7 +89,7 @@ def _fill_seconds(model, x: Tensor, device: torch.device, steps: int) -> float:
                          requires_grad=True)
 
     def step(_):
-        with autocast(device):
+        with precision.autocast(device):
             out = model.fill(latent, visible)  # float32, as in the training step
         out.sum().backward()
 

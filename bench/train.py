@@ -23,14 +23,11 @@ from bench import checkpoint, compiling, distributed, files, precision, stopping
 from bench.catalog import REFERENCES
 from bench.config import RunConfig
 from bench.data import dataset_key, load_dataset
+from bench.data.protocol import TrainingData
 from bench.data.streaming import pretrain_batches
 from bench.devices import check_device_type, device_name, peak_memory_bytes, resolve_device
 from bench.diagnostics import fill_diagnostics
-from bench.evaluate import (
-    autocast,
-    masked_token_metrics,
-    reconstruction_loss,
-)
+from bench.evaluate import masked_token_metrics, reconstruction_loss
 from bench.evaluate_sentences import masked_sentence_metrics
 from bench.models.build import build_model
 from bench.models.encoders import build_encoder
@@ -106,7 +103,7 @@ class TrainStep:
         visible = distributed.take_rows(visible, self.dist.rows(batch))
         if self.graphs:  # a new iteration: the last replay's outputs may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
-        with autocast(self.device), distributed.synced_batch_stats():
+        with precision.autocast(self.device), distributed.synced_batch_stats():
             loss = self.net(x, None, visible).objective
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -176,7 +173,7 @@ class RunContext:
     cfg: RunConfig
     run_dir: Path
     device: torch.device
-    data: Any
+    data: TrainingData
     tracker: trackers.RunTracker
 
 
@@ -423,7 +420,7 @@ def train_run(
     run_dir: Path,
     progress: bool = True,
     interrupt: Callable[[int], bool] | None = None,
-    data=None,
+    data: TrainingData | None = None,
 ) -> dict[str, Any]:
     """Pretrain (unless a reference row), evaluate, write `summary.json` last. Returns it.
 
@@ -439,8 +436,8 @@ def train_run(
 
 
 def _train_and_evaluate(
-    cfg: RunConfig, run_dir: Path, interrupt: Callable[[int], bool] | None, data,
-    tracker: trackers.RunTracker,
+    cfg: RunConfig, run_dir: Path, interrupt: Callable[[int], bool] | None,
+    data: TrainingData | None, tracker: trackers.RunTracker,
 ) -> dict[str, Any]:
     wall_start = time.perf_counter()
     dist = distributed.current()

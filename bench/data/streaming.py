@@ -120,6 +120,11 @@ class StreamingImageData(StandardisedImages):
         g = self.image_size // self.patch_size
         return DataSpec("image", (g, g), patch_size=self.patch_size, in_chans=self.channels)
 
+    @property
+    def pins(self) -> bool:
+        """Whether batches decode into pinned memory: `pin_memory`, else on CUDA only."""
+        return self.device.type == "cuda" if self.pin_memory is None else self.pin_memory
+
     def to(self, device: torch.device | str) -> StreamingImageData:
         return replace(self, device=torch.device(device))  # shares the decoded splits
 
@@ -155,7 +160,7 @@ class StreamingImageData(StandardisedImages):
             batch_sampler=local,
             num_workers=self.workers,
             collate_fn=_collate_images,
-            pin_memory=self.device.type == "cuda" if self.pin_memory is None else self.pin_memory,
+            pin_memory=self.pins,
             prefetch_factor=4 if self.workers else None,
         )
         for x in loader:
