@@ -140,3 +140,29 @@ def test_evaluation_does_not_depend_on_the_pretraining_batch(digits, small_encod
     other = encoder_protocols(small_encoder, digits, train, test,
                               tiny_config(**{**small, "tran1_lr": 0.5, "finetune_lr": 0.5}), CPU)
     assert other != scores[0]
+
+
+def test_every_kind_of_data_follows_the_training_data_protocol(digits, tmp_path, monkeypatch):
+    """In-memory images, streamed image folders, packed text and sentence windows all offer
+    what a run reads of its data (bench.data.protocol.TrainingData)."""
+    from bench.data import load_dataset
+    from bench.data.protocol import TrainingData
+    from bench.data.samples import write_image_folder
+
+    monkeypatch.setenv("MASKBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MASKBENCH_DATA_WORKERS", "0")
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for i in range(20):
+        (texts / f"{i}.txt").write_text(f"The owl {i} flew. It sat down.\n\nThen it slept {i} h.")
+    kinds = {
+        "images": digits,
+        "imagefolder": load_dataset(f"imagefolder:{write_image_folder(tmp_path / 'img')}"),
+        "text": load_dataset(f"text-dir:{texts}", vocab_size=60, block_length=8),
+        "sentences": load_dataset(f"text-dir:{texts}", vocab_size=60, granularity="sentence",
+                                  sentences=2, sentence_length=6),
+    }
+    for kind, data in kinds.items():
+        assert isinstance(data, TrainingData), kind
+        assert isinstance(data.to("cpu"), TrainingData), kind
+    assert not isinstance(EvalSplit(torch.zeros(1), torch.zeros(1)), TrainingData)

@@ -41,9 +41,9 @@ from torch.utils.data import Dataset
 from bench.data.cache import cache_root
 from bench.data.cards import load_card
 from bench.data.columns import HFColumns
-from bench.data.corpora import make_corpus, paragraphs
+from bench.data.corpora import make_corpus
 from bench.data.fingerprint import fingerprint
-from bench.data.sentences import Document, DocumentCorpus, make_documents, split_sentences
+from bench.data.sentences import DocumentCorpus, make_documents, text_document
 from bench.data.streaming import StreamingImageData, square_image
 from bench.data.text import TextData, text_data
 from bench.errors import ConfigError, DataNotFoundError
@@ -191,8 +191,8 @@ def hf_documents(arg: str, columns: HFColumns) -> DocumentCorpus:
     """The sentence level: each row is a document, its paragraphs split into sentences as a
     text-dir: file's are (bench.data.sentences), labelled by the row's label if any."""
     name, texts, labels, classes = _text_rows(arg, columns)
-    docs = [Document(tuple(s for para in paragraphs(text) for s in split_sentences(para)),
-                     None if labels is None else labels[i]) for i, text in enumerate(texts)]
+    docs = [text_document(text, None if labels is None else labels[i])
+            for i, text in enumerate(texts)]
     return make_documents(name, docs, classes)
 
 

@@ -127,12 +127,14 @@ def kjv_chapters(verses: Iterable[tuple[str, str]]) -> list[Document]:
     return chapters
 
 
+def text_document(text: str, label: int | None = None) -> Document:
+    """A document of free text: the sentences of its paragraphs, in order."""
+    return Document(tuple(s for para in C.paragraphs(text) for s in split_sentences(para)), label)
+
+
 def text_dir_documents(folder: Path) -> list[Document]:
-    """One document per .txt file under folder: the sentences of its paragraphs, in order."""
-    docs = [
-        Document(tuple(s for para in C.paragraphs(content) for s in split_sentences(para)))
-        for _, content in C.text_files(folder)
-    ]
+    """One document per .txt file under folder (`text_document`)."""
+    docs = [text_document(content) for _, content in C.text_files(folder)]
     if not any(d.sentences for d in docs):
         raise DataNotFoundError(f"no non-empty .txt file under {folder}; add UTF-8 .txt files there")
     return docs
