@@ -166,9 +166,13 @@ class ComputeAxis:
         """`value` (in `unit`) as a reader wants it: '2.1 GFLOP', '3.5 s'."""
         return engineering(value, self.unit) if self.prefixed else f"{value:.3g} {self.unit}"
 
+    def budget_value(self, budget: float) -> str:
+        """A budget in the column's units, written in `unit`: '2.1 GFLOP'."""
+        return self.text(budget * self.factor)
+
     def budget_text(self, budget: float) -> str:
         """A budget in the column's units, e.g. 'at 2.1 GFLOP of pretraining'."""
-        return f"at {self.text(budget * self.factor)} of pretraining"
+        return f"at {self.budget_value(budget)} of pretraining"
 
 
 COMPUTE_AXES = (
@@ -287,7 +291,3 @@ def compute_matched(points: pd.DataFrame, ok: pd.DataFrame, cells: pd.DataFrame,
                     rows.append((key[0], key[1], labels[key], axis.name, group.budget.iloc[0],
                                  metric, s.mean, s.std, s.n, s.ci_low, s.ci_high))
     return pd.DataFrame(rows, columns=MATCHED_COLUMNS), pd.DataFrame(gaps, columns=GAP_COLUMNS)
-
-
-# ---------------------------------------------------------------------------------------------
-# Tables and their three renderings

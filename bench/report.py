@@ -135,6 +135,7 @@ class Section:
     content: list[Table | str]  # tables in order; a str says where a view is left out, why
     verdict: list[str]  # who beats the baseline, in words (bench.verdict)
     warnings: list[str]  # where compared rows ran with a different setup
+    qbheat: Table | None = None  # the fill diagnostics of the rows that report them
 
     @property
     def tables(self) -> list[Table]:
@@ -156,8 +157,8 @@ def _section(a: Analysis, dataset: str, encoder: str, first: bool) -> Section:
         stats, cells, accuracy + [m for m in MAIN_COMPUTE if m in metrics], f"{name}: main table",
         CI_NOTE + ". Bold: best row of a column whose CI does not overlap the runner-up's "
         "(reference rows are not ranked)." + settings, MAIN_TABLE_ID if first else "")]
-    rules = {label: a.rules.get(run_dir, "")
-             for label, run_dir in zip(*_run_labels(a, cells))}
+    runs = _run_labels(a, cells)
+    rules = {label: a.rules.get(run_dir, "") for label, run_dir in runs}
     fair, warnings = fairness(stats, cells, rules, f"{name}: setup of each row (fairness)")
     tables.append(fair)
     paired = where(a.paired)
@@ -186,7 +187,7 @@ def _section(a: Analysis, dataset: str, encoder: str, first: bool) -> Section:
     if compute:
         table = stat_table(stats, cells, compute, f"{name}: compute",
                            f"{CI_NOTE}. {THROUGHPUT_NOTE}.")
-        devices = _row_devices(a, cells)
+        devices = _row_devices(a, runs)
         if len(set().union(*devices.values())) > 1:
             table = with_column(table, "device",
                                 {label: ", ".join(sorted(d)) for label, d in devices.items()})
@@ -195,7 +196,10 @@ def _section(a: Analysis, dataset: str, encoder: str, first: bool) -> Section:
     if task:
         tables.append(stat_table(stats, cells, task, f"{name}: pretext-task metrics",
                                  f"{', '.join(task)}: {NOT_COMPARABLE}. {CI_NOTE}."))
-    return Section(tables, said, warnings)
+    fill = metric_order(metrics, "fill")
+    qbheat = stat_table(stats, cells, fill, f"{name}: QB-Heat operators and the fill by distance "
+                        "from the visible part", CI_NOTE) if fill else None
+    return Section(tables, said, warnings, qbheat)
 
 
 THROUGHPUT_NOTE = ("samples/s and seconds were measured on each run's machine under the load "
@@ -213,8 +217,7 @@ def _absent_matched(gaps: pd.DataFrame, metric: str | None) -> list[str]:
     counts = sorted(set(gaps.without))
     without = (str(counts[0]) if len(counts) == 1 else
                " and ".join(f"{g.without} ({axes[g.axis].noun})" for g in gaps.itertuples()))
-    budgets = "; ".join(axes[g.axis].text(g.budget * axes[g.axis].factor)
-                        for g in gaps.itertuples())
+    budgets = "; ".join(axes[g.axis].budget_value(g.budget) for g in gaps.itertuples())
     return [f"Accuracy at equal pretraining {along} is not shown: {without} of the "
             f"{gaps.runs.max()} pretrained runs have no {metric} evaluation at or below the "
             f"budget every pretrained run reached ({budgets} of pretraining), so only the "
@@ -222,18 +225,18 @@ def _absent_matched(gaps: pd.DataFrame, metric: str | None) -> list[str]:
             "at its end). Run with --eval-every K (evaluate every K epochs) to get this view."]
 
 
-def _row_devices(a: Analysis, cells: pd.DataFrame) -> dict[str, set[str]]:
-    """The devices each row's runs ran on, as their summary.json names them."""
+def _row_devices(a: Analysis, runs: list[tuple[str, str]]) -> dict[str, set[str]]:
+    """The devices each row's runs (`_run_labels`) ran on, as their summary.json names them."""
     devices: dict[str, set[str]] = {}
-    for label, run_dir in zip(*_run_labels(a, cells)):
+    for label, run_dir in runs:
         devices.setdefault(label, set()).add(a.agg.devices.get(run_dir) or UNRECORDED)
     return devices
 
 
-def _run_labels(a: Analysis, cells: pd.DataFrame) -> tuple[list[str], list[str]]:
+def _run_labels(a: Analysis, cells: pd.DataFrame) -> list[tuple[str, str]]:
     """(label, run_dir) of every finished run of the cells' rows."""
     runs = a.ok.drop_duplicates("run_dir").merge(cells[[*CELL, "label"]], on=list(CELL))
-    return list(runs.label), list(runs.run_dir)
+    return list(zip(runs.label, runs.run_dir))
 
 
 def section_name(a: Analysis, dataset: str, encoder: str) -> str:
@@ -258,17 +261,6 @@ QBHEAT_NOTE = (
     "centred objects the far positions are mostly blank border, which any fill predicts "
     "well). Operator figures: final epoch; also in "
     "metrics.jsonl at --eval-every points.")
-
-
-def _qbheat_table(a: Analysis, dataset: str, encoder: str) -> Table | None:
-    """The fill diagnostics (metric group "fill") of one section's rows that report them."""
-    where = lambda f: f[(f.dataset == dataset) & (f.encoder == encoder)]  # noqa: E731
-    stats = where(a.stats)
-    fill = metric_order(stats.metric.unique(), "fill")
-    if not fill:
-        return None
-    return stat_table(stats, where(a.cells), fill, f"{section_name(a, dataset, encoder)}: QB-Heat "
-                      "operators and the fill by distance from the visible part", CI_NOTE)
 
 
 def _make_figures(a: Analysis, out: Path) -> list[figures.Figure]:
@@ -441,7 +433,7 @@ def _write_files(a: Analysis, dirs: Sequence[Path], out: Path) -> None:
     a.paired.to_csv(out / "paired.csv", index=False)
     a.matched.to_csv(out / "compute_matched.csv", index=False)
     section_of = {sec: _section(a, *sec, first=i == 0) for i, sec in enumerate(sections(a.cells))}
-    qbheat = [t for sec in sections(a.cells) if (t := _qbheat_table(a, *sec)) is not None]
+    qbheat = [s.qbheat for s in section_of.values() if s.qbheat is not None]
     (out / "tables.tex").write_text(
         "% Maskbench tables; needs \\usepackage{booktabs}\n\n"
         + "\n\n".join(to_latex(t) for ts in [*(s.tables for s in section_of.values()), qbheat]

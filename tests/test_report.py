@@ -19,7 +19,7 @@ from bench.catalog import REFERENCES as TRAIN_REFERENCES
 from bench.cells import engineering
 from bench.cli import main
 from bench.metrics import REFERENCES
-from bench.report import _qbheat_table, _section, analyse, write_report
+from bench.report import _section, analyse, write_report
 from bench.tables import best_rows, stat_table, to_latex, to_markdown
 
 T_975_2 = 4.302652729749464  # t_{0.975, 2} from tables
@@ -478,7 +478,7 @@ def test_qbheat_section_shows_operators_and_the_fill_by_distance(synthetic_repor
             "recon_loss_d3plus": 0.6, "heat_radius_right": radius[s], "heat_commutator": 0.25})
         write_run(tmp_path, f"mae{s}", "mae", s, {"knn_top1": 0.7, "recon_loss_d1": 0.3})
     a = analyse([tmp_path], "mae")
-    table = _qbheat_table(a, "fashion-mnist", "vit-micro")
+    table = _section(a, "fashion-mnist", "vit-micro", True).qbheat
     md = to_markdown(table)
     assert md.splitlines()[0] == ("| row | recon loss d=1 | recon loss d=2 | recon loss d≥3 | "
                                   "‖AB−BA‖/(‖A‖‖B‖) | ρ(I+A) |")

@@ -98,8 +98,8 @@ class MlflowTracker:
 
     def log_metrics(self, values: Mapping[str, float], step: int) -> None:
         now = int(time.time() * 1000)
-        fresh = [Metric(metric_name(k), v, now, step) for k, v in values.items()
-                 if step > self.logged.get(metric_name(k), -1)]
+        named = ((metric_name(k), v) for k, v in values.items())
+        fresh = [Metric(k, v, now, step) for k, v in named if step > self.logged.get(k, -1)]
         if fresh:
             self.client.log_batch(self.run_id, metrics=fresh)
             self.logged.update({m.key: step for m in fresh})
