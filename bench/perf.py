@@ -27,6 +27,7 @@ from bench.devices import device_name, peak_memory_bytes, resolve_device, synchr
 from bench.errors import ConfigError
 from bench.models.build import build_model
 from bench.optim import build_optimizer
+from bench.precision import autocast
 from bench.progress import bar
 from bench.spec import DataSpec
 from bench.sweep import resolve_run, split_settings
@@ -89,7 +90,7 @@ def _fill_seconds(model, x: Tensor, device: torch.device, steps: int) -> float:
                          requires_grad=True)
 
     def step(_):
-        with precision.autocast(device):
+        with autocast(device):
             out = model.fill(latent, visible)  # float32, as in the training step
         out.sum().backward()
 

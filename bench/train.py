@@ -34,6 +34,7 @@ from bench.models.encoders import build_encoder
 from bench.models.patches import patchify, unpatchify
 from bench.models.pretrainer import MaskedPretrainer
 from bench.optim import WEIGHT_DECAY_RULE, build_optimizer, lr_at
+from bench.precision import autocast
 from bench.probes import evaluate_encoder
 from bench.progress import bar, shown
 from bench.spec import DataSpec
@@ -103,7 +104,7 @@ class TrainStep:
         visible = distributed.take_rows(visible, self.dist.rows(batch))
         if self.graphs:  # a new iteration: the last replay's outputs may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
-        with precision.autocast(self.device), distributed.synced_batch_stats():
+        with autocast(self.device), distributed.synced_batch_stats():
             loss = self.net(x, None, visible).objective
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
