@@ -193,10 +193,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def finish(launch) -> int:
     """What a launch ends with on the terminal, and its exit code: 0 when every launched run
     finished (or was submitted), 1 when some failed, 130/143 when a signal stopped it."""
-    from bench import distributed
     from bench.stopping import EXIT_CODES
 
-    if not distributed.current().is_main:
+    if not launch.reports:
         return 0  # rank 0 reports
     if launch.script is not None:
         print(launch.script)
@@ -268,30 +267,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def method_cards() -> dict:
-    """The methods' cards, read from their files (no torch); a file that states them in a
-    way the reader cannot follow is imported instead."""
-    from bench.catalog import MethodCard, NotStaticError
-    from bench.catalog import method_cards as read_cards
-
-    try:
-        return read_cards()
-    except NotStaticError:
-        import methods
-
-        return {name: MethodCard(name, (cls.__doc__ or "").strip().splitlines()[0],
-                                 cls.modalities, cls.encoder_kinds)
-                for name in methods.METHODS.names() for cls in [methods.METHODS.get(name)]}
-
-
 def catalog() -> dict[str, dict[str, str]]:
     """What `bench list` prints: methods, reference rows, encoders, datasets (no torch)."""
     from bench.catalog import REFERENCES
     from bench.data import DATASETS
     from bench.models.registry import ENCODERS
+    from bench.sweep import known_methods
 
     out: dict[str, dict[str, str]] = {"methods": {}, "references": dict(REFERENCES)}
-    for name, card in method_cards().items():
+    for name in known_methods().names():
+        card = known_methods().get(name)
         mods = "/".join(sorted(card.modalities))
         kinds = ", ".join(sorted(card.encoder_kinds))
         out["methods"][name] = f"{card.summary} [{mods}; encoders: {kinds}]"

@@ -24,13 +24,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bench import compiling, distributed, progress, stopping, store
+from bench import progress, stopping, store
 from bench.config import RunConfig
 from bench.data import dataset_key
 from bench.errors import BenchError, SchedulerError
-from bench.jobs import RunJob
 from bench.lock import Holder
 from bench.slurm import (
     SlurmSettings,
@@ -40,7 +39,12 @@ from bench.slurm import (
     slurm_settings,
 )
 from bench.status import RETRY_STATES, TODO_STATES, JobRecord, RunState, run_states, write_record
-from bench.validate import validate
+
+if TYPE_CHECKING:
+    from bench.jobs import RunJob
+
+# torch (bench.compiling, distributed, jobs, validate) loads only once runs are launched:
+# a dry run plans from names and files alone.
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,9 @@ class LocalLauncher:
         """Nothing to ask of this machine beyond the validation pass."""
 
     def launch(self, runs: Sequence[RunConfig], out: Path, datasets: dict | None = None) -> list[dict]:
+        from bench.jobs import RunJob
+        from bench.validate import validate
+
         for cfg in runs:
             _record(self.name, cfg, out)
         if self.workers > 1:
@@ -103,6 +110,9 @@ class LocalLauncher:
 
     def _launch_workers(self, runs: Sequence[RunConfig], out: Path) -> list[dict]:
         import torch
+
+        from bench import compiling
+        from bench.jobs import RunJob
 
         gpus = torch.cuda.device_count()
         threads = max(1, (os.cpu_count() or 1) // self.workers)
@@ -172,6 +182,9 @@ class SubmititLauncher:
         return sbatch_script(self.executor(out), n_runs)
 
     def launch(self, runs: Sequence[RunConfig], out: Path, datasets: dict | None = None) -> list[dict]:
+        from bench import compiling
+        from bench.jobs import RunJob
+
         debug = self.name == "debug"
         threads = None if debug else self.settings.cpus_per_task
         cache = None if debug else compiling.sweep_cache(out)
@@ -244,6 +257,7 @@ class Launch:
     job_id: str | None = None  # slurm: the array's job id
     report: Path | None = None
     stopped: str | None = None  # the signal that stopped the launch (bench.stopping)
+    reports: bool = True  # this process speaks for the launch (rank 0 under torchrun)
 
     @property
     def failed(self) -> list[dict]:
@@ -264,21 +278,29 @@ def launch_runs(runs: Sequence[RunConfig], out: Path, options: LaunchOptions,
     runs before the results folder is created. A SIGINT or SIGTERM during a waiting launch
     checkpoints the running run and starts no other (`stopped` names the signal).
     """
+    launcher = make_launcher(options.launcher, options.progress, options.workers,
+                             slurm_settings(options.slurm), options.job_name)
+    states = {s.run_id: s for s in run_states(out, [r.run_id for r in runs])}
+    todo = runs_to_do(runs, out, options.retry_failed, states)
+    if options.dry_run:  # no process group to join: planning reads names and files alone
+        result = Launch(out, list(runs), states, todo,
+                        reports=os.environ.get("RANK", "0") == "0")
+        if show_plan is not None and result.reports:
+            show_plan(result)
+        if options.launcher == "slurm" and todo:
+            result.script = launcher.script(out, len(todo))
+        return result
+    from bench import distributed
+    from bench.validate import validate
+
     dist = distributed.init_from_env()  # under torchrun: one process per device, together (DDP)
     if dist.world > 1 and (options.launcher != "local" or options.workers > 1):
         raise BenchError("under torchrun every process trains each run together: use the local "
                          "launcher with one worker")
-    launcher = make_launcher(options.launcher, options.progress, options.workers,
-                             slurm_settings(options.slurm), options.job_name)
-    states = {s.run_id: s for s in run_states(out, [r.run_id for r in runs])}
-    todo = distributed.from_main(runs_to_do(runs, out, options.retry_failed, states))
-    result = Launch(out, list(runs), states, todo)
+    todo = distributed.from_main(todo)  # rank 0's reading of the folder, on every rank
+    result = Launch(out, list(runs), states, todo, reports=dist.is_main)
     if show_plan is not None and dist.is_main:
         show_plan(result)
-    if options.dry_run:
-        if options.launcher == "slurm" and todo:
-            result.script = launcher.script(out, len(todo))
-        return result
     if todo:
         launcher.preflight()
     datasets = validate(todo, out)

@@ -8,20 +8,54 @@ anything is trained or written. `load_spec` reads a sweep file (sweeps/*.toml).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import methods  # noqa: F401  (registers every method)
 from bench.catalog import REFERENCES
 from bench.config import RunConfig, apply_overrides, run_config_fields
 from bench.data import check_granularity, run_dataset_entry
-from bench.errors import ConfigError, IncompatibleError
+from bench.errors import ConfigError, IncompatibleError, UnknownMethodError
+from bench.method_cards import MethodCard, NotStaticError, method_cards
 from bench.models.registry import ENCODERS, encoders_of_kind
+from bench.options import MethodOptions, options_dict
+from bench.registry import Registry
 from bench.slurm import slurm_settings
-from methods.base import METHODS, options_dict, resolve_options
+
+
+@functools.cache
+def known_methods() -> Registry[MethodCard]:
+    """The methods as planning sees them: read from their files (no torch), or, where a file
+    states them in a way the reader cannot follow, from the imported methods."""
+    try:
+        cards = method_cards()
+    except NotStaticError:
+        cards = imported_cards()
+    registry: Registry[MethodCard] = Registry("method", UnknownMethodError)
+    for name, card in cards.items():
+        registry.add(name, card)
+    return registry
+
+
+@functools.cache
+def imported_cards() -> dict[str, MethodCard]:
+    """The cards of the imported method registry (this loads torch)."""
+    import methods
+
+    return {name: MethodCard(name, (cls.__doc__ or "").strip().splitlines()[0], cls.modalities,
+                             cls.encoder_kinds, cls.Options)
+            for name in methods.METHODS.names() for cls in [methods.METHODS.get(name)]}
+
+
+def method_options(name: str, raw: dict[str, Any]) -> MethodOptions:
+    """Method `name`'s typed options; bad keys or values raise ConfigError naming them."""
+    try:
+        return known_methods().get(name).options(raw)
+    except NotStaticError:  # its checks need what the source reader skipped
+        return imported_cards()[name].options(raw)
 
 
 def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -31,8 +65,8 @@ def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
     for key, value in settings.items():
         if "." in key:
             method, _, option = key.partition(".")
-            if method not in METHODS and method not in REFERENCES:
-                METHODS.get(method)  # raises UnknownMethodError naming the known ones
+            if method not in known_methods() and method not in REFERENCES:
+                known_methods().get(method)  # raises UnknownMethodError naming the known ones
             per_method.setdefault(method, {})[option] = value
         else:
             top[key] = value
@@ -59,7 +93,7 @@ def resolve_run(cfg: RunConfig) -> RunConfig:
         if cfg.options:
             raise ConfigError(f"{cfg.method} is a reference row and takes no options")
         return dataclasses.replace(cfg, epochs=0)
-    cls = METHODS.get(cfg.method)
+    cls = known_methods().get(cfg.method)
     if entry.modality not in cls.modalities:
         raise IncompatibleError(
             f"method {cfg.method!r} does not support {entry.modality} data (dataset {cfg.dataset!r})"
@@ -70,7 +104,7 @@ def resolve_run(cfg: RunConfig) -> RunConfig:
             f"{cfg.encoder!r}; encoders that work: "
             + ", ".join(encoders_of_kind(cls.encoder_kinds, entry.modality))
         )
-    options = options_dict(resolve_options(cfg.method, cfg.options))
+    options = options_dict(method_options(cfg.method, cfg.options))
     return dataclasses.replace(cfg, options=options)
 
 
@@ -112,7 +146,7 @@ def check_options_are_used(fixed: dict[str, Any], grid: dict[str, list[Any]],
     for where, keys in (("", fixed), ("grid.", grid), ("zip.", zipped)):
         for key in keys:
             method = key.partition(".")[0] if "." in key else None
-            if method is not None and method not in run and method in METHODS:
+            if method is not None and method not in run and method in known_methods():
                 raise ConfigError(
                     f"{where}{key} sets an option of {method}, which none of these runs uses "
                     f"(methods: {', '.join(sorted(run))}); add {method} to the methods or drop "
@@ -231,9 +265,9 @@ def check_setting(key: str, value: Any, where: str = "") -> None:
     method, _, option = key.partition(".")
     if method in REFERENCES:
         raise ConfigError(f"{where}{key}: {method} is a reference row and takes no options")
-    if method not in METHODS:
+    if method not in known_methods():
         raise ConfigError(
             f"unknown key {where}{key}: {method!r} is not a method; methods: "
-            + ", ".join(METHODS.names())
+            + ", ".join(known_methods().names())
         )
-    resolve_options(method, {option: value})
+    method_options(method, {option: value})

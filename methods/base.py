@@ -3,39 +3,18 @@ positions are filled before the shared decoder. Everything else is shared (fairn
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
 from bench.config import parse_options
 from bench.errors import IncompatibleError, UnknownMethodError
 from bench.masking import Visible, visible_for_ratio
+from bench.options import LayoutOptions, MethodOptions
 from bench.registry import Registry
 
 METHODS: Registry[type[MaskingMethod]] = Registry("method", UnknownMethodError)
 FILL_SITES = ("encoder", "decoder")  # where the shared pretrainer may call a method's fill
-
-
-@dataclass
-class MethodOptions:
-    """Options every method has; subclasses add typed fields (settable as `name.key=value`)."""
-
-    mask_ratio: float = 0.75
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
-
-
-@dataclass
-class LayoutOptions(MethodOptions):
-    """Options of a method whose encoder sees a random subset by default, or QB-Heat's one
-    contiguous block (`visible=block`: the mask-shape half of the 2 x 2 ablation)."""
-
-    visible: Literal["random", "block"] = "random"
-    block_position: Literal["random", "center", "quadrant"] = "random"
 
 
 class MaskingMethod(nn.Module):
@@ -153,7 +132,3 @@ def build_method(
             f"method {name!r} needs a {' or '.join(sorted(method.encoder_kinds_for()))} encoder"
         )
     return method
-
-
-def options_dict(options: MethodOptions) -> dict[str, Any]:
-    return dataclasses.asdict(options)

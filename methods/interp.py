@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from bench.masking import Visible, gather_tokens, grid_size, scatter_tokens
-from methods.base import LayoutOptions, MaskingMethod, register_method
+from bench.options import LayoutOptions
+from methods.base import MaskingMethod, register_method
 
 
 def _line_weights(visible: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:

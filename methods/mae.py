@@ -6,7 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from bench.masking import Visible, grid_size, scatter_tokens
-from methods.base import LayoutOptions, MaskingMethod, register_method
+from bench.options import LayoutOptions
+from methods.base import MaskingMethod, register_method
 
 
 @register_method("mae")

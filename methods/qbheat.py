@@ -27,7 +27,8 @@ from torch import Tensor, nn
 
 from bench.errors import ConfigError
 from bench.masking import Visible, contiguous_block_shape, grid_size
-from methods.base import MaskingMethod, MethodOptions, register_method
+from bench.options import MethodOptions
+from methods.base import MaskingMethod, register_method
 
 Order = Literal["xy", "yx", "avg"]
 Step = Literal["token", "block"]
