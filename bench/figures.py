@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from bench import files, store
+from bench import files, tensorfile
 from bench.cells import COMPUTE_AXES, ComputeAxis, sections, si_prefix
 from bench.metrics import CELL, NOT_COMPARABLE, metric_info
 from bench.stats import summarize
@@ -314,13 +314,33 @@ def mask_ratio_figure(ok: pd.DataFrame, cells: pd.DataFrame, metrics: list[str],
                      "Mean and 95 % t CI over seeds at each mask ratio (final-epoch values).", legend=True)
 
 
+def tile(images: np.ndarray, nrow: int, padding: int = 2, pad_value: float = 1.0) -> np.ndarray:
+    """torchvision's `make_grid` in numpy (no torch for a report): `[N, C, H, W]` ->
+    `[C', rows * (H + padding) + padding, nrow * (W + padding) + padding]`, one channel made
+    three, `pad_value` between the images; a single image comes back as itself."""
+    images = np.asarray(images)
+    if images.shape[1] == 1:
+        images = np.repeat(images, 3, axis=1)
+    if images.shape[0] == 1:
+        return images[0]
+    n, c, h, w = images.shape
+    across = min(nrow, n)
+    down = -(-n // across)
+    grid = np.full((c, down * (h + padding) + padding, across * (w + padding) + padding),
+                   pad_value, dtype=images.dtype)
+    for k, image in enumerate(images):
+        y, x = divmod(k, across)
+        top, left = y * (h + padding) + padding, x * (w + padding) + padding
+        grid[:, top:top + h, left:left + w] = image
+    return grid
+
+
 def _strip(ax, images, title: str) -> None:
     """`images` `[N, C, H, W]` in [0, 1] side by side in one picture, 2-px white gaps: one
     image per row of the figure draws as fast as one thumbnail."""
-    from torchvision.utils import make_grid
-
-    grid = make_grid(images.float().clamp(0, 1), nrow=images.shape[0], padding=2, pad_value=1.0)
-    ax.imshow(grid.permute(1, 2, 0).numpy(), vmin=0, vmax=1)
+    images = np.clip(np.asarray(images, dtype=np.float32), 0, 1)
+    grid = tile(images, nrow=images.shape[0])
+    ax.imshow(grid.transpose(1, 2, 0), vmin=0, vmax=1)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_ylabel(title, fontsize=7, rotation=0, ha="right", va="center")
@@ -328,35 +348,35 @@ def _strip(ax, images, title: str) -> None:
         spine.set_visible(False)
 
 
-def visible_and_pasted(rec: dict):
-    """From a run's reconstructions.pt: what the encoder saw (hidden patches grey) and the
-    reconstruction pasted into the hidden patches, both `[N, C, H, W]` in [0, 1]."""
+def visible_and_pasted(rec: dict) -> tuple[np.ndarray, np.ndarray]:
+    """From a run's reconstructions (arrays or tensors): what the encoder saw (hidden patches
+    grey) and the reconstruction pasted into the hidden patches, both `[N, C, H, W]` in
+    [0, 1]."""
     p, (gh, gw) = rec["patch_size"], rec["grid"]
-    vis = rec["visible"].view(-1, 1, gh, gw).float()
-    vis_px = vis.repeat_interleave(p, 2).repeat_interleave(p, 3)
-    shown = rec["images"] * vis_px + 0.5 * (1 - vis_px)
-    pasted = rec["images"] * vis_px + rec["recon"] * (1 - vis_px)
+    images = np.asarray(rec["images"], dtype=np.float32)
+    vis = np.asarray(rec["visible"]).reshape(-1, 1, gh, gw).astype(np.float32)
+    vis_px = vis.repeat(p, 2).repeat(p, 3)
+    shown = images * vis_px + np.float32(0.5) * (1 - vis_px)
+    pasted = images * vis_px + np.asarray(rec["recon"], dtype=np.float32) * (1 - vis_px)
     return shown, pasted
 
 
 def reconstruction_grid(rec: dict) -> np.ndarray:
     """One run's reconstructions as one RGB uint8 picture `[H, W, 3]` (what trackers show):
     rows original, visible, reconstruction; one column per test image; 2-px white gaps."""
-    import torch
-    from torchvision.utils import make_grid
-
     shown, pasted = visible_and_pasted(rec)
-    rows = torch.cat([rec["images"], shown, pasted]).float().clamp(0, 1)
-    grid = make_grid(rows, nrow=rec["images"].shape[0], padding=2, pad_value=1.0)
-    return (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    images = np.asarray(rec["images"], dtype=np.float32)
+    rows = np.clip(np.concatenate([images, shown, pasted]), 0, 1)
+    grid = tile(rows, nrow=images.shape[0])
+    return (grid * 255).round().astype(np.uint8).transpose(1, 2, 0)
 
 
 def reconstruction_figure(ok: pd.DataFrame, cells: pd.DataFrame, out: Path,
                           notes: list[str]) -> Figure | None:
     """Per section: the same test images, then per pretrained row (lowest seed) what its
     encoder saw and the reconstruction pasted into the hidden patches. A run whose images
-    differ from the section's (other data) is left out with a note. (torch is imported only
-    to read a run's reconstructions file: a report with none needs no torch.)"""
+    differ from the section's (other data) is left out with a note. (The files are read as
+    numpy arrays, bench.tensorfile: a report needs no torch.)"""
     runs = _labelled(ok.drop_duplicates("run_dir"), cells)
     runs = runs[~runs.is_reference].sort_values("seed").drop_duplicates("label")
     blocks: list[tuple[str, Any, list[tuple[str, dict]]]] = []
@@ -367,10 +387,10 @@ def reconstruction_figure(ok: pd.DataFrame, cells: pd.DataFrame, out: Path,
             path = Path(run.run_dir.iloc[0]) / files.RECONSTRUCTIONS if len(run) else None
             if path is None or not path.exists():
                 continue
-            rec = store.load_torch(path)
+            rec = tensorfile.load_arrays(path)
             if originals is None:
                 originals = rec["images"]
-            elif not rec["images"].equal(originals):
+            elif not np.array_equal(rec["images"], originals):
                 notes.append(f"{path}: other test images than the section's; left out")
                 continue
             samples.append((label, rec))

@@ -242,7 +242,7 @@ def test_workers_run_in_their_own_processes(tmp_path, monkeypatch):
     import bench
 
     monkeypatch.setattr(bench, "USER_INDUCTOR_CACHE", None)  # as if none was chosen
-    monkeypatch.setattr("bench.launch.RunJob", CacheSpyJob)  # the workers unpickle the spy
+    monkeypatch.setattr("bench.jobs.RunJob", CacheSpyJob)  # the workers unpickle the spy
     cfgs = [resolve_run(tiny_config(method="raw-input")),
             resolve_run(tiny_config(epochs=1, batch_size=32, train_limit=64, protocols="knn"))]
     out = tmp_path / "out"

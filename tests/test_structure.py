@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from bench import files, store
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Top to bottom; a module may import its own layer and the layers below it. Patterns are
@@ -39,14 +41,15 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                             "bench.devices", "bench.compiling", "bench.precision", "bench.optim",
                             "bench.flops", "bench.masking", "bench.stopping", "bench.progress")),
     ("plain data, no torch", ("bench.models.registry", "bench.method_cards", "bench.catalog",
-                              "bench.options", "bench.config",
+                              "bench.options", "bench.config", "bench.tensorfile",
                               "bench.spec", "bench.files", "bench.store", "bench.registry",
                               "bench.errors", "bench")),
 ]
 # What `bench list`, `status`, `report` and a dry run read: these load without torch.
 TORCH_FREE = ("bench.cli", "bench.api", "bench.launch", "bench.sweep", "bench.status",
               "bench.report", "bench.data", "bench.catalog", "bench.method_cards",
-              "bench.options", "bench.models.registry", "bench.config", "bench.spec")
+              "bench.options", "bench.tensorfile", "bench.models.registry", "bench.config",
+              "bench.spec")
 
 
 def modules() -> dict[str, Path]:
@@ -127,6 +130,11 @@ def test_names_files_and_reports_need_no_torch(tmp_path):
         "run_id": "abc", "method": "mae", "options": {}, "dataset": "digits",
         "encoder": "vit-micro", "seed": 0, "status": "ok",
         "metrics": {"linear_top1": 0.5, "knn_top1": 0.4}}))
+    import torch
+
+    store.save_torch(run / files.RECONSTRUCTIONS, {  # the report draws it from numpy
+        "images": torch.rand(2, 1, 8, 8), "visible": torch.rand(2, 16) > 0.5,
+        "recon": torch.rand(2, 1, 8, 8), "patch_size": 2, "grid": (4, 4)})
     res = tmp_path / "res"
     loaded = _imports_after(
         "import " + ", ".join(TORCH_FREE) + "\n"
@@ -139,6 +147,7 @@ def test_names_files_and_reports_need_no_torch(tmp_path):
         f"'--dry-run', '--out', {str(res)!r}]) == 0\n"
         f"assert main(['run', '--methods', 'qbheat', 'qbheat.param=bogus', '--dry-run']) == 2\n")
     assert (tmp_path / "rep" / "report.html").exists()
+    assert list((tmp_path / "rep").rglob("reconstructions.*"))
     assert not loaded & {"torch", "timm", "torchvision"}
     assert "torch" in _imports_after("import bench.train")  # the probe does see torch
 

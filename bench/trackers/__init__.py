@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench import distributed, files, store
+from bench import distributed, files, store, tensorfile
 from bench.config import RunConfig, tracker_list
 from bench.errors import TrackerError
 
@@ -165,8 +165,8 @@ class RunTracker:
         if path.exists():
             from bench.figures import reconstruction_grid
 
-            self._each("log_image", "reconstructions", reconstruction_grid(store.load_torch(path)),
-                       self.step)
+            grid = reconstruction_grid(tensorfile.load_arrays(path))
+            self._each("log_image", "reconstructions", grid, self.step)
 
     def finish(self, status: str) -> None:
         self._each("finish", status)
