@@ -83,9 +83,19 @@ proc_alive() {
 # pid_alive PIDFILE NAME: PIDFILE names a live process called NAME.
 pid_alive() { proc_alive "$(pid_of "$1")" "$2"; }
 
+# wait_gone PID NAME TENTHS: wait up to TENTHS x 0.1 s for the process to end; 1 if it lives.
+wait_gone() {
+    local i
+    for ((i = 0; i < $3; i++)); do
+        proc_alive "$1" "$2" || return 0
+        sleep 0.1
+    done
+    ! proc_alive "$1" "$2"
+}
+
 # stop_pidfile PIDFILE NAME: SIGTERM, wait up to 15 s (zombies count as gone), then SIGKILL.
 stop_pidfile() {
-    local pidfile=$1 name=$2 pid i
+    local pidfile=$1 name=$2 pid
     pid=$(pid_of "$pidfile")
     if ! proc_alive "$pid" "$name"; then
         rm -f "$pidfile"
@@ -93,17 +103,10 @@ stop_pidfile() {
     fi
     log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 150; i++)); do
-        proc_alive "$pid" "$name" || break
-        sleep 0.1
-    done
-    if proc_alive "$pid" "$name"; then
+    if ! wait_gone "$pid" "$name" 150; then
         log "$name did not stop in 15 s; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            proc_alive "$pid" "$name" || break
-            sleep 0.1
-        done
+        wait_gone "$pid" "$name" 50 || true
     fi
     rm -f "$pidfile"
 }

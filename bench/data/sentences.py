@@ -201,7 +201,7 @@ def encode_documents(tokenizer, corpus: DocumentCorpus, length: int) -> dict[str
     return out
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SentenceData(T.PaddedTexts):
     """Documents at the sentence level, implementing the trainer's data protocol.
 
@@ -212,21 +212,13 @@ class SentenceData(T.PaddedTexts):
     documents, for the next-sentence check and the masked-sentence metrics.
     """
 
-    name: str
-    train_x: Tensor  # int64 [n_train, length]: sentences in sentence-hash order, [PAD]-padded
-    train_len: Tensor  # int64 [n_train]: real tokens per sentence
-    test_x: Tensor
-    test_len: Tensor
+    # train_x / test_x rows are sentences in sentence-hash order; train_y / test_y each
+    # sentence's document label (PaddedTexts' fields).
     train_docs: Tensor  # int64 [n_train]: rows of train_x in document order
     train_offsets: Tensor  # int64 [n_train_documents + 1]: where each document starts there
     test_docs: Tensor
     test_offsets: Tensor
     train_windows: Tensor  # int64 [n_windows, sentences]: rows of train_x
-    train_y: Tensor | None  # int64 [n_train]: each sentence's document label
-    test_y: Tensor | None
-    classes: list[str] | None
-    vocab_size: int
-    pad_id: int
     sentences: int  # S: sentences per window, the pretraining grid (S,)
     fingerprint: str
     modality: str = "text"

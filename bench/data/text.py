@@ -41,12 +41,14 @@ def encode_corpus(tokenizer: Tokenizer, corpus: TextCorpus, length: int) -> dict
 
 
 
+@dataclass
 class PaddedTexts:
     """The probe side of text data, at the token and the sentence level alike: each text alone,
-    truncated to `length` tokens and padded with [PAD] (`train_x`, `test_x`), its real length
-    (`train_len`, `test_len`: attention and pooling masks, bag-of-words), labels (`train_y`,
-    `test_y`) and `classes` (None for an unlabelled corpus, which has no probes), `vocab_size`,
-    `pad_id` and `name`. Subclasses are dataclasses holding those fields."""
+    truncated to `length` tokens and padded with [PAD] (`train_x`, `test_x`: int64
+    `[n, length]`), its real length (`train_len`, `test_len`: attention and pooling masks,
+    bag-of-words), labels (`train_y`, `test_y`) and `classes` (None for an unlabelled corpus,
+    which has no probes), `vocab_size`, `pad_id` and `name`. The two levels are dataclasses
+    adding their pretraining fields (keyword-only)."""
 
     name: str
     train_x: Tensor
@@ -97,7 +99,7 @@ class PaddedTexts:
         return bag_of_words(x, real, self.vocab_size)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TextData(PaddedTexts):
     """A tokenized corpus, implementing the data protocol of `ImageData` for the trainer.
 
@@ -105,19 +107,9 @@ class TextData(PaddedTexts):
     see each text on its own (`PaddedTexts`).
     """
 
-    name: str
     train_blocks: Tensor  # int64 [n_blocks, length]
     test_blocks: Tensor  # int64 [m, length]: the held-out blocks
     test_blocks_upto: Tensor  # int64 [n_test]: see `blocks_upto`
-    train_x: Tensor  # int64 [n_train, length], [PAD]-padded
-    train_len: Tensor  # int64 [n_train]: real tokens per row
-    test_x: Tensor
-    test_len: Tensor
-    train_y: Tensor | None
-    test_y: Tensor | None
-    classes: list[str] | None
-    vocab_size: int
-    pad_id: int
     fingerprint: str
     modality: str = "text"
 
