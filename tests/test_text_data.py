@@ -313,3 +313,25 @@ def test_missing_files_raise_helpful_errors(tmp_path: Path) -> None:
         C.load_corpus(f"text-dir:{tmp_path / 'nowhere'}")
     with pytest.raises(UnknownDatasetError):
         C.load_corpus("imdb")
+
+
+def test_the_split_and_fingerprint_hashes_keep_their_values():
+    """Splits, orders and recorded data fingerprints come from bench.data.fingerprint: these
+    values are what every earlier run used (a change would move texts between splits and
+    make old and new runs incomparable), pinned from before the hashes were merged there."""
+    from bench.data import corpora as C
+    from bench.data import hf, streaming
+    from bench.data import sentences as S
+    from bench.data.fingerprint import stable_hash
+
+    assert C.text_hash("In the beginning") == 9797224272371089374
+    assert C._fingerprint(["a", "b"], [0, 1], ["c"], [1], ["x", "y"]) == \
+        "7ad760a4b07fd18824ec26df7ac3ffa4"
+    assert C._fingerprint(["a"], None, ["c"], None, None) == "1527d0234991a774597f81922c821e61"
+    assert hf._row_hash(17) == 2322042198017538996
+    assert streaming._stable_order(["b/1.png", "a/2.png", "c/3.png", "a/1.png"]) == [3, 0, 2, 1]
+    docs = [S.Document((f"d{i} a", f"d{i} b"), i % 2) for i in range(30)]
+    assert S.make_documents("n", docs, ["p", "q"]).fingerprint == "e2c77a98d7dc2e50094abab54bf31e2a"
+    unlabelled = [S.Document((f"d{i}",)) for i in range(20)]
+    assert S.make_documents("n", unlabelled, None).fingerprint == "6183ebe16c57054a10a3c13408c97d47"
+    assert f"{stable_hash(chr(10).join(['a', 'b'])):016x}" == "a76de9f2d561975f"

@@ -8,7 +8,6 @@ depends on file order and duplicate texts always share a split:
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench import store
+from bench.data.fingerprint import split_fingerprint, stable_hash
 from bench.errors import ConfigError, DataNotFoundError, UnknownDatasetError
 
 SPLIT_RULE = (
@@ -45,7 +45,7 @@ class TextCorpus:
 
 def text_hash(text: str) -> int:
     """Stable 64-bit hash of a text: decides its split and its rank for `limit`."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+    return stable_hash(text)
 
 
 def is_test(text: str) -> bool:
@@ -65,15 +65,11 @@ def _fingerprint(
     test_y: list[int] | None,
     classes: list[str] | None,
 ) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    h.update(SPLIT_RULE.encode())
-    h.update(b"\x1d" + "\x1f".join(classes or []).encode())
-    for texts, labels in ((train, train_y), (test, test_y)):
-        h.update(b"\x1d")
+    def records(texts: list[str], labels: list[int] | None) -> Iterator[str]:
         for i, text in enumerate(texts):
-            label = "" if labels is None else str(labels[i])
-            h.update(f"{text}\x1f{label}\x1e".encode())
-    return h.hexdigest()
+            yield f"{text}\x1f{'' if labels is None else labels[i]}\x1e"
+
+    return split_fingerprint(SPLIT_RULE, classes, (records(train, train_y), records(test, test_y)))
 
 
 def make_corpus(

@@ -28,7 +28,6 @@ The numbers are in the dataset card, datasets/hf.toml.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -42,7 +41,7 @@ from bench.data.cache import cache_root
 from bench.data.cards import load_card
 from bench.data.columns import HFColumns
 from bench.data.corpora import make_corpus
-from bench.data.fingerprint import fingerprint
+from bench.data.fingerprint import fingerprint, stable_hash
 from bench.data.sentences import DocumentCorpus, make_documents, text_document
 from bench.data.streaming import StreamingImageData, square_image
 from bench.data.text import TextData, text_data
@@ -212,7 +211,7 @@ class HFImages(Dataset):
 
 
 def _row_hash(i: int) -> int:
-    return int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8).digest(), "big")
+    return stable_hash(str(i))
 
 
 def image_geometry(width: int, height: int) -> tuple[int, int]:

@@ -8,7 +8,6 @@ under the cache folder, so later loads only decode new or changed files.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 from torch.utils.data import DataLoader, Dataset
 
 from bench import progress, store
+from bench.data.fingerprint import stable_hash
 
 SCAN_FORMAT = 1  # part of the cache's file name: bump when the check changes
 
@@ -52,7 +52,8 @@ def _stamp(path: str) -> str:
 
 def unreadable(files: list[str], cache_dir: Path, workers: int, name: str) -> dict[str, str]:
     """{path: reason} of the files among `files` that do not decode."""
-    key = hashlib.blake2b("\n".join(sorted(files)).encode(), digest_size=8).hexdigest()
+    listing = "\n".join(sorted(files))
+    key = f"{stable_hash(listing):016x}"
     cache = cache_dir / f"image-scan{SCAN_FORMAT}-{key}.json"
     try:
         known = json.loads(cache.read_text())

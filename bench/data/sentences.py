@@ -17,7 +17,6 @@ WordPiece tokenizer trained on the train split, both cached under `cache_root()`
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import re
 from collections.abc import Iterable
@@ -32,7 +31,7 @@ from bench.data import corpora as C
 from bench.data import packing as P
 from bench.data import text as T
 from bench.data import tokenizer as Tok
-from bench.data.fingerprint import digest
+from bench.data.fingerprint import digest, split_fingerprint
 from bench.data.protocol import EvalSplit
 from bench.errors import ConfigError, DataNotFoundError, UnknownDatasetError
 
@@ -98,14 +97,10 @@ def make_documents(name: str, documents: Iterable[Document], classes: list[str] 
     docs = sorted((d for d in documents if d.sentences), key=lambda d: d.key)  # stable
     train = [d for d in docs if d.key % 10 != 0]
     test = [d for d in docs if d.key % 10 == 0]
-    h = hashlib.blake2b(digest_size=16)
-    h.update(DOCUMENT_SPLIT_RULE.encode() + b"\x1d" + "\x1f".join(classes or []).encode())
-    for split in (train, test):
-        h.update(b"\x1d")
-        for d in split:
-            h.update(("\x1f".join(d.sentences) + f"\x1c{'' if d.label is None else d.label}\x1e")
-                     .encode())
-    return DocumentCorpus(name, train, test, classes, h.hexdigest())
+    records = (("\x1f".join(d.sentences) + f"\x1c{'' if d.label is None else d.label}\x1e"
+                for d in split) for split in (train, test))
+    return DocumentCorpus(name, train, test, classes,
+                          split_fingerprint(DOCUMENT_SPLIT_RULE, classes, records))
 
 
 _KJV_CHAPTER = re.compile(r"^(\d?[A-Za-z]+\d+):\d+$")

@@ -9,7 +9,6 @@ the trainer's one way to get an epoch's batches from either kind of data.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from bench import progress
 from bench.data.cache import cache_root
 from bench.data.cards import TORCHVISION_SETS, load_card
-from bench.data.fingerprint import fingerprint
+from bench.data.fingerprint import fingerprint, stable_hash
 from bench.data.image_scan import unreadable
 from bench.data.images import StandardisedImages, apply_affine, crop_flip_params
 from bench.data.protocol import EvalSplit
@@ -203,7 +202,7 @@ def pretrain_batches(
 def _stable_order(paths: list[str]) -> list[int]:
     """Indices of `paths` sorted by a hash of each path: classes interleave, so "the first N"
     (the eval limits) is a mixed sample, independent of the order the filesystem lists."""
-    key = [hashlib.blake2b(p.encode(), digest_size=8).digest() for p in paths]
+    key = [stable_hash(p) for p in paths]
     return sorted(range(len(paths)), key=key.__getitem__)
 
 
