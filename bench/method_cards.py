@@ -2,7 +2,6 @@
 `bench list` and `bench sweep --dry-run` plan and check runs from these cards."""
 
 from __future__ import annotations
-import __future__
 
 import ast
 import dataclasses
@@ -70,8 +69,8 @@ def _static_part(tree: ast.Module) -> list[ast.stmt]:
     keep: list[ast.stmt] = []
     for node in tree.body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            if _importable(node):
-                keep.append(node)
+            if _importable(node) and getattr(node, "module", None) != "__future__":
+                keep.append(node)  # (__future__ imports head every statement instead)
         elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.FunctionDef)) or (
                 isinstance(node, ast.ClassDef) and _is_dataclass(node)):
             keep.append(node)
@@ -85,12 +84,10 @@ def _read_module(path: Path, tree: ast.Module) -> types.ModuleType:
     module = types.ModuleType(f"{__name__}:{path}")
     module.__file__ = str(path)
     sys.modules[module.__name__] = module
-    lazy = any(isinstance(n, ast.ImportFrom) and n.module == "__future__"
-               and any(a.name == "annotations" for a in n.names) for n in tree.body)
-    flags = __future__.annotations.compiler_flag if lazy else 0
+    # each statement compiled alone, after the file's __future__ imports (lazy annotations)
+    future = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "__future__"]
     for node in _static_part(tree):
-        code = compile(ast.Module([node], type_ignores=[]), str(path), "exec", flags=flags,
-                       dont_inherit=True)
+        code = compile(ast.Module([*future, node], type_ignores=[]), str(path), "exec")
         try:
             exec(code, module.__dict__)
         except Exception:  # noqa: BLE001 (it needed what was skipped; its users fail by name)
