@@ -42,6 +42,12 @@ class MethodCard:
             raise NotStaticError(f"{self.name}'s options need {err.name!r} to check a value") from None
 
 
+def summary_line(doc: str | None) -> str:
+    """A method's one line for `bench list`: the first line of its class docstring."""
+    lines = (doc or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
 # What the source reader runs of a method file: its imports of the standard library and of
 # these torch-free modules, module-level assignments, functions and dataclasses. The
 # rest (torch, the nn.Module classes) is skipped, whether or not torch is loaded already.
@@ -176,9 +182,8 @@ def read_cards(folder: Path) -> dict[str, MethodCard]:
             if not (len(cls.bases) == 1 and getattr(cls.bases[0], "id", "") == "MaskingMethod"):
                 raise NotStaticError(f"{cls.name} does not subclass MaskingMethod directly")
             sets = {**defaults, **_class_sets(cls)}
-            summary = (ast.get_docstring(cls) or "").strip().splitlines()
             module = module or _read_module(paths[stem], tree)
-            cards[name] = MethodCard(name, summary[0] if summary else "", sets["modalities"],
+            cards[name] = MethodCard(name, summary_line(ast.get_docstring(cls)), sets["modalities"],
                                      sets["encoder_kinds"],
                                      _options_class(cls, module, default_options))
     return dict(sorted(cards.items()))

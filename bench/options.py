@@ -1,6 +1,6 @@
 """The options every method has, importing no torch: a method file subclasses these for its
 own `Options`, and planning (`bench sweep --dry-run`) reads and checks them without loading a
-model (bench.catalog)."""
+model (bench.method_cards)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from bench.catalog import REFERENCES
 from bench.config import RunConfig, apply_overrides, run_config_fields
 from bench.data import check_granularity, run_dataset_entry
 from bench.errors import ConfigError, IncompatibleError, UnknownMethodError
-from bench.method_cards import MethodCard, NotStaticError, method_cards
+from bench.method_cards import MethodCard, NotStaticError, method_cards, summary_line
 from bench.models.registry import ENCODERS, encoders_of_kind
 from bench.options import MethodOptions, options_dict
 from bench.registry import Registry
@@ -45,8 +45,8 @@ def imported_cards() -> dict[str, MethodCard]:
     """The cards of the imported method registry (this loads torch)."""
     import methods
 
-    return {name: MethodCard(name, (cls.__doc__ or "").strip().splitlines()[0], cls.modalities,
-                             cls.encoder_kinds, cls.Options)
+    return {name: MethodCard(name, summary_line(cls.__doc__), cls.modalities, cls.encoder_kinds,
+                             cls.Options)
             for name in methods.METHODS.names() for cls in [methods.METHODS.get(name)]}
 
 
