@@ -1,6 +1,6 @@
 """Maskbench from Python (notebooks, scripts): the same planning, validation, launch and report
 code as the command line, which is a thin layer over this module. Errors are exceptions
-(bench.errors), never exit codes.
+(bench.core.errors), never exit codes.
 
     from bench import api
     results = api.run(["qbheat", "mae"], dataset="digits", seeds=[0, 1], epochs=2,
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.config import RunConfig
-from bench.errors import ConfigError
-from bench.launch import Launch, LaunchOptions, launch_runs
+from bench.core.config import RunConfig
+from bench.core.errors import ConfigError
+from bench.launch.launchers import Launch, LaunchOptions, launch_runs
 
 DEFAULT_METHODS = ("mae", "random-init")
 
@@ -66,7 +66,7 @@ def plan(methods: Sequence[str] = DEFAULT_METHODS, *, seeds: Iterable[int] = (0,
     """The resolved, validated runs of `methods` x `seeds` with run fields `settings`
     (`epochs=2`, `dataset="digits"`) and method options (`options={"mae": {"mask_ratio": .6}}`,
     or `**{"mae.mask_ratio": 0.6}`)."""
-    from bench.sweep import expand
+    from bench.plan.sweep import expand
 
     methods, seeds = unique(methods, "method"), unique(seeds, "seed")
     if not methods:
@@ -81,7 +81,7 @@ def launch(runs: Sequence[RunConfig], out: str | Path, *, launcher: str = "local
            progress: bool = True, slurm: Mapping[str, Any] | None = None,
            job_name: str = "maskbench", report: bool = True, baseline: str = "mae",
            show_plan: Callable[[Launch], None] | None = None) -> Launch:
-    """Launch planned runs into `out` (see bench.launch.launch_runs): skip done ones, resume
+    """Launch planned runs into `out` (see bench.launch.launchers.launch_runs): skip done ones, resume
     interrupted ones, and write `out/report` when the launcher waited for them."""
     options = LaunchOptions(launcher, workers, retry_failed, dry_run, progress,
                             dict(slurm or {}), job_name, report, baseline)
@@ -90,7 +90,7 @@ def launch(runs: Sequence[RunConfig], out: str | Path, *, launcher: str = "local
 
 def results(launched: Launch) -> list[RunResult]:
     """Every run of a launch as it stands on disk now."""
-    from bench.status import read_summary, run_states
+    from bench.launch.status import read_summary, run_states
 
     states = {s.run_id: s for s in run_states(launched.out, [r.run_id for r in launched.runs])}
     out = []
@@ -123,7 +123,7 @@ def load_sweep(spec: str | Path | Mapping[str, Any], *, seeds: Iterable[int] | N
                settings: Mapping[str, Any] | None = None):
     """A sweep file (path) or the same content as a dict, with command-line-style overrides
     (`settings={"epochs": 1, "slurm.partition": "debug"}`) and optional seeds."""
-    from bench.sweep import load_spec, spec_from_dict
+    from bench.plan.sweep import load_spec, spec_from_dict
 
     sweep = load_spec(Path(spec)) if isinstance(spec, str | Path) else spec_from_dict(
         "sweep", dict(spec))
@@ -154,7 +154,7 @@ def sweep(spec: str | Path | Mapping[str, Any], *, launcher: str = "local",
 def collect(dirs: Iterable[str | Path]):
     """The long table the report uses (pandas): one row per run x metric of every run folder
     under `dirs`, failed runs included with their status."""
-    from bench.aggregate import collect as collect_runs
+    from bench.report.aggregate import collect as collect_runs
 
     return collect_runs([Path(d) for d in dirs]).table
 
@@ -163,7 +163,7 @@ def report(dirs: Iterable[str | Path], *, baseline: str = "mae",
            out: str | Path | None = None) -> dict[str, Path]:
     """Write the comparison report of the runs under `dirs` (default into the first's
     report/ folder); returns the paths of report.html, report.md, tables.tex and runs.csv."""
-    from bench.report import write_report
+    from bench.report.build import write_report
 
     folders = [Path(d) for d in dirs]
     if not folders:

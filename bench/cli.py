@@ -13,9 +13,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from bench import progress
-from bench.config import COMPILE_MODES, PRECISIONS
-from bench.errors import BenchError, UnknownNameError
+from bench.core.config import COMPILE_MODES, PRECISIONS
+from bench.core.errors import BenchError, UnknownNameError
+from bench.runtime import progress
 
 EXIT_FAILED_RUNS = 1
 EXIT_BAD_INPUT = 2
@@ -57,7 +57,7 @@ def seed_list(text: str) -> list[int]:
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    from bench.config import RunConfig
+    from bench.core.config import RunConfig
 
     d = RunConfig()
     p.add_argument("--methods", type=method_list, default=["mae", "random-init"],
@@ -153,7 +153,7 @@ def notes():
 
 
 def launch_options(args: argparse.Namespace, slurm: dict[str, Any], job_name: str):
-    from bench.launch import LaunchOptions
+    from bench.launch.launchers import LaunchOptions
 
     return LaunchOptions(launcher=args.launcher, workers=args.workers,
                          retry_failed=args.retry_failed, dry_run=args.dry_run,
@@ -162,7 +162,7 @@ def launch_options(args: argparse.Namespace, slurm: dict[str, Any], job_name: st
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench import api
-    from bench.launch import launch_runs
+    from bench.launch.launchers import launch_runs
 
     settings, slurm = api.split_launcher_settings(run_settings(args))
     with notes():
@@ -180,7 +180,7 @@ def sweep_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from bench import api
-    from bench.launch import launch_runs
+    from bench.launch.launchers import launch_runs
 
     with notes():
         seeds = None if args.seeds is None else api.unique(args.seeds, "seed")
@@ -193,7 +193,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def finish(launch) -> int:
     """What a launch ends with on the terminal, and its exit code: 0 when every launched run
     finished (or was submitted), 1 when some failed, 130/143 when a signal stopped it."""
-    from bench.stopping import EXIT_CODES
+    from bench.runtime.stopping import EXIT_CODES
 
     if not launch.reports:
         return 0  # rank 0 reports
@@ -220,8 +220,8 @@ def finish(launch) -> int:
 
 def print_plan(launch) -> None:
     """Count, run ids, state and what differs between the runs; `+` marks those launched now."""
-    from bench.config import differing_keys
-    from bench.status import describe_run
+    from bench.core.config import differing_keys
+    from bench.launch.status import describe_run
 
     runs, states, todo, out = launch.runs, launch.states, launch.todo, launch.out
     counts: dict[str, int] = {}
@@ -241,7 +241,7 @@ def print_plan(launch) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from bench.status import format_status, run_states
+    from bench.launch.status import format_status, run_states
 
     if not args.dir.is_dir():
         raise BenchError(f"no such results folder: {args.dir}")
@@ -257,7 +257,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from bench.report import write_report
+    from bench.report.build import write_report
 
     for d in args.dirs:
         if not d.is_dir():
@@ -269,12 +269,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def catalog() -> dict[str, dict[str, str]]:
     """What `bench list` prints: methods, reference rows, encoders, datasets (no torch)."""
-    from bench.catalog import REFERENCES
+    from bench.core.references import REFERENCE_ROWS
     from bench.data import DATASETS
-    from bench.models.registry import ENCODERS
-    from bench.sweep import known_methods
+    from bench.models.presets import ENCODERS
+    from bench.plan.sweep import known_methods
 
-    out: dict[str, dict[str, str]] = {"methods": {}, "references": dict(REFERENCES)}
+    out: dict[str, dict[str, str]] = {"methods": {}, "references": {
+        name: row.description for name, row in REFERENCE_ROWS.items()}}
     for name in known_methods().names():
         card = known_methods().get(name)
         mods = "/".join(sorted(card.modalities))
@@ -319,7 +320,7 @@ def cmd_encoders(args: argparse.Namespace) -> int:
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
-    from bench.perf import PerfOptions, format_table, measure
+    from bench.checks.perf import PerfOptions, format_table, measure
 
     opts = PerfOptions(
         methods=args.methods, encoder=args.encoder, dataset=args.dataset, batch=args.batch,

@@ -28,32 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import files, store
-from bench.errors import ExportError
-from bench.metrics import REFERENCES
+from bench.core import files, store
+from bench.core.errors import ExportError
+from bench.core.exports import FORMATS, default_out
+from bench.core.references import REFERENCE_ROWS
 
-FORMATS = ("timm", "safetensors")
 # The timm architecture each ViT preset is spelled as (every size argument is passed anyway).
 TIMM_VIT = {"vit-micro": "vit_tiny_patch16_224", "vit-tiny": "vit_tiny_patch16_224",
             "vit-small": "vit_small_patch16_224", "vit-base": "vit_base_patch16_224"}
 METADATA_KEY = "maskbench"
-
-
-def default_out(run_dir: Path, to: str) -> Path:
-    return Path(run_dir) / f"encoder-{to}.safetensors"
-
-
-def export_format(config: dict[str, Any]) -> str | None:
-    """The format a run's encoder exports best to: timm for images, safetensors for text; None
-    for a reference row or a run that predates the export (no data_spec in config.json)."""
-    spec = config.get("data_spec")
-    if config.get("method") in REFERENCES or not isinstance(spec, dict):
-        return None
-    return "timm" if spec.get("modality") == "image" else "safetensors"
-
-
-def export_command(run_dir: Path, to: str) -> str:
-    return f"python -m bench export {run_dir} --to {to} --out {default_out(run_dir, to)}"
 
 
 def finished_run(run_dir: Path) -> dict[str, Any]:
@@ -70,7 +53,7 @@ def finished_run(run_dir: Path) -> dict[str, Any]:
         raise ExportError(f"run {run_dir} {summary.get('status', 'did not finish')}: "
                           f"{summary.get('error', 'no error recorded')}; nothing to export")
     config = store.read_json(run_dir / files.CONFIG)
-    if config.get("method") in REFERENCES:
+    if config.get("method") in REFERENCE_ROWS:
         raise ExportError(f"run {run_dir} is the {config['method']} reference row: it "
                           "pretrained nothing")
     if not isinstance(config.get("data_spec"), dict):
@@ -90,8 +73,8 @@ class Exported:
 
 def _encoder(run_dir: Path, config: dict[str, Any]):
     """The run's trained encoder, rebuilt from its preset and data spec (eval mode)."""
+    from bench.core.spec import DataSpec
     from bench.models.encoders import build_encoder
-    from bench.spec import DataSpec
 
     fields = DataSpec.__dataclass_fields__
     spec = DataSpec(**{k: tuple(v) if k == "grid" else v
@@ -169,7 +152,7 @@ def export_run(run_dir: Path, to: str, out: Path | None = None) -> Exported:
     if to == "safetensors":
         tensors = encoder.state_dict()
         load = ("from safetensors.torch import load_file\n"
-                "from bench.models.encoders import build_encoder\nfrom bench.spec import DataSpec\n"
+                "from bench.models.encoders import build_encoder\nfrom bench.core.spec import DataSpec\n"
                 f"encoder = build_encoder({config['encoder']!r}, DataSpec(**SPEC))"
                 "  # SPEC: the data_spec in this file's metadata\n"
                 f"encoder.load_state_dict(load_file({str(file)!r}))")

@@ -7,11 +7,11 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from bench.config import parse_options
-from bench.errors import IncompatibleError, UnknownMethodError
-from bench.masking import Visible, visible_for_ratio
-from bench.options import LayoutOptions, MethodOptions
-from bench.registry import Registry
+from bench.core.config import parse_options
+from bench.core.errors import IncompatibleError, UnknownMethodError
+from bench.core.options import LayoutOptions, MethodOptions
+from bench.core.registry import Registry
+from bench.ops.masking import Visible, visible_for_ratio
 
 METHODS: Registry[type[MaskingMethod]] = Registry("method", UnknownMethodError)
 FILL_SITES = ("encoder", "decoder")  # where the shared pretrainer may call a method's fill

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bench.masking import Visible, gather_tokens, grid_size, scatter_tokens
-from bench.options import LayoutOptions
+from bench.core.options import LayoutOptions
+from bench.ops.masking import Visible, gather_tokens, grid_size, scatter_tokens
 from methods.base import MaskingMethod, register_method
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bench.masking import Visible, grid_size, scatter_tokens
-from bench.options import LayoutOptions
+from bench.core.options import LayoutOptions
+from bench.ops.masking import Visible, grid_size, scatter_tokens
 from methods.base import MaskingMethod, register_method
 
 

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.errors import ConfigError
-from bench.masking import Visible, contiguous_block_shape, grid_size
-from bench.options import MethodOptions
+from bench.core.errors import ConfigError
+from bench.core.options import MethodOptions
+from bench.ops.masking import Visible, contiguous_block_shape, grid_size
 from methods.base import MaskingMethod, register_method
 
 Order = Literal["xy", "yx", "avg"]

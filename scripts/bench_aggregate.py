@@ -1,4 +1,4 @@
-"""Benchmark `bench.aggregate` and `bench report` on synthetic results: N run folders with
+"""Benchmark `bench.report.aggregate` and `bench report` on synthetic results: N run folders with
 realistic files.
 
 Usage: python scripts/bench_aggregate.py [--runs 10000] [--epochs 20] [--repeat 3] [--keep DIR]
@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from bench.aggregate import collect, curves
-from bench.config import RunConfig
+from bench.core.config import RunConfig
+from bench.report.aggregate import collect, curves
 
 METHODS = {
     "mae": [{"mask_ratio": r} for r in (0.5, 0.6, 0.75, 0.9)],

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU path proven in one call (bench/gpucheck.py says what it checks): correctness, speed
+# The GPU path proven in one call (bench/checks/gpucheck.py says what it checks): correctness, speed
 # and science on one H100/H200 in about 8 minutes. Every output goes under $OUT (default: a new
 # results/gpu-check-<time>); the last thing printed is the summary JSON, also in
 # $OUT/gpu-check.json, beside the log ($OUT/gpu-check.log) and the table's report
@@ -34,4 +34,4 @@ done
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-${TMPDIR:-/tmp}/maskbench-gpu-check-inductor}
-"$PYTHON" -m bench.gpucheck --out "$OUT" "${args[@]}" 2>&1 | tee "$OUT/gpu-check.log"
+"$PYTHON" -m bench.checks.gpucheck --out "$OUT" "${args[@]}" 2>&1 | tee "$OUT/gpu-check.log"

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bench.config import GRANULARITIES
+from bench.core.config import GRANULARITIES
+from bench.core.errors import ConfigError, UnknownDatasetError
+from bench.core.registry import Registry
 from bench.data.cards import TORCHVISION_SETS, card_names, load_card
 from bench.data.columns import HFColumns, hf_columns
-from bench.errors import ConfigError, UnknownDatasetError
-from bench.registry import Registry
 
 
 @dataclass(frozen=True)

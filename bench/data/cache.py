@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import store
+from bench.core import store
 
 
 def cache_root() -> Path:

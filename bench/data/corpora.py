@@ -15,9 +15,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench import store
+from bench.core import store
+from bench.core.errors import ConfigError, DataNotFoundError, UnknownDatasetError
 from bench.data.fingerprint import split_fingerprint, stable_hash
-from bench.errors import ConfigError, DataNotFoundError, UnknownDatasetError
 
 SPLIT_RULE = (
     "test if int.from_bytes(blake2b(text.encode('utf-8'), digest_size=8).digest(), 'big') "

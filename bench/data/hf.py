@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from bench.core.errors import ConfigError, DataNotFoundError
 from bench.data.cache import cache_root
 from bench.data.cards import load_card
 from bench.data.columns import HFColumns
@@ -45,7 +46,6 @@ from bench.data.fingerprint import fingerprint, stable_hash
 from bench.data.sentences import DocumentCorpus, make_documents, text_document
 from bench.data.streaming import StreamingImageData, square_image
 from bench.data.text import TextData, text_data
-from bench.errors import ConfigError, DataNotFoundError
 
 PREFIX = "hf:"
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader, Dataset
 
-from bench import progress, store
+from bench.core import store
 from bench.data.fingerprint import stable_hash
+from bench.runtime import progress
 
 SCAN_FORMAT = 1  # part of the cache's file name: bump when the check changes
 

@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bench.core.errors import DataNotFoundError
+from bench.core.spec import DataSpec
 from bench.data.cards import load_card
 from bench.data.fingerprint import fingerprint
 from bench.data.protocol import EvalSplit
-from bench.errors import DataNotFoundError
-from bench.spec import DataSpec
 
 
 class StandardisedImages:

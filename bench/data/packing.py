@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 
 
 def pack_blocks(token_lists: list[list[int]], length: int, sep_id: int) -> torch.Tensor:

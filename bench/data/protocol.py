@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from bench.spec import DataSpec
+from bench.core.spec import DataSpec
 
 
 @dataclass

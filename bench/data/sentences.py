@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from bench.core.errors import ConfigError, DataNotFoundError, UnknownDatasetError
 from bench.data import cache
 from bench.data import corpora as C
 from bench.data import packing as P
@@ -33,7 +34,6 @@ from bench.data import text as T
 from bench.data import tokenizer as Tok
 from bench.data.fingerprint import digest, split_fingerprint
 from bench.data.protocol import EvalSplit
-from bench.errors import ConfigError, DataNotFoundError, UnknownDatasetError
 
 DOCUMENT_SPLIT_RULE = (
     "test if int.from_bytes(blake2b('\\n'.join(sentences).encode('utf-8'), digest_size=8)"

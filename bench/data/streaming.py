@@ -22,15 +22,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from bench import progress
+from bench.core.errors import ConfigError, DataNotFoundError
+from bench.core.spec import DataSpec
 from bench.data.cache import cache_root
 from bench.data.cards import TORCHVISION_SETS, load_card
 from bench.data.fingerprint import fingerprint, stable_hash
 from bench.data.image_scan import unreadable
 from bench.data.images import StandardisedImages, apply_affine, crop_flip_params
 from bench.data.protocol import EvalSplit
-from bench.errors import ConfigError, DataNotFoundError
-from bench.spec import DataSpec
+from bench.runtime import progress
 
 log = logging.getLogger(__name__)
 EVAL_DECODE_BATCH = 256

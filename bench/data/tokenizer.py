@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from torch import Tensor
 
-from bench import progress, store
+from bench.core import store
+from bench.core.errors import ConfigError
 from bench.data.packing import pad_ids, real_positions
-from bench.errors import ConfigError
+from bench.runtime import progress
 
 if TYPE_CHECKING:
     from bench.data.corpora import TextCorpus

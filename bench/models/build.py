@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from bench.config import RunConfig
+from bench.core.config import RunConfig
+from bench.core.spec import DataSpec
 from bench.models.encoders import build_encoder
 from bench.models.pretrainer import MaskedPretrainer
 from bench.models.sentences import SentencePretrainer, slot_spec
-from bench.spec import DataSpec
 from methods.base import build_method
 
 

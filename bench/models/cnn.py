@@ -16,10 +16,10 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from bench.errors import IncompatibleError
-from bench.masking import Visible
-from bench.models.layers import LAYER_NORM, Encoder
-from bench.spec import DataSpec
+from bench.core.errors import IncompatibleError
+from bench.core.spec import DataSpec
+from bench.models.parts import LAYER_NORM, Encoder
+from bench.ops.masking import Visible
 
 
 @dataclass(frozen=True)

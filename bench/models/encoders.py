@@ -1,4 +1,4 @@
-"""Building an encoder preset (`bench.models.registry`) for a dataset: each family's builder
+"""Building an encoder preset (`bench.models.presets`) for a dataset: each family's builder
 (`vit`: bench.models.vit, `cnn`: bench.models.cnn) called with the preset's settings.
 
 An encoder turns the input into tokens on the method's grid. Token encoders (ViT) drop
@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bench.core.spec import DataSpec
 from bench.models.cnn import build_cnn
-from bench.models.layers import Encoder
-from bench.models.registry import preset_for
+from bench.models.parts import Encoder
+from bench.models.presets import preset_for
 from bench.models.vit import build_vit
-from bench.spec import DataSpec
 
 FAMILIES: dict[str, Callable[..., Encoder]] = {"vit": build_vit, "cnn": build_cnn}
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.models.patches import normalized_patches
-from bench.spec import DataSpec
+from bench.core.spec import DataSpec
+from bench.ops.patches import normalized_patches
 
 
 class PixelHead(nn.Linear):

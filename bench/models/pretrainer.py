@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from bench.errors import IncompatibleError
-from bench.masking import Visible
+from bench.core.errors import IncompatibleError
+from bench.core.spec import DataSpec
 from bench.models.heads import build_head
-from bench.models.layers import LAYER_NORM, Encoder, init_weights, transformer_blocks
-from bench.models.posembed import sincos_table
-from bench.spec import DataSpec
+from bench.models.parts import LAYER_NORM, Encoder, init_weights, transformer_blocks
+from bench.ops.masking import Visible
+from bench.ops.posembed import sincos_table
 from methods.base import MaskingMethod
 
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bench.masking import Visible, gather_tokens
-from bench.models.layers import Encoder, init_weights, transformer_blocks
-from bench.models.posembed import sincos_table
+from bench.core.spec import DataSpec
+from bench.models.parts import Encoder, init_weights, transformer_blocks
 from bench.models.pretrainer import MaskedPretrainer, PretrainOutput
-from bench.spec import DataSpec
+from bench.ops.masking import Visible, gather_tokens
+from bench.ops.posembed import sincos_table
 from methods.base import MaskingMethod
 
 CONTEXT_DEPTH = 2  # blocks of the context encoder, at the sentence encoder's width and heads

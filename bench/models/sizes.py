@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import torch
 
+from bench.core.spec import DataSpec
 from bench.data import dataset_entry
 from bench.data.cards import load_card
 from bench.data.text import DEFAULT_BLOCK_LENGTH, DEFAULT_VOCAB_SIZE
-from bench.flops import flop_counter
-from bench.masking import block_visible, contiguous_block_shape
 from bench.models.encoders import build_encoder
-from bench.models.registry import ENCODERS
-from bench.spec import DataSpec
+from bench.models.presets import ENCODERS
+from bench.ops.masking import block_visible, contiguous_block_shape
+from bench.runtime.flops import flop_counter
 
-MASK_RATIO = 0.75  # every method's default: the visible part is a quarter (bench.masking)
+MASK_RATIO = 0.75  # every method's default: the visible part is a quarter (bench.ops.masking)
 
 
 def card_spec(dataset: str) -> DataSpec:

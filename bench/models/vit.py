@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from bench.masking import Visible, gather_tokens
-from bench.models.layers import LAYER_NORM, Encoder, init_weights, transformer_blocks
-from bench.models.posembed import sincos_table
-from bench.spec import DataSpec
+from bench.core.spec import DataSpec
+from bench.models.parts import LAYER_NORM, Encoder, init_weights, transformer_blocks
+from bench.ops.masking import Visible, gather_tokens
+from bench.ops.posembed import sincos_table
 
 
 class ImageTokens(nn.Module):

@@ -1,0 +1,277 @@
+"""Run configuration: one dataclass, typed option parsing, and the run id (hash of identity)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bench.core.errors import ConfigError
+from bench.core.references import REFERENCE_ROWS
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Turn a CLI/TOML value into the field's type; strings like '0.6' or 'true' are parsed."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(value, args[0], key)
+    if origin is typing.Literal:
+        allowed = typing.get_args(annotation)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r}: must be one of {', '.join(map(str, allowed))}")
+        return value
+    try:
+        if annotation is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if annotation is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if annotation is float:
+            return float(value)
+        if annotation is str:
+            return str(value)
+    except (TypeError, ValueError):
+        name = getattr(annotation, "__name__", str(annotation))
+        raise ConfigError(f"{key}={value!r}: expected {name}") from None
+    return value
+
+
+def parse_options(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from raw values; unknown keys and bad values raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    dotted = f"{prefix}." if prefix else ""
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise ConfigError(
+                f"unknown option {dotted}{key}; valid: {', '.join(dotted + f for f in sorted(fields))}"
+            )
+        kwargs[key] = _coerce(value, hints[key], dotted + key)
+    try:
+        return cls(**kwargs)
+    except ValueError as err:
+        raise ConfigError(f"{prefix or cls.__name__}: {err}") from None
+
+
+# torch.compile's modes (the first is torch's default) and the autocast choices.
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+Precision = Literal["auto", "bf16", "fp32"]
+COMPILE_MODES: tuple[str, ...] = typing.get_args(CompileMode)
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+
+# Evaluation protocols a run may select; each reports "<name>_top1" (bench/eval/probes.py).
+PROTOCOLS = ("linear", "knn", "tran1", "finetune")
+# What a text run's grid is made of: tokens (one text block) or sentences (a window of them).
+GRANULARITIES = ("token", "sentence")
+
+
+def protocol_list(text: str) -> tuple[str, ...]:
+    """'linear,knn' -> ('linear', 'knn'); an empty list or an unknown name raises ConfigError."""
+    names = tuple(dict.fromkeys(t.strip() for t in str(text).split(",") if t.strip()))
+    unknown = [n for n in names if n not in PROTOCOLS]
+    if unknown or not names:
+        what = f"unknown evaluation protocol {unknown[0]!r}" if unknown else "no evaluation protocol"
+        raise ConfigError(f"{what} in protocols={text!r}; valid: {', '.join(PROTOCOLS)}")
+    return names
+
+
+# Smallest valid value of each numeric run field (None, where allowed, means "not set").
+_LOWER_BOUNDS = {
+    "batch_size": 1, "weight_decay": 0, "warmup_epochs": 0, "decoder_dim": 1,
+    "decoder_depth": 1, "decoder_heads": 1, "train_limit": 1, "eval_train_limit": 1,
+    "eval_test_limit": 1, "probe_steps": 1, "knn_k": 1, "eval_every": 0, "log_every": 0,
+    "checkpoint_every_min": 0, "checkpoint_poll_steps": 1, "vocab_size": 5, "block_length": 1, "eval_batch_size": 1,
+    "tran1_epochs": 1, "tran1_batch_size": 1, "finetune_epochs": 1, "finetune_batch_size": 1,
+}
+_BOUND_NOTES = {"eval_every": " (0: only at the end)", "log_every": " (0: off)",
+                "checkpoint_every_min": " (0: at epoch ends only)",
+                "vocab_size": " (4 ids are reserved)"}
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+
+
+# Experiment trackers a run may also log to (bench/trackers): `log_to=tensorboard,wandb`.
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+
+
+def tracker_list(text: str) -> tuple[str, ...]:
+    """'tensorboard,wandb' -> ('tensorboard', 'wandb'); '' -> (); an unknown name raises."""
+    names = tuple(dict.fromkeys(t.strip() for t in str(text).split(",") if t.strip()))
+    unknown = [n for n in names if n not in TRACKERS]
+    if unknown:
+        raise ConfigError(f"unknown tracker {unknown[0]!r} in log_to={text!r}; valid: "
+                          f"{', '.join(TRACKERS)}")
+    return names
+
+
+@dataclass
+class RunConfig:
+    """Everything that decides a run's numbers. Its hash (minus `LOCATION_KEYS`) is the run id."""
+
+    method: str = "mae"
+    options: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "fashion-mnist"
+    encoder: str = "vit-micro"
+    seed: int = 0
+    epochs: int = 5
+    batch_size: int = 256  # the global batch: split evenly across data-parallel processes
+    base_lr: float = 1.5e-3  # lr = base_lr * batch_size / 256 (linear scaling, stated)
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    decoder_dim: int = 128
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    augment: bool = True
+    train_limit: int | None = None  # pretrain on N training samples drawn once from the seed
+    eval_train_limit: int | None = None  # probes fit on the first N training samples
+    eval_test_limit: int | None = None
+    probe_steps: int = 100  # L-BFGS iterations of the linear probe
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    eval_every: int = 0  # kNN every K epochs during pretraining (0: only at the end)
+    # Location, hardware and speed knobs: not part of the run's identity.
+    device: str = "auto"
+    data_root: str | None = None
+    compile: bool | None = None  # torch.compile the pretraining step (None: on CUDA only)
+    compile_mode: CompileMode = "default"  # reduce-overhead: CUDA graphs (bench.runtime.compiling)
+    precision: Precision = "auto"  # autocast: bf16 on CUDA only, unless asked (bench.runtime.precision)
+    log_every: int = 0  # also log the mean loss of every N steps, without a host sync (0: off)
+    checkpoint_every_min: float = 10.0  # also checkpoint inside epochs this often (0: epoch ends)
+    checkpoint_poll_steps: int = 50  # under DDP, ranks agree on a mid-epoch checkpoint this often
+    strict_data: bool = False  # refuse a dataset with unreadable files (default: skip, count)
+    log_to: str = ""  # also log to these trackers (comma list of TRACKERS); the run folder stays
+    # Text data only (None: bench/data/text.py's defaults, stated in the dataset cards).
+    vocab_size: int | None = None  # WordPiece vocabulary, trained on the train split
+    block_length: int | None = None  # tokens per pretraining block = eval truncation length
+    # Text level: "sentence" makes the grid a window of `sentences` consecutive sentences of one
+    # document, each `sentence_length` tokens (None: bench/data/sentences.py's defaults).
+    granularity: Literal["token", "sentence"] = "token"
+    sentences: int | None = None
+    sentence_length: int | None = None
+    # Evaluation protocols run after pretraining (comma list of PROTOCOLS), fixed recipes with
+    # their own batch sizes and learning rates: independent of the pretraining batch and of
+    # the number of processes.
+    protocols: str = "linear,knn"
+    eval_batch_size: int = 256  # feature extraction, reconstruction and masked-token metrics
+    tran1_epochs: int = 10  # tran1: one transformer block + linear head on frozen tokens
+    tran1_batch_size: int = 256
+    tran1_lr: float = 1e-3
+    finetune_epochs: int = 5  # finetune: end to end, linear head on pooled features
+    finetune_batch_size: int = 256
+    finetune_lr: float = 5e-4  # MAE's fine-tuning base lr at batch 256
+    finetune_layer_decay: float = 0.75  # lr x decay^(depth - layer) per ViT block (1: none)
+    # Hugging Face datasets (hf:PATH) only: the input column (text or image) and the label
+    # column (None: unlabelled, like text-dir). See bench/data/hf.py.
+    hf_text: str | None = None
+    hf_image: str | None = None
+    hf_label: str | None = None
+
+    # A resumed run ends as an uninterrupted one, so checkpointing is not part of the identity.
+    # Precision and compilation are speed knobs like the device (whose default they follow).
+    LOCATION_KEYS = ("device", "data_root", "compile", "compile_mode", "precision", "log_every",
+                     "checkpoint_every_min", "checkpoint_poll_steps", "log_to", "strict_data")
+    # Identity keys added after runs were recorded: hashed only where they differ from their
+    # default, so the run ids of earlier runs (which are at the default) stay what they were.
+    HASHED_UNLESS_DEFAULT = ("hf_text", "hf_image", "hf_label", "granularity", "sentences",
+                             "sentence_length")
+
+    def __post_init__(self) -> None:
+        protocol_list(self.protocols)
+        for name, low in _LOWER_BOUNDS.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ConfigError(f"{name} must be >= {low}{_BOUND_NOTES.get(name, '')}, got {value}")
+        if self.epochs < (0 if self.method in REFERENCE_ROWS else 1):  # reference rows train 0
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        for name in ("base_lr", "knn_temperature", "tran1_lr", "finetune_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        self.log_to = ",".join(tracker_list(self.log_to))
+        if not 0.0 < self.finetune_layer_decay <= 1.0:
+            raise ConfigError(
+                f"finetune_layer_decay must be in (0, 1], got {self.finetune_layer_decay}"
+            )
+        if self.decoder_dim % self.decoder_heads:
+            raise ConfigError(f"decoder_heads={self.decoder_heads} must divide "
+                              f"decoder_dim={self.decoder_dim}")
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise ConfigError(f"device={self.device!r}: expected auto, cpu, cuda or cuda:N")
+        if self.granularity not in GRANULARITIES:
+            raise ConfigError(
+                f"granularity={self.granularity!r}: must be one of {', '.join(GRANULARITIES)}"
+            )
+        if self.sentences is not None and self.sentences < 2:
+            raise ConfigError(f"sentences must be >= 2 (a window to hide some of), got "
+                              f"{self.sentences}")
+        if self.sentence_length is not None and self.sentence_length < 1:
+            raise ConfigError(f"sentence_length must be >= 1, got {self.sentence_length}")
+
+    @property
+    def lr(self) -> float:
+        return self.base_lr * self.batch_size / 256
+
+    def identity(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for key in self.LOCATION_KEYS:
+            d.pop(key)
+        for key in self.HASHED_UNLESS_DEFAULT:
+            if d[key] == _FIELD_DEFAULTS[key]:
+                d.pop(key)
+        return d
+
+    @property
+    def run_id(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+
+
+def run_config_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(RunConfig) if f.name != "options"]
+
+
+def apply_overrides(base: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """A copy of `base` with top-level keys overridden (typed, with errors naming valid keys)."""
+    if not overrides:
+        return base
+    merged = {**{k: v for k, v in dataclasses.asdict(base).items()}, **overrides}
+    typed = parse_options(RunConfig, merged)
+    return typed
+
+
+def differing_keys(runs: list[RunConfig]) -> list[str]:
+    """Identity keys whose value differs between runs (what a listing should show). A method
+    option counts only where runs of that method differ in it."""
+    if not runs:
+        return []
+    dicts = [r.identity() for r in runs]
+    flat = [{**{k: v for k, v in d.items() if k != "options"},
+             **{f"{d['method']}.{k}": v for k, v in d["options"].items()}} for d in dicts]
+    keys = sorted(set().union(*flat))
+    return [k for k in keys
+            if len({repr(f.get(k)) for f in flat if "." not in k or k in f}) > 1]

@@ -1,0 +1,190 @@
+"""The protocols that train on the encoder: QB-Heat's tran1 probe (one transformer block on
+frozen tokens) and end-to-end fine-tuning with layer-wise lr decay, each a fixed recipe."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bench.data.protocol import EvalSplit
+from bench.eval.heldout import evaluating
+from bench.models.parts import LAYER_NORM, Encoder, init_weights, mean_pool, transformer_blocks
+from bench.runtime import precision, progress
+from bench.runtime.optim import decay_groups, no_decay_names
+
+
+@dataclass(frozen=True)
+class SupervisedRecipe:
+    """A fixed supervised recipe (never tuned on test data): AdamW (0.9, 0.999) at `lr` on
+    batches of `batch_size`, cosine decay to zero over every step, no warm-up, no
+    augmentation; the score is the final epoch's test top-1. Its own batch size and lr, stated
+    as run keys (`tran1_*`, `finetune_*`), so how a run is evaluated never depends on how it
+    was pretrained (pretraining batch, number of processes)."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    weight_decay: float = 0.05
+    layer_decay: float = 1.0  # lr x layer_decay^(depth + 1 - layer) (BEiT / MAE fine-tuning)
+
+
+def _num_classes(train: EvalSplit, test: EvalSplit) -> int:
+    return int(max(train.y.max(), test.y.max())) + 1
+
+
+def _heads(dim: int) -> int:
+    """Attention heads of width ~64 (ViT's convention), a divisor of `dim`."""
+    heads = max(1, dim // 64)
+    while dim % heads:
+        heads -= 1
+    return heads
+
+
+class Tran1Probe(nn.Module):
+    """QB-Heat's `tran-1` probe: one transformer block, LayerNorm, mean pool over real
+    tokens and a linear head, trained on the frozen encoder's tokens (`forward_tokens`)."""
+
+    def __init__(self, encoder: Encoder, num_classes: int):
+        super().__init__()
+        self.encoder = encoder
+        self.block = transformer_blocks(encoder.dim, 1, _heads(encoder.dim))
+        self.block.apply(init_weights)
+        self.norm = LAYER_NORM(encoder.dim)
+        self.head = nn.Linear(encoder.dim, num_classes)
+
+    def train(self, mode: bool = True) -> Tran1Probe:
+        super().train(mode)
+        self.encoder.eval()  # frozen: its features never change with the probe's mode
+        return self
+
+    def forward(self, x: Tensor, pad_mask: Tensor | None) -> Tensor:
+        with torch.no_grad():
+            tokens = self.encoder.forward_tokens(x, pad_mask)
+        attn_mask = None if pad_mask is None else pad_mask[:, None, None, :]
+        for block in self.block:
+            tokens = block(tokens, attn_mask=attn_mask)
+        return self.head(mean_pool(self.norm(tokens), pad_mask))
+
+    def param_groups(self, recipe: SupervisedRecipe, lr: float) -> list[dict]:
+        trained = [(n, p) for n, p in self.named_parameters() if not n.startswith("encoder.")]
+        return decay_groups(trained, no_decay_names(self), lr, recipe.weight_decay)
+
+
+class FinetuneClassifier(nn.Module):
+    """A copy of the encoder (the pretrained one is untouched) + a linear head on its pooled
+    features, all trained end to end."""
+
+    def __init__(self, encoder: Encoder, num_classes: int):
+        super().__init__()
+        self.encoder = copy.deepcopy(encoder)
+        self.head = nn.Linear(encoder.dim, num_classes)
+
+    def forward(self, x: Tensor, pad_mask: Tensor | None) -> Tensor:
+        return self.head(self.encoder.pooled(x, pad_mask))
+
+    def layers(self) -> tuple[dict[int, int], int]:
+        """Layer index of each parameter (by id) and the depth L: embeddings 0, block i
+        i + 1, final norm and head L + 1. Dense (CNN) encoders have no blocks: one layer, the
+        top one (L = 0), so they get a single group at the full lr."""
+        enc = self.encoder
+        blocks = getattr(enc, "blocks", None) if enc.kind == "token" else None
+        if blocks is None:
+            return {id(p): 1 for p in self.parameters()}, 0
+        depth = len(blocks)
+        layer = {id(p): 0 for p in enc.parameters()}
+        for i, block in enumerate(blocks):
+            layer.update((id(p), i + 1) for p in block.parameters())
+        top = [*self.head.parameters(), *getattr(enc, "norm", nn.Identity()).parameters()]
+        layer.update((id(p), depth + 1) for p in top)
+        return layer, depth
+
+    def param_groups(self, recipe: SupervisedRecipe, lr: float) -> list[dict]:
+        layer, depth = self.layers()
+        no_decay = no_decay_names(self)
+        groups = []
+        for i in sorted(set(layer.values())):
+            named = [(n, p) for n, p in self.named_parameters() if layer[id(p)] == i]
+            groups += decay_groups(named, no_decay, lr * recipe.layer_decay ** (depth + 1 - i),
+                                   recipe.weight_decay)
+        return groups
+
+
+def _batch(data, split: EvalSplit, idx: Tensor, device: torch.device):
+    """Model input, padding mask and labels of `split[idx]` on `device`."""
+    idx = idx.to(split.y.device)
+    x = data.eval_batch(split.x[idx].to(device))
+    pad = None if split.pad_mask is None else split.pad_mask[idx].to(device)
+    return x, pad, split.y[idx].to(device)
+
+
+@torch.no_grad()
+def _test_top1(model: nn.Module, data, split: EvalSplit, batch_size: int, device) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, len(split), batch_size):
+        x, pad, y = _batch(data, split, torch.arange(i, min(i + batch_size, len(split))), device)
+        with precision.autocast(device):
+            correct += (model(x, pad).argmax(1) == y).sum().item()
+    return correct / len(split)
+
+
+def train_classifier(
+    model: Tran1Probe | FinetuneClassifier,
+    data,
+    train: EvalSplit,
+    test: EvalSplit,
+    recipe: SupervisedRecipe,
+    device: torch.device,
+    seed: int,
+    desc: str,
+) -> float:
+    """Train `model` on `train` with `recipe` (seeded batch order), then its test top-1."""
+    lr, batch_size = recipe.lr, recipe.batch_size
+    opt = torch.optim.AdamW(model.param_groups(recipe, lr), lr=lr, betas=(0.9, 0.999))
+    steps = recipe.epochs * math.ceil(len(train) / batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in progress.bar(range(recipe.epochs), desc=desc, leave=False, unit="epoch"):
+        perm = torch.randperm(len(train), generator=gen)
+        for i in range(0, len(train), batch_size):
+            x, pad, y = _batch(data, train, perm[i : i + batch_size], device)
+            with precision.autocast(device):
+                loss = F.cross_entropy(model(x, pad).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            schedule.step()
+    return _test_top1(model, data, test, batch_size, device)
+
+
+def encoder_protocols(
+    encoder: Encoder, data, train: EvalSplit, test: EvalSplit, cfg, device: torch.device,
+    selected: tuple[str, ...],
+) -> dict[str, float]:
+    """The protocols that train on top of (tran1) or through (finetune) the encoder, as the
+    run's `protocols` select; seeded by the run's seed. The encoder itself is not changed."""
+    builders = {
+        "tran1": (Tran1Probe, SupervisedRecipe(cfg.tran1_epochs, cfg.tran1_lr,
+                                               cfg.tran1_batch_size)),
+        "finetune": (FinetuneClassifier, SupervisedRecipe(
+            cfg.finetune_epochs, cfg.finetune_lr, cfg.finetune_batch_size,
+            layer_decay=cfg.finetune_layer_decay)),
+    }
+    out = {}
+    with evaluating(encoder):  # back in its mode afterwards, whatever the probes set
+        for name, (cls, recipe) in builders.items():
+            if name not in selected:
+                continue
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                model = cls(encoder, _num_classes(train, test)).to(device)
+            out[f"{name}_top1"] = train_classifier(
+                model, data, train, test, recipe, device, cfg.seed, name
+            )
+    return out

@@ -1,0 +1,452 @@
+"""Run folders -> the comparison report: report.html (self-contained) and report.md with the
+same content, tables.tex (booktabs), CSVs (runs, per-cell statistics, paired comparisons,
+accuracy at equal compute) and figures (PNG + SVG).
+
+Every value is a run's final-epoch value; no epoch is ever chosen on test data. Cells are
+summarised over seeds with a Student-t CI and compared with a baseline by paired differences
+on shared seeds (bench.report.stats).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from bench.core import store
+from bench.core.errors import DataNotFoundError
+from bench.core.exports import export_command, export_format
+from bench.core.references import REFERENCE_ROWS
+from bench.report import figures
+from bench.report.aggregate import Aggregate, collect, curves
+from bench.report.cells import (
+    COMPUTE_AXES,
+    POINT_COLUMNS,
+    cell_stats,
+    compute_curves,
+    compute_matched,
+    dedupe_runs,
+    paired_stats,
+    row_labels,
+    sections,
+    usual_settings,
+)
+from bench.report.document import (
+    Block,
+    Bullets,
+    FigureBlock,
+    Heading,
+    Paragraph,
+    TableBlock,
+    render_markdown,
+)
+from bench.report.html import render_html
+from bench.report.metrics import (
+    CELL,
+    MAIN_COMPUTE,
+    METRICS,
+    NOT_COMPARABLE,
+    metric_order,
+)
+from bench.report.provenance import UNRECORDED, Provenance, describe_runs
+from bench.report.tables import (
+    CI_NOTE,
+    Table,
+    list_table,
+    matched_table,
+    paired_table,
+    stat_table,
+    to_latex,
+    with_column,
+)
+from bench.report.verdict import fairness, verdict
+from bench.runtime import progress
+
+log = logging.getLogger(__name__)
+TITLE = "Maskbench report"
+CURVE_METRICS = ("loss",)  # metrics.jsonl columns drawn besides the accuracy ones
+MAIN_TABLE_ID = "main-table"
+
+
+@dataclass
+class Analysis:
+    """Everything the report shows, computed once from the aggregated runs."""
+
+    agg: Aggregate
+    ok: pd.DataFrame  # finished runs, one per (cell, seed), with the variant column
+    cells: pd.DataFrame
+    stats: pd.DataFrame
+    paired: pd.DataFrame
+    points: pd.DataFrame  # compute_curves of the compute metric
+    matched: pd.DataFrame  # compute_matched: where every pretrained run has a value
+    gaps: pd.DataFrame  # compute_matched: (section, axis) where some have none
+    curve: pd.DataFrame
+    provenance: Provenance
+    usual: dict[tuple[str, str], dict[str, str]]  # per section, its usual differing settings
+    baseline: str
+    compute_metric: str | None
+    notes: list[str] = field(default_factory=list)
+    rules: dict[str, str] = field(default_factory=dict)  # run_dir -> its weight-decay rule
+
+
+def analyse(dirs: Sequence[Path], baseline: str) -> Analysis:
+    """Aggregate `dirs` and compute every table of the report."""
+    agg = collect(dirs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        curve = curves(dirs)
+    notes = [f"curves: {w.message}" for w in caught]
+    prov = describe_runs(agg.configs, agg.devices, REFERENCE_ROWS)
+    table = agg.table.assign(variant=agg.table.run_dir.map(prov.variant).fillna("{}"))
+    ok, dupes = dedupe_runs(table[table.status == "ok"])
+    if dupes:
+        notes.append(f"{dupes} run(s) repeat a configuration and seed found in another folder; "
+                     "each (configuration, seed) is counted once (the first folder by path)")
+    if ok.empty:
+        notes.append("no finished run has a metric: there are no tables and no figures")
+        empty = pd.DataFrame()
+        return Analysis(agg, ok, row_labels(ok, baseline), empty, empty, empty, empty, empty,
+                        curve, prov, {}, baseline, None, notes)
+    cells = row_labels(ok, baseline)
+    stats = cell_stats(ok, cells)
+    if baseline not in set(ok.method):
+        notes.append(f"baseline {baseline!r} has no finished runs, so there are no paired "
+                     f"comparisons; methods present: {', '.join(sorted(set(ok.method)))}")
+        log.warning(notes[-1])
+    paired = paired_stats(ok, cells, baseline)
+    accuracy = metric_order(ok.metric.unique(), "accuracy")
+    compute_metric = "knn_top1" if "knn_top1" in accuracy else (accuracy or [None])[0]
+    points = (compute_curves(ok, curve, compute_metric) if compute_metric is not None
+              else pd.DataFrame(columns=POINT_COLUMNS))  # unlabelled data: no probe to match
+    matched, gaps = compute_matched(points, ok, cells, compute_metric or "")
+    if len(set(prov.devices) - {UNRECORDED}) > 1:
+        notes.append("runs ran on several devices (see Provenance): wall times, samples/s and "
+                     "the time axis of the compute view compare hardware as well as methods")
+    rules = {d: str(c.get("weight_decay_rule") or "") for d, c in agg.configs.items()}
+    return Analysis(agg, ok, cells, stats, paired, points, matched, gaps, curve, prov,
+                    usual_settings(ok), baseline, compute_metric, notes, rules)
+
+
+@dataclass
+class Section:
+    """One (dataset, encoder) section of the report."""
+
+    content: list[Table | str]  # tables in order; a str says where a view is left out, why
+    verdict: list[str]  # who beats the baseline, in words (bench.report.verdict)
+    warnings: list[str]  # where compared rows ran with a different setup
+    qbheat: Table | None = None  # the fill diagnostics of the rows that report them
+
+    @property
+    def tables(self) -> list[Table]:
+        return [t for t in self.content if isinstance(t, Table)]
+
+
+def _section(a: Analysis, dataset: str, encoder: str, first: bool) -> Section:
+    """Main, fairness, paired, compute-matched, compute and task tables of one section, its
+    verdict and its fairness warnings."""
+    where = lambda f: f[(f.dataset == dataset) & (f.encoder == encoder)]  # noqa: E731
+    cells, stats = where(a.cells), where(a.stats)
+    metrics = list(stats.metric.unique())
+    accuracy = metric_order(metrics, "accuracy")
+    name = section_name(a, dataset, encoder)
+    usual = a.usual.get((dataset, encoder))
+    settings = (" Rows without [brackets] have " + ", ".join(f"{k}={v}" for k, v in usual.items())
+                + "." if usual else "")
+    tables: list[Table | str] = [stat_table(
+        stats, cells, accuracy + [m for m in MAIN_COMPUTE if m in metrics], f"{name}: main table",
+        CI_NOTE + ". Bold: best row of a column whose CI does not overlap the runner-up's "
+        "(reference rows are not ranked)." + settings, MAIN_TABLE_ID if first else "")]
+    runs = _run_labels(a, cells)
+    rules = {label: a.rules.get(run_dir, "") for label, run_dir in runs}
+    fair, warnings = fairness(stats, cells, rules, f"{name}: setup of each row (fairness)")
+    tables.append(fair)
+    paired = where(a.paired)
+    if not accuracy:
+        said = ["no verdict: no probe accuracy (unlabelled data: the runs only pretrain, and "
+                f"their pretext-task metrics are {NOT_COMPARABLE})"]
+    elif paired.empty:
+        said = [f"no verdict: the baseline {a.baseline!r} has no finished run in this section"]
+    else:
+        said = verdict(paired, a.baseline)
+    if not paired.empty:
+        tables.append(paired_table(
+            paired, f"{name}: paired difference to the baseline {paired.baseline.iloc[0]}",
+            "Mean of (row - baseline) over the seeds both have ± half-width of its 95 % t CI "
+            "(n = shared seeds), p from a paired t-test (two-sided, not corrected for multiple "
+            "comparisons); fewer than 3 shared seeds: no test."))
+    matched = where(a.matched)
+    if not matched.empty:
+        tables.append(matched_table(
+            matched, f"{name}: accuracy at equal pretraining compute",
+            f"{a.compute_metric} interpolated along each run's curve at the largest budget "
+            "every pretrained run reached (in FLOPs; in pretraining time), mean ± 95 % t CI "
+            "over seeds; every pretrained run has evaluations at or below the budget."))
+    tables += _absent_matched(where(a.gaps), a.compute_metric)
+    compute = metric_order(metrics, "compute")
+    if compute:
+        table = stat_table(stats, cells, compute, f"{name}: compute",
+                           f"{CI_NOTE}. {THROUGHPUT_NOTE}.")
+        devices = _row_devices(a, runs)
+        if len(set().union(*devices.values())) > 1:
+            table = with_column(table, "device",
+                                {label: ", ".join(sorted(d)) for label, d in devices.items()})
+        tables.append(table)
+    task = metric_order(metrics, "task")
+    if task:
+        tables.append(stat_table(stats, cells, task, f"{name}: pretext-task metrics",
+                                 f"{', '.join(task)}: {NOT_COMPARABLE}. {CI_NOTE}."))
+    fill = metric_order(metrics, "fill")
+    qbheat = stat_table(stats, cells, fill, f"{name}: QB-Heat operators and the fill by distance "
+                        "from the visible part", CI_NOTE) if fill else None
+    return Section(tables, said, warnings, qbheat)
+
+
+THROUGHPUT_NOTE = ("samples/s and seconds were measured on each run's machine under the load "
+                   "it had then: they are not comparable across runs measured on different "
+                   "machines or under different loads")
+
+
+def _absent_matched(gaps: pd.DataFrame, metric: str | None) -> list[str]:
+    """Why a section's accuracy at equal compute is not shown (on the axes in `gaps`), and
+    how to get it."""
+    if gaps.empty:
+        return []
+    axes = {axis.name: axis for axis in COMPUTE_AXES}
+    along = " and ".join(axes[n].noun for n in gaps.axis)
+    counts = sorted(set(gaps.without))
+    without = (str(counts[0]) if len(counts) == 1 else
+               " and ".join(f"{g.without} ({axes[g.axis].noun})" for g in gaps.itertuples()))
+    budgets = "; ".join(axes[g.axis].budget_value(g.budget) for g in gaps.itertuples())
+    return [f"Accuracy at equal pretraining {along} is not shown: {without} of the "
+            f"{gaps.runs.max()} pretrained runs have no {metric} evaluation at or below the "
+            f"budget every pretrained run reached ({budgets} of pretraining), so only the "
+            "cheapest would have a value there (without --eval-every a run is evaluated once, "
+            "at its end). Run with --eval-every K (evaluate every K epochs) to get this view."]
+
+
+def _row_devices(a: Analysis, runs: list[tuple[str, str]]) -> dict[str, set[str]]:
+    """The devices each row's runs (`_run_labels`) ran on, as their summary.json names them."""
+    devices: dict[str, set[str]] = {}
+    for label, run_dir in runs:
+        devices.setdefault(label, set()).add(a.agg.devices.get(run_dir) or UNRECORDED)
+    return devices
+
+
+def _run_labels(a: Analysis, cells: pd.DataFrame) -> list[tuple[str, str]]:
+    """(label, run_dir) of every finished run of the cells' rows."""
+    runs = a.ok.drop_duplicates("run_dir").merge(cells[[*CELL, "label"]], on=list(CELL))
+    return list(zip(runs.label, runs.run_dir))
+
+
+def section_name(a: Analysis, dataset: str, encoder: str) -> str:
+    """`dataset · encoder`, and the text level where some of its runs are at the sentence level
+    (a section at the default token level says nothing, as before the sentence level)."""
+    runs = a.ok[(a.ok.dataset == dataset) & (a.ok.encoder == encoder)].run_dir.unique()
+    levels = {a.agg.configs.get(r, {}).get("granularity", "token") for r in runs}
+    level = {frozenset({"sentence"}): " · sentence level",
+             frozenset({"token", "sentence"}): " · token and sentence level"}.get(frozenset(levels))
+    return f"{dataset} · {encoder}{level or ''}"
+
+
+QBHEAT_NOTE = (
+    "What training found and where the fill breaks down. ρ: spectral radius of a unit step "
+    "(I+A right, I−A left, I+B down, I−B up; above 1 that direction grows with every step; "
+    "with qbheat.norm=true a step adds n(z)A^T and ρ only bounds the linear part). "
+    "‖AB−BA‖/(‖A‖‖B‖): 0 where dz/dx = Az, dz/dy = Bz has a solution for any block (then the "
+    "xy and yx orders agree). recon loss d: the held-out reconstruction loss at hidden "
+    "positions whose Chebyshev distance to the nearest visible token is d (for QB-Heat's "
+    "block, the steps along the farther axis), under each method's own masking; like "
+    "recon_loss, not comparable across methods, and a bin mixes distance with content (on "
+    "centred objects the far positions are mostly blank border, which any fill predicts "
+    "well). Operator figures: final epoch; also in "
+    "metrics.jsonl at --eval-every points.")
+
+
+def _make_figures(a: Analysis, out: Path) -> list[figures.Figure]:
+    if a.ok.empty:
+        return []
+    accuracy = metric_order(a.ok.metric.unique(), "accuracy")
+    run_cell = a.ok.drop_duplicates("run_dir")[["run_dir", *CELL]]
+    over_epochs = [a.curve[a.curve.metric == m] for m in CURVE_METRICS if not a.curve.empty]
+    names = [m for m in CURVE_METRICS if not a.curve.empty]
+    if a.compute_metric is not None and not a.points.empty:
+        over_epochs.append(a.points)
+        names.append(a.compute_metric)
+    series = {m: f[["run_dir", "epoch", "value"]].merge(run_cell, on="run_dir")
+              for m, f in zip(names, over_epochs)}
+    makers = [
+        lambda: figures.metric_figure(a.ok, a.cells, accuracy, out),
+        lambda: figures.curve_figure(series, a.cells, out),
+        lambda: figures.compute_figure(a.points, a.ok, a.cells, a.compute_metric, out)
+        if a.compute_metric else None,
+        lambda: figures.mask_ratio_figure(a.ok, a.cells, accuracy, out),
+        lambda: figures.reconstruction_figure(a.ok, a.cells, out, a.notes),
+    ]
+    made = [make() for make in progress.bar(makers, desc="figures", unit="figure", leave=False)]
+    return [f for f in made if f is not None]
+
+
+def _count_table(counts: dict[str, dict[str, int]], title: str, what: str) -> Table:
+    rows = [(key, value, n) for key, c in counts.items() for value, n in c.most_common()]
+    return list_table(pd.DataFrame(rows, columns=[what, "value", "runs"]), title)
+
+
+def _provenance_blocks(p: Provenance) -> list[Block]:
+    blocks: list[Block] = [Heading("Configurations", 2, "configurations")]
+    if p.varying:
+        blocks += [
+            Paragraph("Settings that differ between runs (they appear in brackets in row "
+                      "labels, so runs that differ in anything but the seed are never pooled; "
+                      "method options appear in row labels where a method has several):"),
+            TableBlock(_count_table(p.varying, "Settings that differ between runs", "setting")),
+        ]
+    else:
+        blocks.append(Paragraph("Apart from method, options, dataset, encoder and seed, every "
+                                "run has the same settings."))
+    shared = pd.DataFrame(list(p.constant.items()), columns=["setting", "value"])
+    blocks += [TableBlock(list_table(shared, "Settings every run shares")),
+               Heading("Provenance", 2, "provenance"),
+               TableBlock(_count_table({"git sha": p.git_shas, "device": p.devices},
+                                       "Code and hardware of the runs", "what")),
+               TableBlock(_count_table(p.versions, "Package versions of the runs", "package"))]
+    return blocks
+
+
+def _export_table(a: Analysis) -> Table | None:
+    """One `bench export` command per finished pretrained run (timm for images)."""
+    runs = a.ok.drop_duplicates("run_dir")
+    rows = [(r.run_id, r.method, r.seed, export_command(Path(r.run_dir), fmt))
+            for r in runs.itertuples() if (fmt := export_format(a.agg.configs.get(r.run_dir, {})))]
+    if not rows:
+        return None
+    return list_table(pd.DataFrame(rows, columns=["run_id", "method", "seed", "command"]),
+                      f"Export commands: {len(rows)} runs",
+                      "Writes the run's encoder as a safetensors file timm loads (text "
+                      "encoders: their own state dict); the command prints how to load it.")
+
+
+def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str], Section],
+            figs: list[figures.Figure], qbheat: list[Table]) -> list[Block]:
+    agg = a.agg
+    n_ok = a.ok.run_dir.nunique()
+    blocks: list[Block] = [
+        Heading(TITLE, 1),
+        Paragraph(f"{n_ok} finished runs in {len(a.cells)} rows from "
+                  f"{', '.join(str(d) for d in dirs)}; {len(agg.failed)} failed; "
+                  f"{len(agg.problems)} folders skipped. Generated "
+                  f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC by maskbench "
+                  f"{store.git_sha() or '(no git)'}."),
+        Bullets((
+            f"Cells: {CI_NOTE}. Values are always the final epoch's: no epoch, checkpoint or "
+            "setting is ever chosen on test data.",
+            f"Paired comparisons against the baseline {a.baseline!r}: per row, the mean "
+            "difference on the seeds both rows have, its 95 % t CI and a paired t-test p-value "
+            "(none when fewer than 3 seeds are shared).",
+            "Reference rows: random-init (the same encoder, untrained) and raw-input (the "
+            "same probes on the standardised input).",
+            f"{', '.join(m for m, i in METRICS.items() if i.group == 'task')} are "
+            f"{NOT_COMPARABLE}.",
+        )),
+    ]
+    if section_of:
+        blocks += [Heading("Verdict", 2, "verdict"), Paragraph(
+            f"Per section and protocol, each row against the baseline {a.baseline!r}, paired by "
+            f"seed (95 % t CI of the mean difference; at least 3 shared seeds; not corrected "
+            "for multiple comparisons).")]
+        blocks.append(Bullets(tuple(f"{dataset} · {encoder}: {line}"
+                                    for (dataset, encoder), s in section_of.items()
+                                    for line in s.verdict)))
+    if a.notes:
+        blocks += [Heading("Notes", 2, "notes"), Bullets(tuple(a.notes))]
+    for i, ((dataset, encoder), section) in enumerate(section_of.items()):
+        blocks.append(Heading(section_name(a, dataset, encoder), 2, f"section-{i}"))
+        if section.warnings:
+            blocks.append(Bullets(tuple(section.warnings)))
+        blocks += [TableBlock(c) if isinstance(c, Table) else Paragraph(c)
+                   for c in section.content]
+    if qbheat:
+        blocks += [Heading("QB-Heat: operators and extrapolation", 2, "qbheat"),
+                   Paragraph(QBHEAT_NOTE), *(TableBlock(t) for t in qbheat)]
+    if figs:
+        blocks.append(Heading("Figures", 2, "figures"))
+        blocks += [FigureBlock(f) for f in figs]
+    if not agg.failed.empty:
+        failed = agg.failed[["run_id", "method", "options", "seed", "error", "run_dir"]]
+        blocks += [Heading("Failed runs", 2, "failed"),
+                   TableBlock(list_table(failed, f"Failed runs: {len(failed)} (in no cell)"))]
+    exports = _export_table(a)
+    if exports is not None:
+        blocks += [Heading("Export the encoders", 2, "export"), TableBlock(exports)]
+    if agg.problems:
+        problems = pd.DataFrame([(str(p.path), p.reason) for p in agg.problems],
+                                columns=["folder", "reason"])
+        blocks += [Heading("Skipped folders", 2, "skipped"),
+                   TableBlock(list_table(problems, "Folders left out (unreadable or unusable)"))]
+    blocks += _provenance_blocks(a.provenance)
+    blocks.append(Paragraph(f"Report written with Python {platform.python_version()} on "
+                            f"{platform.platform()}."))
+    return blocks
+
+
+def write_report(dirs: Sequence[Path], out: Path, *, baseline: str = "mae") -> Path:
+    """Aggregate every run under `dirs`, write the report into `out`, return report.html
+    (report.md beside it says the same).
+
+    Nothing is written when there is nothing to report. Every file is built in a temporary
+    folder inside `out` and moved into place one by one (os.replace), report.html last: a
+    reader, or another report written at the same time, never sees a torn file."""
+    out = Path(out)
+    dirs = [Path(d) for d in dirs]
+    a = analyse(dirs, baseline)
+    if not a.agg.configs and not a.agg.problems:
+        raise DataNotFoundError(
+            f"no run folders (config.json or summary.json) under {', '.join(map(str, dirs))}")
+    with _staged(out) as stage:
+        _write_files(a, dirs, stage)
+    return out / "report.html"
+
+
+@contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A fresh folder inside `out` to write into; on success its files replace `out`'s (the
+    HTML page last), on error they are dropped, and so is `out` if this call created it."""
+    created = not out.exists()
+    store.ensure_writable(out)
+    stage = Path(tempfile.mkdtemp(dir=out, prefix=".report-"))
+    try:
+        yield stage
+        files = sorted(stage.iterdir(), key=lambda f: (f.name == "report.html", f.name))
+        for f in files:
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()
+
+
+def _write_files(a: Analysis, dirs: Sequence[Path], out: Path) -> None:
+    a.agg.to_csv(out / "runs.csv")
+    stats_cols = ["dataset", "encoder", "label", "method", "options", "variant", "metric",
+                  "mean", "std", "n", "ci_low", "ci_high"]
+    a.stats.reindex(columns=stats_cols).to_csv(out / "stats.csv", index=False)
+    a.paired.to_csv(out / "paired.csv", index=False)
+    a.matched.to_csv(out / "compute_matched.csv", index=False)
+    section_of = {sec: _section(a, *sec, first=i == 0) for i, sec in enumerate(sections(a.cells))}
+    qbheat = [s.qbheat for s in section_of.values() if s.qbheat is not None]
+    (out / "tables.tex").write_text(
+        "% Maskbench tables; needs \\usepackage{booktabs}\n\n"
+        + "\n\n".join(to_latex(t) for ts in [*(s.tables for s in section_of.values()), qbheat]
+                      for t in ts) + "\n")
+    blocks = _blocks(a, dirs, section_of, _make_figures(a, out), qbheat)
+    (out / "report.md").write_text(render_markdown(blocks))
+    (out / "report.html").write_text(render_html(blocks, TITLE))

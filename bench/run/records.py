@@ -1,0 +1,117 @@
+"""What a run writes about itself: config.json, the setup the fairness table compares,
+summary.json (also for a failed run)."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.core import files, store
+from bench.core.config import RunConfig
+from bench.core.spec import DataSpec
+from bench.data.protocol import TrainingData
+from bench.models.pretrainer import MaskedPretrainer
+from bench.run import trackers
+from bench.run.hooks import Hook
+from bench.runtime import distributed
+from bench.runtime.optim import WEIGHT_DECAY_RULE
+
+
+@dataclass
+class RunContext:
+    """What every part of one run shares: its config, folder, device, data, tracker and the
+    hooks watching its training loop."""
+
+    cfg: RunConfig
+    run_dir: Path
+    device: torch.device
+    data: TrainingData
+    tracker: trackers.RunTracker
+    hooks: list[Hook] = field(default_factory=list)
+
+
+def write_config(run_dir: Path, cfg: RunConfig, data) -> None:
+    store.write_json(
+        run_dir / files.CONFIG,
+        {
+            **cfg.to_dict(),
+            "run_id": cfg.run_id,
+            "lr": cfg.lr,
+            "weight_decay_rule": WEIGHT_DECAY_RULE,
+            "git_sha": store.git_sha(),
+            "versions": store.package_versions(),
+            "data_fingerprint": getattr(data, "fingerprint", None),
+            "data_spec": data_spec_record(data),
+        },
+    )
+
+
+def data_spec_record(data) -> dict[str, Any]:
+    """What rebuilds the encoder and feeds it (bench export): the DataSpec, and for images the
+    normalisation the encoder was trained on."""
+    return {**asdict(data.spec), "mean": getattr(data, "mean", None),
+            "std": getattr(data, "std", None)}
+
+
+def data_record(data: Any) -> dict[str, Any]:
+    """What the run's data left out: files that do not decode (skipped and counted)."""
+    skipped = list(getattr(data, "skipped", ()))
+    return {"skipped": len(skipped), "skipped_files": skipped[:20]}
+
+
+def _parameters(module: nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def setup_record(cfg: RunConfig, spec: DataSpec, encoder: nn.Module | None = None,
+                 model: MaskedPretrainer | None = None) -> dict[str, Any]:
+    """What the report's fairness table compares between rows: tokens the encoder sees and
+    positions the loss scores per sample, trainable parameters by part, epochs and batch.
+    Reference rows see every position and score none."""
+    if model is not None:
+        spec = model.spec  # the method's grid (sentence slots at granularity=sentence)
+    n = spec.num_tokens
+    visible = n
+    if model is not None:
+        visible = model.method.choose_visible(1, spec.grid, torch.Generator().manual_seed(0)).count
+    return {
+        "visible_tokens": visible,
+        "scored_positions": n - visible if model is not None else 0,
+        "encoder_params": _parameters(encoder),
+        "decoder_params": 0 if model is None else _parameters(model.proj) + _parameters(model.decoder),
+        "method_params": 0 if model is None else _parameters(model.method),
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+    }
+
+
+def summary_record(cfg: RunConfig, status: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "run_id": cfg.run_id,
+        "method": cfg.method,
+        "dataset": cfg.dataset,
+        "encoder": cfg.encoder,
+        "seed": cfg.seed,
+        "status": status,
+        "metrics": {},
+        "compute": {},
+        **extra,
+    }
+
+
+def write_failure(cfg: RunConfig, run_dir: Path, err: BaseException) -> dict[str, Any]:
+    """Record a failed run (the error and its traceback) so reports list it, never drop it."""
+    summary = summary_record(
+        cfg,
+        "failed",
+        error=f"{type(err).__name__}: {err}",
+        traceback="".join(traceback.format_exception(err))[-4000:],
+    )
+    if distributed.current().is_main:
+        store.write_json(run_dir / files.SUMMARY, summary)
+    return summary

@@ -1,0 +1,168 @@
+"""Interpolation: hand-computed values, affine fields, edge cases, and the plugin."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.core.errors import IncompatibleError
+from bench.core.spec import DataSpec
+from bench.models.encoders import build_encoder
+from bench.models.pretrainer import MaskedPretrainer
+from bench.ops.masking import gather_tokens, grid_size
+from methods.base import build_method
+from methods.interp import interpolate_1d, interpolate_2d
+from methods.qbheat import propagate, propagate_1d
+
+
+def _mask(text: str) -> torch.Tensor:
+    """'.x..x' -> bool tensor, x = visible; rows separated by spaces for 2-D."""
+    rows = [[ch == "x" for ch in row] for row in text.split()]
+    return torch.tensor(rows if len(rows) > 1 else rows[0])
+
+
+def _line(values: list[float]) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64).view(1, -1, 1)
+
+
+def test_1d_hand_computed():
+    z = _line([9, 2, 9, 9, 8, 9, 9])
+    out = interpolate_1d(z, _mask(".x..x..")[None])
+    assert out.view(-1).tolist() == [2, 2, 4, 6, 8, 8, 8]
+
+
+@pytest.mark.parametrize(
+    "mask, expected",
+    [
+        ("..x..", [3, 3, 3, 3, 3]),  # one visible: copied everywhere
+        ("xxxxx", [1, 2, 3, 4, 5]),  # all visible: unchanged
+        ("x....", [1, 1, 1, 1, 1]),  # visible only at the left end
+        ("....x", [5, 5, 5, 5, 5]),  # visible only at the right end
+        ("x...x", [1, 2, 3, 4, 5]),
+    ],
+)
+def test_1d_edge_cases(mask, expected):
+    assert interpolate_1d(_line([1, 2, 3, 4, 5]), _mask(mask)[None]).view(-1).tolist() == expected
+
+
+def test_1d_affine_exact_between_visible_and_batched():
+    g = torch.Generator().manual_seed(0)
+    visible = torch.rand(6, 20, generator=g) < 0.3
+    visible[:, [2, 17]] = True
+    t = torch.arange(20, dtype=torch.float64)
+    slope, offset = torch.randn(2, 6, 1, 3, dtype=torch.float64, generator=g)
+    z = torch.where(visible[..., None], t[None, :, None] * slope + offset, 0.0)
+    out = interpolate_1d(z, visible)
+    torch.testing.assert_close(out[:, 2:18], (t[None, :, None] * slope + offset)[:, 2:18])
+    for i in range(6):  # the batched call equals one call per sample
+        torch.testing.assert_close(out[i : i + 1], interpolate_1d(z[i : i + 1], visible[i : i + 1]))
+
+
+def test_2d_hand_computed():
+    visible = _mask("xx.x .... x.x. .x..")
+    values = torch.zeros(4, 4, dtype=torch.float64)
+    for (r, c), v in {(0, 0): 0, (0, 1): 1, (0, 3): 6, (2, 0): 8, (2, 2): 2, (3, 1): 10}.items():
+        values[r, c] = v
+    out = interpolate_2d(values.view(1, 4, 4, 1), visible[None]).view(4, 4)
+    expected = torch.tensor(
+        [
+            [0, 1, 3.5, 6],  # (0,2): row only, 1 + (6 - 1) / 2
+            [4, 4, 2, 6],  # column only (0..8; 1..10); (1,2), (1,3): nearest at distance 1
+            [8, 6, 2, 2],  # (2,1): mean of row 5 and column 7; (2,3): nearest
+            [8, 10, 2, 2],  # (3,0), (3,2): ties at distance 1 -> lowest flat index
+        ],
+        dtype=torch.float64,
+    )
+    torch.testing.assert_close(out, expected)
+
+
+def test_nearest_fallback_ties_go_to_the_lowest_flat_index():
+    visible = _mask("x.. ... ..x")
+    values = torch.zeros(3, 3)
+    values[0, 0], values[2, 2] = 1.0, 5.0
+    out = interpolate_2d(values.view(1, 3, 3, 1), visible[None]).view(3, 3)
+    # (0,2), (1,1), (2,0) are equidistant from both corners: they take flat index 0.
+    assert torch.equal(out, torch.tensor([[1.0, 1, 1], [1, 1, 5], [1, 5, 5]]))
+
+
+def _bracketed(visible: torch.Tensor) -> torch.Tensor:
+    """Along the last dim: some visible position at-or-before AND at-or-after each position."""
+    before = visible.cummax(-1).values
+    after = visible.flip(-1).cummax(-1).values.flip(-1)
+    return before & after
+
+
+def test_2d_affine_exact_where_bracketed():
+    g = torch.Generator().manual_seed(1)
+    n, h, w = 8, 6, 7
+    visible = torch.rand(n, h, w, generator=g) < 0.35
+    visible[:, 0, 0] = True
+    y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    coef = torch.randn(n, 3, 1, 1, 4, dtype=torch.float64, generator=g)
+    z = x[..., None] * coef[:, 0] + y[..., None] * coef[:, 1] + coef[:, 2]
+    out = interpolate_2d(torch.where(visible[..., None], z, 0.0), visible)
+    bracketed = _bracketed(visible) | _bracketed(visible.transpose(1, 2)).transpose(1, 2)
+    assert bracketed.sum() > n * h * w // 2
+    torch.testing.assert_close(out[bracketed], z[bracketed])
+    assert torch.equal(out[visible], z[visible])
+
+
+@pytest.mark.parametrize("mask", [".x..x..", "x......", "......x", "xxxxxxx", "...x..."])
+def test_1d_equals_2d_on_one_row_or_column(mask):
+    z = torch.randn(1, 7, 3)
+    visible = _mask(mask)[None]
+    expected = interpolate_1d(z, visible)
+    one_row = interpolate_2d(z.view(1, 1, 7, 3), visible.view(1, 1, 7))
+    one_col = interpolate_2d(z.view(1, 7, 1, 3), visible.view(1, 7, 1))
+    torch.testing.assert_close(one_row[:, 0], expected)
+    torch.testing.assert_close(one_col[:, :, 0], expected)
+
+
+@pytest.mark.parametrize("modality, grid", [("image", (6, 8)), ("text", (16,))])
+@pytest.mark.parametrize("layout", ["random", "block"])
+def test_plugin_fill(modality, grid, layout):
+    method = build_method("interp", {"visible": layout}, 8, modality, "token")
+    assert method.extrapolates == (layout == "block")
+    assert list(method.parameters()) == []
+    visible = method.choose_visible(3, grid, torch.Generator().manual_seed(2))
+    again = method.choose_visible(3, grid, torch.Generator().manual_seed(2))
+    assert torch.equal(visible.index, again.index)
+    assert visible.count == grid_size(grid) // 4
+    latent = torch.randn(3, visible.count, 8, requires_grad=True)
+    filled = method.fill(latent, visible, grid)
+    assert filled.shape == (3, grid_size(grid), 8)
+    assert torch.equal(gather_tokens(filled, visible.index), latent)
+    filled.square().sum().backward()
+    assert latent.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("modality, grid", [("image", (6, 8)), ("text", (16,))])
+def test_block_interp_is_qbheat_with_zero_operators(modality, grid):
+    """On a block nothing is bracketed: the fill copies the nearest edge, like I + A = I."""
+    method = build_method("interp", {"visible": "block"}, 4, modality, "token")
+    assert "EXTRAPOLATES" in method.describe(grid)
+    visible = method.choose_visible(5, grid, torch.Generator().manual_seed(3))
+    latent = torch.randn(5, visible.count, 4)
+    block = latent.view(5, *visible.shape, 4)
+    zero = torch.zeros(4, 4)
+    if modality == "text":
+        expected = propagate_1d(block, zero, grid[0], visible.origin[:, 0])
+    else:
+        expected = propagate(block, zero, zero, grid, visible.origin).flatten(1, 2)
+    assert torch.equal(method.fill(latent, visible, grid), expected)
+
+
+def test_needs_a_token_encoder():
+    with pytest.raises(IncompatibleError, match="token"):
+        build_method("interp", {"visible": "block"}, 8, "image", "dense")
+
+
+def test_gradient_reaches_encoder_and_inputs():
+    spec = DataSpec("image", (8, 8), patch_size=4, in_chans=1)
+    method = build_method("interp", {}, 32, "image", "token")
+    model = MaskedPretrainer(spec, build_encoder("vit-micro", spec), method, 32, 1, 2)
+    x = torch.randn(4, 1, 32, 32, requires_grad=True)
+    out = model(x, torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert x.grad.abs().sum() > 0
+    assert model.encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
