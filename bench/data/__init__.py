@@ -28,6 +28,7 @@ class DatasetEntry:
     data_root_note: str | None = None  # why data_root means nothing here (then it is refused)
     takes_columns: bool = False  # hf: the run's hf_text / hf_image / hf_label decide the rest
     sentence_level: bool = False  # has documents of sentences (granularity=sentence)
+    dense_labels: bool = False  # has per-pixel labels (the dense protocol)
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset", UnknownDatasetError)
@@ -36,6 +37,10 @@ DATASETS: Registry[DatasetEntry] = Registry("dataset", UnknownDatasetError)
 # The loaders' modules (torch), imported when a dataset is loaded.
 def _images():
     return importlib.import_module("bench.data.images")
+
+
+def _mosaic():
+    return importlib.import_module("bench.data.mosaic")
 
 
 def _text():
@@ -60,6 +65,16 @@ register_dataset(
         "image",
         "Fashion-MNIST 60k/10k, padded to 32x32 (8x8 grid of 4-px patches)",
         lambda data_root=None, arg=None: _images().load_fashion_mnist(data_root),
+    )
+)
+register_dataset(
+    DatasetEntry(
+        "fashion-mosaic",
+        "image",
+        "64x64 canvases of 2-4 Fashion-MNIST garments, per-pixel labels, 20k/5k (16x16 grid of "
+        "4-px patches; built from fashion-mnist, cached)",
+        lambda data_root=None, arg=None: _mosaic().load_fashion_mosaic(data_root),
+        dense_labels=True,
     )
 )
 register_dataset(

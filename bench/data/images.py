@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -64,8 +64,9 @@ class ImageData(StandardisedImages):
         return DataSpec("image", (h // p, w // p), patch_size=p, in_chans=c)
 
     def to(self, device: torch.device) -> ImageData:
-        moved = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "test_x", "test_y")}
-        return ImageData(**{**self.__dict__, **moved})
+        """A copy (of the same class: a subclass keeps its own fields) on `device`."""
+        moved = {k: v.to(device) for k, v in self.__dict__.items() if isinstance(v, Tensor)}
+        return replace(self, **moved)
 
     def n_pretrain(self) -> int:
         return len(self.train_x)
@@ -127,10 +128,14 @@ def _pad_to(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 
+def idx_files(card: dict, folder: Path) -> dict[str, np.ndarray]:
+    """The card's IDX files in `folder`, read, by their key in the card's [files] table."""
+    return {k: read_idx(_find_file(folder, v)) for k, v in card["files"].items()}
+
+
 def load_fashion_mnist(data_root: str | None = None) -> ImageData:
     card = load_card("fashion-mnist")
-    folder = find_idx_root(card, data_root)
-    files = {k: read_idx(_find_file(folder, v)) for k, v in card["files"].items()}
+    files = idx_files(card, find_idx_root(card, data_root))
     size = tuple(card["padded_size"])
     train_x = _pad_to(files["train_images"], size)[:, None]
     test_x = _pad_to(files["test_images"], size)[:, None]
