@@ -25,8 +25,9 @@ class MaskingMethod(nn.Module):
     pretrainer fills is `fill_site(options)`: "decoder" (the default; after the shared
     projection, where MAE inserts its mask token) or "encoder" (on the encoder's features,
     then the projection); `dim` is the width of that site. Optional hooks: `regularizer()`
-    (a term the pretrainer adds to the loss) and `diagnostics()` (named floats a run
-    records).
+    (a term the pretrainer adds to the loss), `diagnostics()` (named floats a run
+    records) and `neighbour_maps()` (the fill's one-step linear maps, which linear
+    predictability compares with the maps fitted on the encoder's features).
     """
 
     name: ClassVar[str]
@@ -82,6 +83,13 @@ class MaskingMethod(nn.Module):
         """Named figures of the trained fill rule a run records at the end and at
         `--eval-every` points (metric names; none by default)."""
         return {}
+
+    def neighbour_maps(self) -> dict[str, Tensor] | None:
+        """Where the fill moves the ENCODER's features one position along a grid axis by a
+        fixed linear map: those maps as row-vector matrices (next = z @ M), by axis ("x": one
+        column on, or one token on for text; "y": one row down). None (the default) where the
+        fill is no such map (bench.eval.linpred then reports no comparison)."""
+        return None
 
     def describe(self, grid: tuple[int, ...]) -> str:
         """One line a report can show: what the encoder sees and how the rest is filled."""

@@ -325,6 +325,18 @@ class QBHeat(MaskingMethod):
     def diagnostics(self) -> dict[str, float]:
         return operator_diagnostics(self.A(), None if self.B is None else self.B())
 
+    def neighbour_maps(self) -> dict[str, Tensor] | None:
+        """(I + A).T one column right, (I + B).T one row down (row vectors), when the fill is
+        exactly those steps on the encoder's features: at=encoder, step=token, norm=false."""
+        o = self.options
+        if o.at != "encoder" or o.step != "token" or o.norm:
+            return None
+        eye = torch.eye(self.dim, device=self.A().device)
+        steps = {"x": (eye + self.A()).T.detach()}
+        if self.B is not None:
+            steps["y"] = (eye + self.B()).T.detach()
+        return steps
+
     def describe(self, grid: tuple[int, ...]) -> str:
         o = self.options
         shape = contiguous_block_shape(grid, o.mask_ratio)

@@ -225,22 +225,27 @@ class SentenceData(T.PaddedTexts):
         """Windows `[B, sentences, length]` of token ids; no augmentation (generator unused)."""
         return self.train_x[self.train_windows[idx]]
 
-    def test_documents(self, limit: int | None) -> int:
-        """How many test documents (hash order) the document metrics use: as many as hold at
-        most `limit` sentences in all (None: every one), and never fewer than two."""
+    def test_documents(self, limit: int | None, split: str = "test") -> int:
+        """How many documents of `split` (hash order) the document metrics use: as many as hold
+        at most `limit` sentences in all (None: every one), and never fewer than two."""
+        offsets = self.test_offsets if split == "test" else self.train_offsets
         if limit is None:
-            return len(self.test_offsets) - 1
-        return max(2, int((self.test_offsets[1:] <= limit).sum()))
+            return len(offsets) - 1
+        return max(2, int((offsets[1:] <= limit).sum()))
 
-    def document_split(self, limit: int | None = None) -> EvalSplit:
-        """The sentences of the first `test_documents(limit)` test documents in document order,
-        padded; `y` holds each sentence's document number (what the next-sentence check groups
-        by), not a class."""
-        n_docs = self.test_documents(limit)
-        offsets = self.test_offsets[: n_docs + 1]
-        rows = self.test_docs[: int(offsets[-1])]
+    def document_split(self, limit: int | None = None, split: str = "test") -> EvalSplit:
+        """The sentences of the first `test_documents(limit, split)` documents of `split` in
+        document order, padded; `y` holds each sentence's document number (what the
+        next-sentence check groups by), not a class."""
+        x, lengths, docs, offsets = ((self.test_x, self.test_len, self.test_docs, self.test_offsets)
+                                     if split == "test" else
+                                     (self.train_x, self.train_len, self.train_docs,
+                                      self.train_offsets))
+        n_docs = self.test_documents(limit, split)
+        offsets = offsets[: n_docs + 1]
+        rows = docs[: int(offsets[-1])]
         doc = torch.repeat_interleave(torch.arange(n_docs, device=offsets.device), offsets.diff())
-        return EvalSplit(self.test_x[rows], doc, self.pad_mask(self.test_len[rows]))
+        return EvalSplit(x[rows], doc, self.pad_mask(lengths[rows]))
 
     def heldout_windows(self, limit: int | None = None) -> Tensor:
         """Windows `[m, sentences, length]` of the first `test_documents(limit)` test documents,

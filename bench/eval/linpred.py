@@ -1,0 +1,296 @@
+"""Linear predictability of neighbouring features: the seed's hypothesis, measured on any
+frozen encoder (and on the raw input).
+
+QB-Heat assumes that a feature vector d steps away is a fixed linear map of the one here,
+z(x + d, y) = (I + A)^d z(x, y). Whatever an encoder was trained with, this asks how true
+that is of its features: on the probes' training inputs, ridge least squares fits maps
+M_x(d): z(x, y) -> z(x + d, y) and M_y(d): z(x, y) -> z(x, y + d) for d = 1..4 (text: token
+j -> j + d; sentence level: sentence vector j -> j + d within a document), with an
+intercept; the penalty is chosen among `PENALTIES` (times the mean variance of the input
+features) by R^2 on the last `VALIDATION_SHARE` of the training inputs after fitting on the
+rest, then the map is refitted on all of them. Reported: the R^2 of each map on the TEST
+inputs (1 - SSE / the targets' total variance about their test mean, over all feature
+dimensions), beside two baselines on the same pairs: identity, z(x + d) = z(x), and the
+position mean (the target position's mean feature over the training inputs: what position
+alone predicts; a single global mean would score about 0 by construction). Metrics are the
+mean over the grid's axes (x and y; text has one).
+
+For a fill that is itself a linear step map on the encoder's features
+(`MaskingMethod.neighbour_maps`: QB-Heat at the encoder, one step per token, no
+normalisation), also how close its d-th power is to the fitted map: the R^2 of (I + A)^d
+used as the predictor (no intercept), and ||M_fitted - (I + A)^d||_F / ||M_fitted||_F.
+Note the encoder here sees whole inputs, while in pretraining it saw the visible block only;
+at the sentence level the fill steps the context encoder's slot vectors, not the sentence
+vectors measured here, so there is no comparison.
+
+Images and text blocks: at most `GRID_INPUTS` per split (each gives hundreds of pairs per
+axis and distance: 1,000 images of an 8x8 grid give 56,000 pairs for a 128 x 128 map).
+Every sum is accumulated over batches in float64 (no feature map is held in memory), so the
+cost is one forward pass over those inputs plus D x D products per pair.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from bench.eval.positions import PositionFeatures, batches, frozen, read_all
+
+DISTANCES = (1, 2, 3, 4)
+GRID_INPUTS = 1000  # images or text blocks per split: each gives hundreds of pairs
+PENALTIES = tuple(10.0**e for e in range(-6, 2))  # x the mean variance of the input features
+VALIDATION_SHARE = 0.2
+
+
+@dataclass
+class Moments:
+    """Sums over pairs (x -> y) of one axis and distance: what ridge fits and R^2 need.
+    `pos_sy`, `pos_n`: sum and count of the targets by target position."""
+
+    n: int
+    sx: Tensor
+    sy: Tensor
+    sxx: Tensor
+    sxy: Tensor
+    syy: Tensor
+    pos_sy: Tensor
+    pos_n: Tensor
+
+    @classmethod
+    def zeros(cls, dim: int, positions: int, device: torch.device) -> Moments:
+        z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=device)  # noqa: E731
+        return cls(0, z(dim), z(dim), z(dim, dim), z(dim, dim), z(()), z(positions, dim),
+                   z(positions))
+
+    def add(self, x: Tensor, y: Tensor, pos: Tensor) -> None:
+        """Pairs `x, y [M, D]` whose targets sit at positions `pos [M]`: one batch's products
+        in float32 (as fast as the forward pass), summed across batches in float64."""
+        x, y = x.float(), y.float()
+        self.n += len(x)
+        self.sx += x.sum(0, dtype=torch.float64)
+        self.sy += y.sum(0, dtype=torch.float64)
+        self.sxx += x.T @ x
+        self.sxy += x.T @ y
+        self.syy += y.square().sum(dtype=torch.float64)
+        self.pos_sy.index_add_(0, pos, y.double())
+        self.pos_n.index_add_(0, pos, torch.ones_like(pos, dtype=torch.float64))
+
+    def __add__(self, other: Moments) -> Moments:
+        return Moments(*(getattr(self, f) + getattr(other, f) for f in
+                         ("n", "sx", "sy", "sxx", "sxy", "syy", "pos_sy", "pos_n")))
+
+    def ridge(self, penalty: float) -> tuple[Tensor, Tensor]:
+        """Map `M [D, D]` and intercept `b [D]` minimising the mean of ||x M + b - y||^2 plus
+        penalty x tr(Cov x) / D x ||M||_F^2 (y predicted as x @ M + b)."""
+        mx, my = self.sx / self.n, self.sy / self.n
+        cxx = self.sxx / self.n - torch.outer(mx, mx)
+        cxy = self.sxy / self.n - torch.outer(mx, my)
+        scale = cxx.diagonal().mean()
+        if scale <= 0:  # constant inputs: nothing to map
+            return torch.zeros_like(cxy), my
+        eye = torch.eye(len(cxx), dtype=cxx.dtype, device=cxx.device)
+        m = torch.linalg.solve(cxx + penalty * scale * eye, cxy)
+        return m, my - mx @ m
+
+    def sse(self, m: Tensor, b: Tensor | None = None) -> float:
+        """Sum over pairs of ||x M + b - y||^2."""
+        out = self.syy - 2 * (m * self.sxy).sum() + (m * (self.sxx @ m)).sum()
+        if b is not None:
+            out += -2 * b @ self.sy + 2 * b @ (self.sx @ m) + self.n * b @ b
+        return out.item()
+
+    def sst(self) -> float:
+        """Sum over pairs of ||y - mean y||^2 (the targets' total variance x n)."""
+        return (self.syy - self.sy @ self.sy / self.n).item()
+
+    def r2(self, m: Tensor, b: Tensor | None = None) -> float:
+        sst = self.sst()
+        return 1.0 - self.sse(m, b) / sst if sst > 0 else math.nan
+
+    def position_means(self) -> Tensor:
+        """`[P, D]` mean target at each position (the overall mean where none was seen)."""
+        seen = self.pos_n > 0
+        overall = self.sy / self.n
+        means = self.pos_sy / self.pos_n.clamp_min(1).unsqueeze(1)
+        return torch.where(seen.unsqueeze(1), means, overall)
+
+    def position_mean_r2(self, means: Tensor) -> float:
+        """R^2 of predicting each target by `means` at its position."""
+        sst = self.sst()
+        sse = self.syy - 2 * (means * self.pos_sy).sum() + (self.pos_n @ means.square().sum(1))
+        return 1.0 - sse.item() / sst if sst > 0 else math.nan
+
+
+class PairSums:
+    """The moments of every (axis, distance) pair set, filled from batches of feature maps
+    `[B, H, W, D]` (text: H = 1) with an optional validity mask `[B, H, W]`: a pair counts
+    where both ends are valid. Axis x pairs (r, c) -> (r, c + d), axis y (r, c) -> (r + d, c)."""
+
+    def __init__(self, axes: tuple[str, ...], grid: tuple[int, int], dim: int,
+                 device: torch.device):
+        self.grid = grid
+        size = {"x": grid[1], "y": grid[0]}
+        self.moments = {(a, d): Moments.zeros(dim, grid[0] * grid[1], device)
+                        for a in axes for d in DISTANCES if d < size[a]}
+
+    def add(self, maps: Tensor, valid: Tensor | None = None) -> None:
+        b, h, w, _ = maps.shape
+        if valid is None:
+            valid = torch.ones(b, h, w, dtype=torch.bool, device=maps.device)
+        where = torch.arange(h * w, device=maps.device).view(1, h, w).expand(b, h, w)
+        for (axis, d), m in self.moments.items():
+            src = (slice(None), slice(None), slice(None, -d)) if axis == "x" else (
+                slice(None), slice(None, -d))
+            dst = (slice(None), slice(None), slice(d, None)) if axis == "x" else (
+                slice(None), slice(d, None))
+            keep = valid[src] & valid[dst]
+            m.add(maps[src][keep], maps[dst][keep], where[dst][keep])
+
+
+@dataclass
+class PairFit:
+    """One (axis, distance): the chosen penalty, the map fitted on all training pairs and
+    the test R^2 of it and of the two baselines."""
+
+    penalty: float
+    map: Tensor
+    r2: float
+    identity_r2: float
+    mean_r2: float
+
+
+def fit_pairs(fit: Moments, val: Moments, test: Moments) -> PairFit:
+    """Penalty by validation R^2 (ties: the larger), refit on fit + val, scored on test."""
+    scores = {p: val.r2(*fit.ridge(p)) for p in PENALTIES}
+    penalty = max(sorted(scores, reverse=True), key=lambda p: _finite(scores[p]))
+    full = fit + val
+    m, b = full.ridge(penalty)
+    eye = torch.eye(len(m), dtype=m.dtype, device=m.device)
+    return PairFit(penalty, m, test.r2(m, b), test.r2(eye),
+                   test.position_mean_r2(full.position_means()))
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else -math.inf
+
+
+def fit_all(fit: PairSums, val: PairSums, test: PairSums) -> dict[tuple[str, int], PairFit]:
+    return {k: fit_pairs(fit.moments[k], val.moments[k], test.moments[k]) for k in fit.moments}
+
+
+def summarise(fits: dict[tuple[str, int], PairFit], test: PairSums,
+              steps: dict[str, Tensor] | None = None) -> dict[str, float]:
+    """summary.json metrics: per distance the mean over axes of each R^2 (and, given the
+    method's one-step maps `steps`, of their powers' R^2 and distance to the fitted map)."""
+    out: dict[str, list[float]] = {}
+    for (axis, d), f in fits.items():
+        values = {"r2": f.r2, "identity_r2": f.identity_r2, "mean_r2": f.mean_r2}
+        if steps is not None and axis in steps:
+            power = torch.linalg.matrix_power(steps[axis].to(f.map), d)
+            values["heat_r2"] = test.moments[(axis, d)].r2(power)
+            values["heat_gap"] = ((f.map - power).norm() / f.map.norm()).item()
+        for name, v in values.items():
+            out.setdefault(f"linpred_{name}_d{d}", []).append(v)
+    return {k: sum(v) / len(v) for k, v in out.items() if all(math.isfinite(x) for x in v)}
+
+
+def linpred_metrics(cfg, data, encoder, device: torch.device,
+                    steps: dict[str, Tensor] | None = None) -> dict[str, float]:
+    """Linear predictability of `encoder`'s features (None: the raw input's, see
+    bench.eval.positions) on the run's probe splits: the first `eval_train_limit` training
+    inputs for the fits, the first `eval_test_limit` test inputs for the scores, both at most
+    `GRID_INPUTS` images (or, for text, packed blocks: the inputs pretraining reads), and at
+    the sentence level those sentences' documents in document order; `steps`: the fill's
+    one-step maps, compared with the fitted ones."""
+    if data.modality == "image":
+        train = data.eval_split("train", _grid_limit(cfg.eval_train_limit)).x
+        test = data.eval_split("test", _grid_limit(cfg.eval_test_limit)).x
+        parts = _grid_parts(PositionFeatures.of(encoder, data), train, test, "image",
+                            cfg.eval_batch_size, device)
+    elif hasattr(data, "document_split"):  # sentence level: documents of sentence vectors
+        train = data.document_split(cfg.eval_train_limit, "train")
+        test = data.document_split(cfg.eval_test_limit)
+        parts = _document_parts(PositionFeatures.of(encoder, data, train.x), train, test,
+                                cfg.eval_batch_size, device)
+        steps = None  # the fill steps the context encoder's slots, not these vectors
+    else:  # token level: the packed blocks pretraining reads
+        train = data.train_blocks[: _grid_limit(cfg.eval_train_limit)]
+        test = data.heldout_blocks(_grid_limit(cfg.eval_test_limit))
+        parts = _grid_parts(PositionFeatures.of(encoder, data, train), train, test, "token",
+                            cfg.eval_batch_size, device)
+    fit, val, test_sums = parts
+    return summarise(fit_all(fit, val, test_sums), test_sums, steps)
+
+
+def _grid_limit(limit: int | None) -> int:
+    return GRID_INPUTS if limit is None else min(limit, GRID_INPUTS)
+
+
+def _split_at(n: int) -> int:
+    """How many of `n` training inputs (or documents) the maps are fitted on before the
+    penalty is chosen on the rest."""
+    if n < 2:
+        raise ValueError("linear predictability needs at least two training inputs")
+    return min(n - 1, max(1, math.ceil(n * (1 - VALIDATION_SHARE))))
+
+
+@torch.no_grad()
+def _grid_parts(reader: PositionFeatures, train: Tensor, test: Tensor, kind: str,
+                batch_size: int, device: torch.device) -> tuple[PairSums, PairSums, PairSums]:
+    """Sums over the fit part, the validation part of `train` and over `test`, streamed."""
+    n_fit = _split_at(len(train))
+    out = []
+    with frozen(reader):
+        for part, desc in ((train[:n_fit], "fit"), (train[n_fit:], "validation"),
+                           (test, "test")):
+            sums = None
+            for _, xb, _ in batches(part, None, batch_size, device, f"linpred {desc}"):
+                maps, valid = _maps(reader, kind, xb)
+                if sums is None:
+                    sums = PairSums(("x", "y") if kind == "image" else ("x",), maps.shape[1:3],
+                                    maps.shape[-1], device)
+                sums.add(maps, valid)
+            out.append(sums)
+    return out[0], out[1], out[2]
+
+
+def _maps(reader: PositionFeatures, kind: str, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    """`[B, H, W, D]` feature maps of a batch and where they are real (text: not padding;
+    the encoder reads a block without a padding mask, as in pretraining)."""
+    tokens = reader.tokens(x)
+    if kind == "image":
+        gh, gw = reader.data.spec.grid
+        return tokens.view(len(x), gh, gw, -1), None
+    return tokens.unsqueeze(1), (x != reader.data.pad_id).unsqueeze(1)
+
+
+def _document_parts(reader: PositionFeatures, train, test, batch_size: int,
+                    device: torch.device) -> tuple[PairSums, PairSums, PairSums]:
+    """Sentence vectors (pooled, as the probes read them), one document per row of a 1-D grid
+    as wide as the longest document: the first documents of `train` to fit, the rest to
+    choose the penalty, `test` to score."""
+    vectors = [read_all(reader, s.x, s.pad_mask, batch_size, device, f"linpred {name}",
+                        pooled=True) for s, name in ((train, "train"), (test, "test"))]
+    docs = [s.y.to(device) for s in (train, test)]
+    places = [torch.arange(len(d), device=device) - torch.searchsorted(d, d) for d in docs]
+    width = max(int(p.max()) + 1 for p in places)
+    n_fit = _split_at(int(docs[0].max()) + 1)
+    train_part = docs[0] < n_fit
+    out = []
+    for v, d, p, keep in ((vectors[0], docs[0], places[0], train_part),
+                          (vectors[0], docs[0], places[0], ~train_part),
+                          (vectors[1], docs[1], places[1], None)):
+        if keep is not None:
+            v, d, p = v[keep], d[keep], p[keep]
+            d = d - d.min()
+        maps = v.new_zeros(int(d.max()) + 1, 1, width, v.shape[-1])
+        valid = torch.zeros(maps.shape[:3], dtype=torch.bool, device=device)
+        maps[d, 0, p] = v
+        valid[d, 0, p] = True
+        sums = PairSums(("x",), (1, width), v.shape[-1], device)
+        sums.add(maps, valid)
+        out.append(sums)
+    return out[0], out[1], out[2]
