@@ -75,8 +75,13 @@ Precision = Literal["auto", "bf16", "fp32"]
 COMPILE_MODES: tuple[str, ...] = typing.get_args(CompileMode)
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 
-# Evaluation protocols a run may select; each reports "<name>_top1" (bench/eval/probes.py).
-PROTOCOLS = ("linear", "knn", "tran1", "finetune")
+# Evaluation protocols a run may select: linear, knn, tran1 and finetune report "<name>_top1"
+# (bench/eval/probes.py, supervised.py); dense reports dense_miou and dense_pixel_acc on data
+# with per-pixel labels (bench/eval/dense.py); fewshot the probes on few labels
+# (bench/eval/fewshot.py).
+PROTOCOLS = ("linear", "knn", "tran1", "finetune", "dense", "fewshot")
+# Which encoder layers the linear probe reads: the output ("last") or every block ("all").
+PROBE_LAYERS = ("last", "all")
 # What a text run's grid is made of: tokens (one text block) or sentences (a window of them).
 GRANULARITIES = ("token", "sentence")
 
@@ -98,6 +103,7 @@ _LOWER_BOUNDS = {
     "eval_test_limit": 1, "probe_steps": 1, "knn_k": 1, "eval_every": 0, "log_every": 0,
     "checkpoint_every_min": 0, "checkpoint_poll_steps": 1, "vocab_size": 5, "block_length": 1, "eval_batch_size": 1,
     "tran1_epochs": 1, "tran1_batch_size": 1, "finetune_epochs": 1, "finetune_batch_size": 1,
+    "fewshot_k": 1, "fewshot_draws": 1,
 }
 _BOUND_NOTES = {"eval_every": " (0: only at the end)", "log_every": " (0: off)",
                 "checkpoint_every_min": " (0: at epoch ends only)",
@@ -175,6 +181,9 @@ class RunConfig:
     finetune_batch_size: int = 256
     finetune_lr: float = 5e-4  # MAE's fine-tuning base lr at batch 256
     finetune_layer_decay: float = 0.75  # lr x decay^(depth - layer) per ViT block (1: none)
+    fewshot_k: int = 5  # fewshot: labelled examples per class of the k-shot probes
+    fewshot_draws: int = 5  # fewshot: seeded draws of each labelled subset, scores averaged
+    probe_layers: Literal["last", "all"] = "last"  # all: also a linear probe per ViT block
     # Hugging Face datasets (hf:PATH) only: the input column (text or image) and the label
     # column (None: unlabelled, like text-dir). See bench/data/hf.py.
     hf_text: str | None = None
@@ -188,7 +197,7 @@ class RunConfig:
     # Identity keys added after runs were recorded: hashed only where they differ from their
     # default, so the run ids of earlier runs (which are at the default) stay what they were.
     HASHED_UNLESS_DEFAULT = ("hf_text", "hf_image", "hf_label", "granularity", "sentences",
-                             "sentence_length")
+                             "sentence_length", "fewshot_k", "fewshot_draws", "probe_layers")
 
     def __post_init__(self) -> None:
         protocol_list(self.protocols)
@@ -211,6 +220,9 @@ class RunConfig:
                               f"decoder_dim={self.decoder_dim}")
         if not DEVICE_PATTERN.fullmatch(self.device):
             raise ConfigError(f"device={self.device!r}: expected auto, cpu, cuda or cuda:N")
+        if self.probe_layers not in PROBE_LAYERS:
+            raise ConfigError(f"probe_layers={self.probe_layers!r}: must be one of "
+                              f"{', '.join(PROBE_LAYERS)}")
         if self.granularity not in GRANULARITIES:
             raise ConfigError(
                 f"granularity={self.granularity!r}: must be one of {', '.join(GRANULARITIES)}"

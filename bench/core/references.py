@@ -32,7 +32,9 @@ class ReferenceRow:
 # In table order.
 REFERENCE_ROWS: dict[str, ReferenceRow] = {row.name: row for row in (
     ReferenceRow("random-init", "the same encoder, untrained (probes on its random features)",
-                 "untrained-encoder", frozenset({"linear", "knn", "tran1", "finetune"})),
+                 "untrained-encoder",
+                 frozenset({"linear", "knn", "tran1", "finetune", "dense", "fewshot"})),
     ReferenceRow("raw-input", "the same probes on the standardised input (pixels, or "
-                 "bag-of-words for text)", "input", frozenset({"linear", "knn"})),
+                 "bag-of-words for text; per position: a patch's pixels)", "input",
+                 frozenset({"linear", "knn", "dense", "fewshot"})),
 )}

@@ -66,22 +66,28 @@ class ProbeRecipe:
     l2: float = 1e-4
 
 
-def linear_probe(
-    train_f: Tensor,
-    train_y: Tensor,
-    test_f: Tensor,
-    test_y: Tensor,
-    seed: int,
-    recipe: ProbeRecipe | None = None,
-) -> float:
-    """Test top-1 of a linear classifier trained on frozen features (final iterate)."""
+@dataclass
+class LinearHead:
+    """A trained linear classifier on standardised features (`linear_head`)."""
+
+    head: nn.Linear
+    mean: Tensor
+    std: Tensor
+
+    @torch.no_grad()
+    def logits(self, features: Tensor) -> Tensor:
+        return self.head((features - self.mean) / self.std)
+
+
+def linear_head(train_f: Tensor, train_y: Tensor, num_classes: int, seed: int,
+                recipe: ProbeRecipe | None = None) -> LinearHead:
+    """The fixed recipe's classifier trained on frozen features (final iterate)."""
     recipe = recipe or ProbeRecipe()
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
     # A feature constant on the train set (a word absent from it) is centred but not scaled:
     # dividing by ~0 would turn its test values into huge, untrained logits.
     mean, std = train_f.mean(0), train_f.std(0)
     std = torch.where(std > 1e-6, std, torch.ones_like(std))
-    xtr, xte = (train_f - mean) / std, (test_f - mean) / std
+    xtr = (train_f - mean) / std
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = nn.Linear(xtr.shape[1], num_classes).to(xtr.device)
@@ -98,8 +104,21 @@ def linear_probe(
 
     with torch.enable_grad():
         opt.step(closure)
-    with torch.no_grad():
-        return (head(xte).argmax(1) == test_y).float().mean().item()
+    return LinearHead(head, mean, std)
+
+
+def linear_probe(
+    train_f: Tensor,
+    train_y: Tensor,
+    test_f: Tensor,
+    test_y: Tensor,
+    seed: int,
+    recipe: ProbeRecipe | None = None,
+) -> float:
+    """Test top-1 of a linear classifier trained on frozen features (final iterate)."""
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    head = linear_head(train_f, train_y, num_classes, seed, recipe)
+    return (head.logits(test_f).argmax(1) == test_y).float().mean().item()
 
 
 def probe_metrics(

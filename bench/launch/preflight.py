@@ -2,7 +2,8 @@
 `bench run`, `bench sweep` and the Python API). RunConfig already refuses bad values on its
 own; this pass checks what needs the machine, the data or the disk: the device exists, every
 dataset loads (once), the batch fits the data, each model builds (shapes), the mask ratio hides
-something on the data's grid, and a checkpoint to resume was written on this device type.
+something on the data's grid, a few-shot k fits the probe's classes, and a checkpoint to
+resume was written on this device type.
 
 A failed check raises a BenchError subclass naming the run and the key to change; nothing has
 been written by then.
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 
 from bench.core import files
-from bench.core.config import RunConfig
+from bench.core.config import RunConfig, protocol_list
 from bench.core.errors import ConfigError, DataNotFoundError
 from bench.core.references import REFERENCE_ROWS
 from bench.data import dataset_key, load_dataset
@@ -49,6 +50,16 @@ def check_model(cfg: RunConfig, data: Any) -> None:
         raise ConfigError(f"{cfg.method}.mask_ratio: {err}") from None
 
 
+def check_protocol_data(cfg: RunConfig, data: Any) -> None:
+    """What the selected protocols need of the loaded data: `fewshot` a `fewshot_k` no larger
+    than the smallest class of the probe's training split."""
+    from bench.eval.fewshot import check_fewshot
+
+    if "fewshot" in protocol_list(cfg.protocols) and data.classes is not None:
+        check_fewshot(cfg.fewshot_k, data.eval_split("train", cfg.eval_train_limit).y,
+                      data.classes)
+
+
 def validate(runs: Sequence[RunConfig], out: Path) -> dict[tuple, Any]:
     """Check every run; return the loaded datasets by `dataset_key` (launching reuses them)."""
     datasets: dict[tuple, Any] = {}
@@ -65,6 +76,7 @@ def validate(runs: Sequence[RunConfig], out: Path) -> dict[tuple, Any]:
                                     "file(s); strict_data=true refuses them, false skips them)")
         if cfg.method not in REFERENCE_ROWS:
             check_fits(cfg, data)
+        check_protocol_data(cfg, data)
         shape_key = repr({**cfg.identity(), "seed": None, "device": device.type})
         if shape_key not in models:
             models.add(shape_key)

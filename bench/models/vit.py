@@ -67,6 +67,15 @@ class TransformerEncoder(Encoder):
     def forward_tokens(self, x: Tensor, pad_mask: Tensor | None = None) -> Tensor:
         return self._run(self.tokens(x), pad_mask)
 
+    def forward_layers(self, x: Tensor, pad_mask: Tensor | None = None) -> list[Tensor]:
+        """Token features `[B, N, dim]` after each layer of the full input: the embedding
+        (layer 0), then every block's output (before the final norm)."""
+        attn_mask = None if pad_mask is None else pad_mask[:, None, None, :]
+        out = [self.tokens(x)]
+        for block in self.blocks:
+            out.append(block(out[-1], attn_mask=attn_mask))
+        return out
+
 
 def build_vit(spec: DataSpec, *, dim: int, depth: int, heads: int) -> TransformerEncoder:
     """The `vit` family's builder (a preset's settings are its keyword arguments)."""

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.core.config import RunConfig, apply_overrides, run_config_fields
+from bench.core.config import RunConfig, apply_overrides, protocol_list, run_config_fields
 from bench.core.errors import ConfigError, IncompatibleError, UnknownMethodError
 from bench.core.options import MethodOptions, options_dict
 from bench.core.references import REFERENCE_ROWS
 from bench.core.registry import Registry
-from bench.data import check_granularity, run_dataset_entry
+from bench.data import DATASETS, DatasetEntry, check_granularity, run_dataset_entry
 from bench.launch.slurm import slurm_settings
 from bench.models.presets import ENCODERS, encoders_of_kind
 from bench.plan.method_cards import MethodCard, NotStaticError, method_cards, summary_line
@@ -84,6 +84,7 @@ def resolve_run(cfg: RunConfig) -> RunConfig:
             f"encoder {cfg.encoder!r} does not take {entry.modality} data; encoders that work: "
             + ", ".join(encoders_of_kind(frozenset({"token", "dense"}), entry.modality))
         )
+    check_probes(cfg, entry, encoder.family)
     if cfg.method in REFERENCE_ROWS:
         if not entry.labelled:
             raise IncompatibleError(
@@ -106,6 +107,18 @@ def resolve_run(cfg: RunConfig) -> RunConfig:
         )
     options = options_dict(method_options(cfg.method, cfg.options))
     return dataclasses.replace(cfg, options=options)
+
+
+def check_probes(cfg: RunConfig, entry: DatasetEntry, family: str) -> None:
+    """The protocols and probe settings the run's data and encoder can serve: `dense` needs
+    per-pixel labels, `probe_layers=all` an encoder with blocks (ViT)."""
+    if "dense" in protocol_list(cfg.protocols) and not entry.dense_labels:
+        dense = [n for n in DATASETS.names() if DATASETS.get(n).dense_labels]
+        raise ConfigError(f"protocols=dense needs per-pixel labels and {cfg.dataset} has none; "
+                          f"datasets with them: {', '.join(dense)}")
+    if cfg.probe_layers == "all" and family != "vit":
+        raise ConfigError(f"probe_layers=all probes every block of a ViT; {cfg.encoder} is a "
+                          f"{family} encoder without blocks (use probe_layers=last)")
 
 
 def expand(

@@ -103,7 +103,8 @@ def _train_and_evaluate(
         if not dist.is_main:
             return summary_record(cfg, "ok", rank=dist.rank)
         metrics = {
-            **evaluate_encoder(cfg, data, model.encoder, device, selected),
+            **evaluate_encoder(cfg, data, model.encoder, device, selected,
+                               steps=model.method.neighbour_maps()),
             **pretext_metrics(cfg, model, data, device),
             **fill_diagnostics(model, data, cfg.eval_test_limit, cfg.eval_batch_size, device,
                                cfg.seed),
