@@ -59,6 +59,7 @@ from bench.report.metrics import (
     metric_order,
 )
 from bench.report.provenance import UNRECORDED, Provenance, describe_runs
+from bench.report.spatial import probe_figures, probe_views
 from bench.report.tables import (
     CI_NOTE,
     Table,
@@ -205,6 +206,7 @@ def _section(a: Analysis, dataset: str, encoder: str, first: bool) -> Section:
     if task:
         tables.append(stat_table(stats, cells, task, f"{name}: pretext-task metrics",
                                  f"{', '.join(task)}: {NOT_COMPARABLE}. {CI_NOTE}."))
+    tables += probe_views(stats, cells, metrics, name)
     fill = metric_order(metrics, "fill")
     qbheat = stat_table(stats, cells, fill, f"{name}: QB-Heat operators and the fill by distance "
                         "from the visible part", CI_NOTE) if fill else None
@@ -293,7 +295,7 @@ def _make_figures(a: Analysis, out: Path) -> list[figures.Figure]:
         lambda: figures.reconstruction_figure(a.ok, a.cells, out, a.notes),
     ]
     made = [make() for make in progress.bar(makers, desc="figures", unit="figure", leave=False)]
-    return [f for f in made if f is not None]
+    return [f for f in made if f is not None] + probe_figures(a.ok, a.cells, out)
 
 
 def _count_table(counts: dict[str, dict[str, int]], title: str, what: str) -> Table:

@@ -1,5 +1,6 @@
 """The report's figures (seaborn style, PNG + SVG): metric per cell with CI bars, curves over
-epochs, accuracy versus pretraining compute, mask-ratio sweeps and the reconstruction grid.
+epochs, accuracy versus pretraining compute, mask-ratio sweeps, series along a numbered axis
+(linear predictability by distance, probe accuracy by layer) and the reconstruction grid.
 
 Every interval drawn is the same Student-t CI over seeds as in the tables (bench.report.stats), never
 seaborn's bootstrap; every figure has one row per (dataset, encoder) section.
@@ -143,14 +144,15 @@ def _clip_to_range(ax, metric: str, which: str) -> None:
     set_(max(low, -2.0), min(high, 102.0))
 
 
-def _line(ax, summary: pd.DataFrame, x: str, label: str, colour) -> None:
+def _line(ax, summary: pd.DataFrame, x: str, label: str, colour, style: str = "-") -> None:
     """Mean and CI band along `x`; a single point is a marker with its CI bar, not a line."""
     if len(summary) < 2:
         err = summary[["ci_low", "ci_high"]].to_numpy().T - summary["mean"].to_numpy()
         ax.errorbar(summary[x], summary["mean"], yerr=np.nan_to_num(np.abs(err)), fmt="o",
                     markersize=4, capsize=3, color=colour, label=label)
         return
-    ax.plot(summary[x], summary["mean"], marker="o", markersize=3, color=colour, label=label)
+    ax.plot(summary[x], summary["mean"], marker="o", markersize=3, color=colour, label=label,
+            linestyle=style)
     ax.fill_between(summary[x], summary.ci_low, summary.ci_high, color=colour, alpha=0.18,
                     linewidth=0)
 
@@ -207,6 +209,37 @@ def curve_figure(series: dict[str, pd.DataFrame], cells: pd.DataFrame,
                      "(--eval-every) and the final value. The pretraining loss is each method's "
                      f"own task: {NOT_COMPARABLE}. Rows with fewer than two points are not "
                      "drawn.", legend=True)
+
+
+def series_figure(ok: pd.DataFrame, cells: pd.DataFrame, panels: dict[str, dict[str, float]],
+                  xlabel: str, out: Path, name: str, title: str, caption: str
+                  ) -> Figure | None:
+    """Per section, one panel per entry of `panels` (panel title -> {metric: x}): each row's
+    values along x, mean and 95 % t CI band over seeds; reference rows dashed. Panels and
+    sections without a value are left out."""
+    data = _labelled(ok[ok.metric.isin({m for p in panels.values() for m in p})], cells)
+    if data.empty:
+        return None
+    panels = {t: p for t, p in panels.items() if data.metric.isin(p).any()}
+    secs, colours = sections(cells), palette(cells)
+    with _style():
+        fig, axes = _grid(len(secs), len(panels), 3.6, 2.7)
+        for i, (dataset, encoder) in enumerate(secs):
+            sec = data[(data.dataset == dataset) & (data.encoder == encoder)]
+            for j, (panel, xs) in enumerate(panels.items()):
+                ax = axes[i, j]
+                sub = sec[sec.metric.isin(xs)]
+                sub = sub.assign(x=sub.metric.map(xs),
+                                 value=sub.value * sub.metric.map(lambda m: metric_info(m).scale))
+                for label in dict.fromkeys(cells.label):
+                    mine = sub[sub.label == label]
+                    if not mine.empty:
+                        _line(ax, summarise_by(mine, ["x"]), "x", label, colours[label],
+                              "--" if mine.is_reference.iloc[0] else "-")
+                ax.set_xlabel(xlabel)
+                ax.set_xticks(sorted(set(xs.values())))
+                _section_title(ax, dataset, encoder, panel)
+        return _save(fig, out, name, title, caption, legend=True)
 
 
 def _axis_unit(axis: ComputeAxis, values: pd.Series) -> tuple[float, str]:

@@ -3,7 +3,8 @@ table shows it), and the names of a report's rows and sections. Plain data, no t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 SECTION = ("dataset", "encoder")
@@ -59,25 +60,70 @@ METRICS: dict[str, MetricInfo] = {
     "heat_radius_up": MetricInfo("ρ(I−B)", group="fill"),
     "heat_norm_A": MetricInfo("‖A‖_F", group="fill"),
     "heat_norm_B": MetricInfo("‖B‖_F", group="fill"),
+    # Dense probe (bench/eval/dense.py), few-shot probes (fewshot.py; the k-shot names are
+    # `PATTERNS`), the per-layer probe (layers.py) and linear predictability (linpred.py).
+    "dense_miou": MetricInfo("dense mIoU %", 100.0, True, "dense"),
+    "dense_pixel_acc": MetricInfo("dense pixel acc %", 100.0, True, "dense"),
+    "linear_1pct_top1": MetricInfo("linear 1 % labels top-1 %", 100.0, True, "fewshot"),
+    "linear_10pct_top1": MetricInfo("linear 10 % labels top-1 %", 100.0, True, "fewshot"),
+    "linear_layer_best": MetricInfo("best layer (chosen on validation)", 1.0, None, "layers"),
+    "linear_layer_best_top1": MetricInfo("linear top-1 % at the best layer (validation)", 100.0,
+                                         True, "layers"),
 }
+
+# Metric families with a number in the name: (pattern, info from its groups). Higher linear
+# predictability is not better in itself (it is the hypothesis tested), so it has no direction.
+LINPRED_KINDS = {"r2": "linpred R²", "mean_r2": "position-mean R²", "identity_r2": "identity R²",
+                 "heat_r2": "(I+A)^d R²", "heat_gap": "‖M−(I+A)^d‖/‖M‖"}
+PATTERNS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], MetricInfo]], ...] = (
+    (re.compile(r"linear_(\d+)shot_top1"),
+     lambda m: MetricInfo(f"linear {m[1]}-shot top-1 %", 100.0, True, "fewshot")),
+    (re.compile(r"knn_(\d+)shot_top1"),
+     lambda m: MetricInfo(f"kNN {m[1]}-shot top-1 %", 100.0, True, "fewshot")),
+    (re.compile(r"linear_layer(\d+)_top1"),
+     lambda m: MetricInfo(f"linear top-1 % layer {m[1]}", 100.0, True, "layers")),
+    (re.compile(rf"linpred_({'|'.join(LINPRED_KINDS)})_d(\d+)"),
+     lambda m: MetricInfo(f"{LINPRED_KINDS[m[1]]} d={m[2]}", group="linpred")),
+)
 MAIN_COMPUTE = ("compute.pretrain_flops_per_sample", "compute.train_samples_per_s")
 
 
 PREFIX_GROUPS = {"compute.": "compute", "setup.": "setup"}  # summary.json records by prefix
 
 
+def _pattern(metric: str) -> tuple[int, re.Match[str]] | None:
+    """The first of `PATTERNS` that `metric` matches in full, with its index."""
+    for i, (pattern, _) in enumerate(PATTERNS):
+        if (match := pattern.fullmatch(metric)) is not None:
+            return i, match
+    return None
+
+
 def metric_info(metric: str) -> MetricInfo:
-    """Catalogue entry; a metric the catalogue does not know is shown as is, never ranked, in
-    the table of its summary.json record (compute., setup.), else with the task metrics."""
+    """Catalogue entry (or `PATTERNS` entry); a metric neither knows is shown as is, never
+    ranked, in the table of its summary.json record (compute., setup.), else with the task
+    metrics."""
     if metric in METRICS:
         return METRICS[metric]
+    if (found := _pattern(metric)) is not None:
+        return PATTERNS[found[0]][1](found[1])
     group = next((g for p, g in PREFIX_GROUPS.items() if metric.startswith(p)), "task")
     return MetricInfo(metric, group=group)
 
 
+def _pattern_key(metric: str) -> tuple:
+    """Pattern metrics in pattern order, then by their name's words and numbers (layer 2
+    before layer 10; linpred by kind, then distance)."""
+    i, match = _pattern(metric)
+    kinds = list(LINPRED_KINDS)
+    return (i, *[(kinds.index(g) if g in kinds else int(g)) for g in match.groups()])
+
+
 def metric_order(metrics: Sequence[str], group: str) -> list[str]:
-    """The metrics of `group` present in `metrics`: catalogue order, then unknown ones sorted."""
+    """The metrics of `group` present in `metrics`: catalogue order, then `PATTERNS` ones,
+    then unknown ones sorted."""
     present = set(metrics)
     known = [m for m, info in METRICS.items() if info.group == group and m in present]
-    unknown = sorted(m for m in present if m not in METRICS and metric_info(m).group == group)
-    return known + unknown
+    rest = [m for m in present if m not in METRICS and metric_info(m).group == group]
+    patterned = sorted((m for m in rest if _pattern(m)), key=_pattern_key)
+    return known + patterned + sorted(m for m in rest if not _pattern(m))

@@ -84,6 +84,23 @@ def stat_table(stats: pd.DataFrame, cells: pd.DataFrame, metrics: list[str], tit
     return Table(title, ["row", *(metric_info(m).title for m in metrics)], rows, note, anchor)
 
 
+def series_table(stats: pd.DataFrame, cells: pd.DataFrame, measures: dict[str, dict[str, str]],
+                 columns: list[str], title: str, note: str = "") -> Table:
+    """A row per (cell, measure) with a value: `measures` maps a measure's name to its metric
+    in each of `columns` (e.g. R² of the fitted map at distance 1..4)."""
+    by_key = {(r.label, r.metric): r for r in stats.itertuples(index=False)}
+    rows = []
+    for label in cells.label:
+        for measure, metric_of in measures.items():
+            found = [by_key.get((label, metric_of.get(c))) for c in columns]
+            if any(r is not None for r in found):
+                rows.append([Cell(f"{label} · {measure}"), *(
+                    Cell("–" if r is None else format_summary(summary_of(r),
+                                                              metric_info(r.metric).scale))
+                    for r in found)])
+    return Table(title, ["row · measure", *columns], rows, note)
+
+
 def format_paired(r: Any, scale: float) -> str:
     diff = Summary(r.mean_diff, math.nan, int(r.n), r.ci_low, r.ci_high)
     if r.n == 0:
