@@ -283,3 +283,28 @@ IMAGE_CLASSES = ("cat", "dog", "fox")
 
 
 # QB-Heat with every open option off its default (step, norm, order, where it fills, penalty).
+
+
+def tiny_mosaic(n_train: int = 96, n_test: int = 32, seed: int = 0):
+    """A `DenseImageData` like fashion-mosaic at test size: 32x32 canvases of 2-3 of
+    scikit-learn's digits (0-2, upsampled to 12x12) with per-pixel labels (no Debian package)."""
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+
+    from bench.data.mosaic import DenseImageData, MosaicRule, compose
+
+    d = load_digits()
+    keep = d.target < 3
+    small = torch.from_numpy(d.images[keep]).float()[:, None] / 16.0
+    glyphs = (F.interpolate(small, size=(12, 12), mode="bilinear") * 255).round().to(torch.uint8)
+    glyphs, labels = glyphs[:, 0].numpy(), d.target[keep].astype(np.int64)
+    rule = MosaicRule(32, 2, 3, 16, 0.25, 20, seed)
+    half = len(glyphs) // 2
+    train = compose(glyphs[:half], labels[:half], n_train, rule, 0)
+    test = compose(glyphs[half:], labels[half:], n_test, rule, 1)
+    t = {f"{s}_{k}": torch.from_numpy(v) for s, made in (("train", train), ("test", test))
+         for k, v in made.items()}
+    return DenseImageData(
+        name="tiny-mosaic", train_x=t["train_x"], train_y=t["train_y"], test_x=t["test_x"],
+        test_y=t["test_y"], classes=["0", "1", "2"], mean=(0.1,), std=(0.3,), patch_size=4,
+        fingerprint="tiny", train_masks=t["train_masks"], test_masks=t["test_masks"])

@@ -44,24 +44,27 @@ def draw_subset(y: Tensor, generator: torch.Generator, per_class: int | None = N
     return torch.cat(picked).sort().values
 
 
+def fewshot_draw(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tensor, cfg,
+                 draw: int) -> dict[str, float]:
+    """The four few-shot figures on draw `draw` of the labelled subsets."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + draw)
+    recipe, k = ProbeRecipe(steps=cfg.probe_steps), cfg.fewshot_k
+    subsets = {f"linear_{name}_top1": draw_subset(train_y, gen, share=share)
+               for share, name in SHARES}
+    shots = draw_subset(train_y, gen, per_class=k).to(train_f.device)
+    subsets[f"linear_{k}shot_top1"] = shots
+    out = {metric: linear_probe(train_f[idx.to(train_f.device)], train_y[idx.to(train_f.device)],
+                                test_f, test_y, cfg.seed, recipe)
+           for metric, idx in subsets.items()}
+    out[f"knn_{k}shot_top1"] = knn_top1(train_f[shots], train_y[shots], test_f, test_y,
+                                        cfg.knn_k, cfg.knn_temperature)
+    return out
+
+
 def fewshot_metrics(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tensor, cfg
                     ) -> dict[str, float]:
     """The four few-shot figures, each the mean over `cfg.fewshot_draws` draws."""
     train_y, test_y = train_y.to(train_f.device), test_y.to(test_f.device)
-    recipe = ProbeRecipe(steps=cfg.probe_steps)
-    k = cfg.fewshot_k
-    totals: dict[str, float] = {}
-    for draw in range(cfg.fewshot_draws):
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + draw)
-        subsets = {f"linear_{name}_top1": draw_subset(train_y, gen, share=share)
-                   for share, name in SHARES}
-        shots = draw_subset(train_y, gen, per_class=k)
-        subsets[f"linear_{k}shot_top1"] = shots
-        for metric, idx in subsets.items():
-            idx = idx.to(train_f.device)
-            totals[metric] = totals.get(metric, 0.0) + linear_probe(
-                train_f[idx], train_y[idx], test_f, test_y, cfg.seed, recipe)
-        idx = shots.to(train_f.device)
-        totals[f"knn_{k}shot_top1"] = totals.get(f"knn_{k}shot_top1", 0.0) + knn_top1(
-            train_f[idx], train_y[idx], test_f, test_y, cfg.knn_k, cfg.knn_temperature)
-    return {m: v / cfg.fewshot_draws for m, v in totals.items()}
+    draws = [fewshot_draw(train_f, train_y, test_f, test_y, cfg, i)
+             for i in range(cfg.fewshot_draws)]
+    return {m: sum(d[m] for d in draws) / len(draws) for m in draws[0]}

@@ -48,7 +48,7 @@ VALIDATION_SHARE = 0.2
 @dataclass
 class Moments:
     """Sums over pairs (x -> y) of one axis and distance: what ridge fits and R^2 need.
-    `pos_sy`, `pos_n`: sum and count of the targets by target position."""
+    `pos_sy [H, W, D]`, `pos_n [H, W]`: sum and count of the targets by target position."""
 
     n: int
     sx: Tensor
@@ -60,14 +60,13 @@ class Moments:
     pos_n: Tensor
 
     @classmethod
-    def zeros(cls, dim: int, positions: int, device: torch.device) -> Moments:
+    def zeros(cls, dim: int, grid: tuple[int, int], device: torch.device) -> Moments:
         z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=device)  # noqa: E731
-        return cls(0, z(dim), z(dim), z(dim, dim), z(dim, dim), z(()), z(positions, dim),
-                   z(positions))
+        return cls(0, z(dim), z(dim), z(dim, dim), z(dim, dim), z(()), z(*grid, dim), z(*grid))
 
-    def add(self, x: Tensor, y: Tensor, pos: Tensor) -> None:
-        """Pairs `x, y [M, D]` whose targets sit at positions `pos [M]`: one batch's products
-        in float32 (as fast as the forward pass), summed across batches in float64."""
+    def add(self, x: Tensor, y: Tensor) -> None:
+        """Pairs `x, y [M, D]`: one batch's products in float32 (as fast as the forward
+        pass), summed across batches in float64."""
         x, y = x.float(), y.float()
         self.n += len(x)
         self.sx += x.sum(0, dtype=torch.float64)
@@ -75,8 +74,6 @@ class Moments:
         self.sxx += x.T @ x
         self.sxy += x.T @ y
         self.syy += y.square().sum(dtype=torch.float64)
-        self.pos_sy.index_add_(0, pos, y.double())
-        self.pos_n.index_add_(0, pos, torch.ones_like(pos, dtype=torch.float64))
 
     def __add__(self, other: Moments) -> Moments:
         return Moments(*(getattr(self, f) + getattr(other, f) for f in
@@ -111,16 +108,16 @@ class Moments:
         return 1.0 - self.sse(m, b) / sst if sst > 0 else math.nan
 
     def position_means(self) -> Tensor:
-        """`[P, D]` mean target at each position (the overall mean where none was seen)."""
-        seen = self.pos_n > 0
-        overall = self.sy / self.n
-        means = self.pos_sy / self.pos_n.clamp_min(1).unsqueeze(1)
-        return torch.where(seen.unsqueeze(1), means, overall)
+        """`[H, W, D]` mean target at each position (the overall mean where none was seen)."""
+        seen = (self.pos_n > 0).unsqueeze(-1)
+        means = self.pos_sy / self.pos_n.clamp_min(1).unsqueeze(-1)
+        return torch.where(seen, means, self.sy / self.n)
 
     def position_mean_r2(self, means: Tensor) -> float:
         """R^2 of predicting each target by `means` at its position."""
         sst = self.sst()
-        sse = self.syy - 2 * (means * self.pos_sy).sum() + (self.pos_n @ means.square().sum(1))
+        sse = (self.syy - 2 * (means * self.pos_sy).sum()
+               + (self.pos_n * means.square().sum(-1)).sum())
         return 1.0 - sse.item() / sst if sst > 0 else math.nan
 
 
@@ -131,23 +128,24 @@ class PairSums:
 
     def __init__(self, axes: tuple[str, ...], grid: tuple[int, int], dim: int,
                  device: torch.device):
-        self.grid = grid
+        self.grid = tuple(grid)
         size = {"x": grid[1], "y": grid[0]}
-        self.moments = {(a, d): Moments.zeros(dim, grid[0] * grid[1], device)
+        self.moments = {(a, d): Moments.zeros(dim, self.grid, device)
                         for a in axes for d in DISTANCES if d < size[a]}
 
     def add(self, maps: Tensor, valid: Tensor | None = None) -> None:
         b, h, w, _ = maps.shape
         if valid is None:
             valid = torch.ones(b, h, w, dtype=torch.bool, device=maps.device)
-        where = torch.arange(h * w, device=maps.device).view(1, h, w).expand(b, h, w)
         for (axis, d), m in self.moments.items():
             src = (slice(None), slice(None), slice(None, -d)) if axis == "x" else (
                 slice(None), slice(None, -d))
             dst = (slice(None), slice(None), slice(d, None)) if axis == "x" else (
                 slice(None), slice(d, None))
             keep = valid[src] & valid[dst]
-            m.add(maps[src][keep], maps[dst][keep], where[dst][keep])
+            m.add(maps[src][keep], maps[dst][keep])
+            m.pos_sy[dst[1:]] += (maps[dst] * keep.unsqueeze(-1)).sum(0, dtype=torch.float64)
+            m.pos_n[dst[1:]] += keep.sum(0)
 
 
 @dataclass

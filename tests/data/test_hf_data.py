@@ -85,7 +85,9 @@ def test_unlabelled_text_behaves_like_text_dir(hf, tmp_path):
                     {"method": ["mae"]})
     summary = train_run(cfg, tmp_path / "run", progress=False)
     assert summary["status"] == "ok"
-    assert set(summary["metrics"]) == {"recon_loss", "masked_token_acc", "perplexity",
+    linpred = {m for m in summary["metrics"] if m.startswith("linpred_")}
+    assert "linpred_r2_d1" in linpred  # unlabelled text: no probes, but its blocks are read
+    assert set(summary["metrics"]) - linpred == {"recon_loss", "masked_token_acc", "perplexity",
                                        "pretrain_loss", "recon_loss_d1", "recon_loss_d2",
                                        "recon_loss_d3plus"}
 
