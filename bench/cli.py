@@ -57,7 +57,7 @@ def seed_list(text: str) -> list[int]:
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    from bench.core.config import RunConfig
+    from bench.core.config import PROTOCOLS, RunConfig
 
     d = RunConfig()
     p.add_argument("--methods", type=method_list, default=["mae", "random-init"],
@@ -86,7 +86,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="also kNN every K epochs during pretraining (the equal-compute view); "
                         "default 0: only at the end")
     p.add_argument("--protocols",
-                   help="evaluation protocols, comma list of linear,knn,tran1,finetune; default "
+                   help=f"evaluation protocols, comma list of {','.join(PROTOCOLS)}; default "
                         f"{d.protocols}")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction,
                    help="torch.compile the pretraining step; default: on CUDA only")
