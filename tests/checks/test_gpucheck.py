@@ -67,7 +67,7 @@ def test_step_agreement_sees_the_same_batch_weights_and_masks():
     assert same["pass"] and same["loss_rel"] == 0.0 and same["grad_rel"] == 0.0
     assert len({d["eager"]["loss"] for d in same["draws"]}) == gpucheck.DRAWS
 
-    from methods.mae import MAE
+    from methods.mae.method import MAE
 
     draw = MAE.choose_visible
     count = []  # calls: each mask draw is made twice, for the eager and the compiled side
