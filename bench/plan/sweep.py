@@ -78,6 +78,13 @@ def resolve_run(cfg: RunConfig) -> RunConfig:
     return dataclasses.replace(cfg, options=options)
 
 
+def check_zip(zipped: dict[str, list[Any]]) -> None:
+    """Lists walked in step must have one length."""
+    lengths = {len(v) for v in zipped.values()}
+    if len(lengths) > 1:
+        raise ConfigError(f"the lists in [zip] differ in length: {sorted(lengths)}")
+
+
 def expand(
     fixed: dict[str, Any],
     grid: dict[str, list[Any]] | None = None,
@@ -87,9 +94,7 @@ def expand(
     """Every combination of `grid` (cartesian) with the `zipped` lists walked in step."""
     grid, zipped = grid or {}, zipped or {}
     check_options_are_used(fixed, grid, zipped)
-    lengths = {len(v) for v in zipped.values()}
-    if len(lengths) > 1:
-        raise ConfigError(f"zipped lists differ in length: {sorted(lengths)}")
+    check_zip(zipped)
     zipped_rows = [dict(zip(zipped, row)) for row in zip(*zipped.values())] or [{}]
     grid_rows = [dict(zip(grid, row)) for row in itertools.product(*grid.values())]
     seeds = seeds if seeds is not None else [fixed.get("seed", 0)]
@@ -182,9 +187,7 @@ def spec_from_dict(name: str, raw: dict[str, Any]) -> SweepSpec:
                 raise ConfigError(f"{table}.{key} must be a non-empty list, got {values!r}")
             for value in values:
                 check_setting(key, value, f"{table}.")
-    lengths = {len(v) for v in axes["zip"].values()}
-    if len(lengths) > 1:
-        raise ConfigError(f"the lists in [zip] differ in length: {sorted(lengths)}")
+    check_zip(axes["zip"])
     seeds = raw.get("seeds")
     if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(
         isinstance(s, int) and not isinstance(s, bool) for s in seeds
