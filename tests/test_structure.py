@@ -16,7 +16,7 @@ import pytest
 
 from bench.core import files, store
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 # Top to bottom; a module may import its own layer and the layers below it. Patterns are
 # fnmatch patterns on dotted module names; the first layer that matches a module is its own.
