@@ -9,7 +9,7 @@ DEMO_OUT ?= results/demo
 DEMO_TEXT_OUT ?= results/demo-text
 DEMO_SENTENCES_OUT ?= results/demo-sentences
 
-.PHONY: setup data demo demo-text demo-sentences test lint perf clean-results
+.PHONY: setup data demo demo-text demo-sentences test test-slow lint perf clean-results
 
 setup: $(VENV)/.installed data
 
@@ -54,8 +54,13 @@ demo-sentences: setup
 	  --eval-train-limit 2000 --eval-test-limit 1000 --seeds 0 --out $(DEMO_SENTENCES_OUT) \
 	  granularity=sentence sentences=8 sentence_length=24 vocab_size=2000
 
+# The default suite stays lean (about 6 minutes on an idle 2-core CPU); the slow tests
+# (compilers, torchrun, SLURM requeues, a fresh install) run apart. CI runs both.
 test: setup
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -m "not slow"
+
+test-slow: setup
+	$(PYTHON) -m pytest -q -m slow
 
 lint: setup
 	$(PYTHON) -m ruff check bench methods tests scripts

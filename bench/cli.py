@@ -13,8 +13,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from bench.core.config import COMPILE_MODES, PRECISIONS
-from bench.core.errors import BenchError, UnknownNameError
+from bench.core.config import COMPILE_MODES, PRECISIONS, comma_list
+from bench.core.errors import BenchError, ConfigError, UnknownNameError
 from bench.runtime import progress
 
 EXIT_FAILED_RUNS = 1
@@ -33,13 +33,11 @@ def parse_assignments(items: list[str]) -> dict[str, Any]:
 
 
 def item_list(text: str, what: str) -> list[str]:
-    """'a,b' -> ['a', 'b']; an empty list or an empty item ('a,,b') is refused."""
-    items = [t.strip() for t in text.split(",")]
-    if not any(items):
-        raise argparse.ArgumentTypeError(f"no {what} given (e.g. {EXAMPLES[what]})")
-    if not all(items):
-        raise argparse.ArgumentTypeError(f"empty {what} in {text!r} (e.g. {EXAMPLES[what]})")
-    return items
+    """'a,b' -> ['a', 'b'] (bench.core.config.comma_list) as an argparse type."""
+    try:
+        return comma_list(text, what, EXAMPLES[what])
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 EXAMPLES = {"method": "qbheat,mae,interp", "seed": "0,1,2"}

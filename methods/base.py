@@ -7,11 +7,12 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from bench.core.config import parse_options
-from bench.core.errors import IncompatibleError, UnknownMethodError
+from bench.core.cards import MethodCard
+from bench.core.errors import UnknownMethodError
 from bench.core.options import LayoutOptions, MethodOptions
 from bench.core.registry import Registry
 from bench.ops.masking import Visible, visible_for_ratio
+from methods import CARDS, method_cards
 
 METHODS: Registry[type[MaskingMethod]] = Registry("method", UnknownMethodError)
 FILL_SITES = ("encoder", "decoder")  # where the shared pretrainer may call a method's fill
@@ -20,7 +21,8 @@ FILL_SITES = ("encoder", "decoder")  # where the shared pretrainer may call a me
 class MaskingMethod(nn.Module):
     """Base class of every strategy (ARCHITECTURE.md, "The method contract").
 
-    Subclasses set `name`, `modalities`, `encoder_kinds`, `Options` and implement `fill`;
+    A subclass is registered with its card (`@register_method(CARD)`, which sets `name`,
+    `modalities`, `encoder_kinds` and `Options` from it) and implements `fill`;
     `choose_visible` follows `layout()` (override either for another rule). Where the shared
     pretrainer fills is `fill_site(options)`: "decoder" (the default; after the shared
     projection, where MAE inserts its mask token) or "encoder" (on the encoder's features,
@@ -44,14 +46,6 @@ class MaskingMethod(nn.Module):
     def fill_site(cls, options: MethodOptions) -> str:
         """Where a method with `options` fills: "encoder" or "decoder" (`FILL_SITES`)."""
         return "decoder"
-
-    @property
-    def fills_at(self) -> str:
-        return self.fill_site(self.options)
-
-    def encoder_kinds_for(self) -> frozenset[str]:
-        """Encoder kinds this configured instance accepts (options may narrow them)."""
-        return self.encoder_kinds
 
     def layout(self) -> tuple[str, str]:
         """(layout, block position) of what the encoder sees, for `visible_for_ratio`: read
@@ -96,20 +90,38 @@ class MaskingMethod(nn.Module):
         return self.__doc__.strip().splitlines()[0] if self.__doc__ else self.name
 
 
-def register_method(name: str):
-    """Class decorator: `@register_method("mae")` adds the class to the method registry."""
+def register_method(card: MethodCard | str):
+    """Class decorator adding the class to the method registry under its card
+    (`@register_method(CARD)`: the class takes the card's modalities, encoder kinds and
+    options). A single-file method gives its name instead (`@register_method("mine")`): its
+    card is made from the class's attributes and docstring."""
 
     def decorator(cls: type[MaskingMethod]) -> type[MaskingMethod]:
-        cls.name = name
-        return METHODS.register(name)(cls)
+        if isinstance(card, MethodCard):
+            cls.card = method_cards().get(card.name)  # the registered one (it knows its module)
+            cls.modalities, cls.encoder_kinds = card.modalities, card.encoder_kinds
+            cls.Options = card.Options
+        else:
+            cls.card = MethodCard(card, summary_line(cls.__doc__), cls.modalities,
+                                  cls.encoder_kinds, cls.Options)
+            CARDS.register(card)(cls.card)
+        cls.name = cls.card.name
+        return METHODS.register(cls.name)(cls)
 
     return decorator
 
 
-def resolve_options(name: str, raw: dict[str, Any]) -> MethodOptions:
-    """Typed options of method `name` from raw (possibly string) values; errors name valid keys."""
-    cls = METHODS.get(name)
-    return parse_options(cls.Options, raw, prefix=name)
+def summary_line(doc: str | None) -> str:
+    """A method's one line for `bench list`: the first line of its class docstring."""
+    lines = (doc or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def method_class(name: str) -> type[MaskingMethod]:
+    """The class of method `name`, its module imported on first use."""
+    if name not in METHODS:
+        method_cards().get(name).load()  # UnknownMethodError names the known ones
+    return METHODS.get(name)
 
 
 def build_method(
@@ -123,20 +135,11 @@ def build_method(
     """Method `name` for `modality`, built at the width of where it fills: `dim` (the
     decoder width) or, for a method that fills at the encoder, `encoder_dim` (default: the
     same as `dim`)."""
-    cls = METHODS.get(name)
-    if modality not in cls.modalities:
-        raise IncompatibleError(
-            f"method {name!r} does not support {modality} data; it supports: "
-            + ", ".join(sorted(cls.modalities))
-        )
-    options = resolve_options(name, raw_options)
+    cls = method_class(name)
+    cls.card.check(modality, encoder_kind)
+    options = cls.card.options(raw_options)
     site = cls.fill_site(options)
     if site not in FILL_SITES:
         raise ValueError(f"method {name!r} fills at {site!r}; known: {', '.join(FILL_SITES)}")
     width = encoder_dim if site == "encoder" and encoder_dim is not None else dim
-    method = cls(options, width, modality)
-    if encoder_kind not in method.encoder_kinds_for():
-        raise IncompatibleError(
-            f"method {name!r} needs a {' or '.join(sorted(method.encoder_kinds_for()))} encoder"
-        )
-    return method
+    return cls(options, width, modality)

@@ -7,7 +7,7 @@
 #
 #   scripts/gpu-check.sh [--smoke] [--data-root DIR] [--wheels DIR] [--budget-s S] [--workers N]
 #
-#   --smoke      tiny sizes on any device (about a minute on a CPU; tests/test_gpucheck.py)
+#   --smoke      tiny sizes on any device (about a minute on a CPU; tests/checks/test_gpucheck.py)
 #   --data-root  the folder holding Fashion-MNIST's files (else $MASKBENCH_DATA, else Debian's)
 #   --wheels     install the wheels in DIR first (packages the machine lacks, e.g. submitit)
 #

@@ -53,3 +53,10 @@ def image_folder(tmp_path_factory):
     root = write_image_folder(tmp_path_factory.mktemp("imagefolder"), IMAGE_CLASSES)
     (root / "train" / "cat" / "notes.txt").write_text("not an image")
     return root
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that compile with inductor are slow ones (`make test-slow`)."""
+    for item in items:
+        if item.get_closest_marker("inductor") is not None:
+            item.add_marker(pytest.mark.slow)

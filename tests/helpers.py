@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-import methods
 from bench.core.config import RunConfig
 from bench.core.spec import DataSpec
 from bench.data import streaming as S
 from bench.run.hooks import Hook, StepAt, watching
+from methods import method_cards
 from methods.base import build_method
 
 
@@ -197,8 +197,8 @@ SPECS = {
 
 CASES = [
     (name, modality, {})
-    for name in methods.METHODS.names()
-    for modality in sorted(methods.METHODS.get(name).modalities)
+    for name in method_cards().names()
+    for modality in sorted(method_cards().get(name).modalities)
 ] + [("qbheat", "image", {**READING, "commute": 0.1})]  # 1-D readings: test_qbheat.py
 
 

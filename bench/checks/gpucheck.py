@@ -28,11 +28,8 @@ when a check fails.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import io
 import json
-import os
 import shutil
 import sys
 import time
@@ -43,42 +40,34 @@ from typing import Any
 
 import torch
 
+from bench.checks.agreement import step_agreement, step_log_agreement, streaming_agreement
 from bench.checks.perf import synthetic_spec
-from bench.core import files, store
+from bench.checks.timing import (
+    FULL_EPOCHS,
+    RESERVE_S,
+    affordable_epochs,
+    run_perf,
+    run_table,
+    timed_epochs,
+)
+from bench.core import store
 from bench.core.config import RunConfig
-from bench.core.spec import DataSpec
+from bench.core.references import REFERENCE_ROWS
 from bench.data import load_dataset
 from bench.data.samples import write_image_folder
-from bench.data.streaming import load_imagefolder, pretrain_batches
-from bench.models.build import build_model
-from bench.models.pretrainer import MaskedPretrainer
 from bench.plan.sweep import SweepSpec, load_spec, resolve_run
-from bench.run.hooks import Hook, StepAt
-from bench.run.sampling import epoch_generator
-from bench.run.step import TrainStep, prepare_model
-from bench.run.train import REFERENCE_ROWS, device_name, resolve_device, train_run
-from bench.runtime import precision, progress
-from bench.runtime.devices import synchronize
+from bench.runtime import progress
+from bench.runtime.devices import device_name, resolve_device
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE_SPEC = ROOT / "sweeps" / "fmnist-table.toml"
 METHODS = ("qbheat", "mae", "interp")
 
-# bf16 autocast against float32 on one step of freshly initialised models: bf16 keeps 8 bits of
-# mantissa (relative rounding 2^-9 = 0.2 %); the loss and gradient norms sum over the batch,
-# which averages it out. Measured on the CPU (eager bf16 autocast, 3 draws, every case above at
-# batch 32 for vit-tiny and 2 at 224 px): at most 0.27 % (loss) and 0.30 % (any gradient
-# norm), so these tolerances leave a margin of 7x and more for CUDA's kernels.
-LOSS_RTOL = 0.02
-GRAD_RTOL = 0.05
-DRAWS = 3  # mask draws per case: the first compiles, the others must not recompile
 
 # Targets on one H100/H200 (issue 13); recorded, not enforced.
 TARGET_MAE_MFU = 0.40  # ViT-B/16 MAE step
 TARGET_EPOCH_S = 1.0  # Fashion-MNIST ViT-Tiny epoch, per method
 TARGET_TABLE_S = 15 * 60  # the full table
-FULL_EPOCHS = 100
-RESERVE_S = 20.0  # what the report and the summary need after the table
 
 
 @dataclass(frozen=True)
@@ -153,260 +142,10 @@ def log(line: str) -> None:
 # ------------------------------------------------------------------ 1. correctness
 
 
-class GradNorms:
-    """Stands in for the optimiser of a TrainStep: records the gradient norms the step made and
-    changes no weight, so every mask draw is checked on the same weights."""
-
-    def __init__(self, model: MaskedPretrainer):
-        self.model = model
-        self.seen: list[dict[str, float]] = []
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.model.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        self.seen.append(grad_norms(self.model))
-
-
-PARTS = ("encoder", "proj", "method", "decoder")
-
-
-def grad_norms(model: MaskedPretrainer) -> dict[str, float]:
-    """L2 norm of the gradient of each part of the model that has one, and of all of it."""
-    out, total = {}, 0.0
-    for part in PARTS:
-        grads = [p.grad.float().norm() for p in getattr(model, part).parameters()
-                 if p.grad is not None]
-        if grads:
-            out[f"grad_{part}"] = torch.stack(grads).norm().item()
-            total += out[f"grad_{part}"] ** 2
-    out["grad_total"] = total**0.5
-    return out
-
-
-def step_agreement(cfg: RunConfig, spec: DataSpec, device: torch.device,
-                   backend: str = "inductor", compiled_precision: str = "bf16",
-                   loss_rtol: float = LOSS_RTOL, grad_rtol: float = GRAD_RTOL) -> dict[str, Any]:
-    """The training step of `cfg` compiled (by `backend`) at `compiled_precision`, against the
-    same model eager in float32, on one seeded batch and `DRAWS` mask draws (the same draws on
-    both sides). Passes when the loss and every gradient norm agree within the tolerances and
-    the later draws neither recompile nor break the graph."""
-    import torch._dynamo
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    model = prepare_model(build_model(cfg, spec), device)
-    x = torch.randn(cfg.batch_size, spec.in_chans, *spec.image_size,
-                    generator=torch.Generator().manual_seed(cfg.seed)).to(device)
-    recorder = GradNorms(model)
-    step = TrainStep(model, recorder, device, compile=True, backend=backend)  # type: ignore[arg-type]
-    reference_gen, step_gen = (epoch_generator(cfg.seed, 0, device) for _ in range(2))
-    breaks = sum(counters["graph_break"].values())
-    worst = {"loss": 0.0, "grad": 0.0}
-    draws, recompiled = [], None
-    for k in range(DRAWS):
-        visible = model.method.choose_visible(cfg.batch_size, spec.grid, reference_gen)
-        model.zero_grad(set_to_none=True)
-        with precision.chosen("fp32"):
-            eager_loss = model(x, None, visible).loss
-        eager_loss.backward()
-        eager = {"loss": eager_loss.item(), **grad_norms(model)}
-        guard = torch._dynamo.config.patch(error_on_recompile=k > 0)
-        start = time.perf_counter()
-        try:
-            with guard, precision.chosen(compiled_precision):
-                loss = step(x, step_gen)
-            synchronize(device)
-        except torch._dynamo.exc.RecompileError as err:
-            recompiled = f"draw {k + 1}: {str(err).splitlines()[0]}"
-            break
-        seconds = time.perf_counter() - start
-        compiled = {"loss": loss.item(), **recorder.seen[-1]}
-        rel = {key: abs(compiled[key] - eager[key]) / max(abs(eager[key]), 1e-12) for key in eager}
-        worst["loss"] = max(worst["loss"], rel["loss"])
-        worst["grad"] = max(worst["grad"], *(v for key, v in rel.items() if key != "loss"))
-        draws.append({"eager": eager, "compiled": compiled, "step_s": seconds})
-    graph_breaks = sum(counters["graph_break"].values()) - breaks
-    ok = (recompiled is None and graph_breaks == 0 and worst["loss"] <= loss_rtol
-          and worst["grad"] <= grad_rtol)
-    result = {"pass": ok, "loss_rel": worst["loss"], "grad_rel": worst["grad"],
-              "loss_rtol": loss_rtol, "grad_rtol": grad_rtol, "backend": backend,
-              "compiled_precision": compiled_precision, "recompiled": recompiled,
-              "graph_breaks": graph_breaks, "compile_s": draws[0]["step_s"] if draws else None,
-              "draws": draws}
-    del model, step, recorder
-    torch._dynamo.reset()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return result
-
-
-class ReturnedLosses(Hook):
-    """The loss of every training step, kept on the device (no sync)."""
-
-    def __init__(self):
-        self.kept: list[torch.Tensor] = []
-
-    def on_step_end(self, at: StepAt, loss: torch.Tensor) -> None:
-        self.kept.append(loss)
-
-
-def step_log_agreement(cfg: RunConfig, run_dir: Path, data: Any) -> dict[str, Any]:
-    """Train `cfg` with `log_every=1` and a checkpoint after every step, so every logged loss is
-    written by the mid-epoch flush that waits for its copy; `steps.jsonl` must then hold exactly
-    the losses the steps returned."""
-    cfg = dataclasses.replace(cfg, log_every=1, checkpoint_every_min=1e-9)
-    returned = ReturnedLosses()
-    summary = train_run(cfg, run_dir, progress=False, hooks=[returned], data=data)
-    expected = [t.item() for t in returned.kept]  # .item() synchronises: the true values
-    logged = [r["loss"] for r in store.read_jsonl(run_dir / files.STEPS)]
-    return {"pass": summary["status"] == "ok" and logged == expected and len(logged) > 0,
-            "steps": len(expected), "logged": logged, "returned": expected}
-
-
-def streaming_agreement(folder: Path, device: torch.device, workers: int) -> dict[str, Any]:
-    """Batches streamed by `workers` DataLoader workers (pinned memory on CUDA) equal the ones
-    decoded in this process, augmentation included, for one process and for two ranks' rows."""
-    data = load_imagefolder(str(folder), image_size=32, patch_size=4).to(device)
-    streamed = dataclasses.replace(data, workers=workers)
-    batch = 8
-    n = data.n_pretrain() // batch * batch
-    batches = torch.randperm(data.n_pretrain(), generator=torch.Generator().manual_seed(0))
-    batches = batches[:n].view(-1, batch)
-
-    def epoch(d: Any, rows: slice = slice(None)) -> list[torch.Tensor]:
-        gen = torch.Generator(device=device).manual_seed(1)
-        return list(pretrain_batches(d, batches, gen, True, rows))
-
-    gen = torch.Generator(device=device).manual_seed(1)
-    direct = [data.pretrain_batch(b, gen, True) for b in batches]
-    whole = epoch(streamed)
-    halves = [epoch(streamed, slice(0, batch // 2)), epoch(streamed, slice(batch // 2, batch))]
-    equal = len(whole) == len(direct) and all(torch.equal(a, b) for a, b in zip(whole, direct))
-    split = all(torch.equal(torch.cat([h0, h1]), w) for h0, h1, w in zip(*halves, whole))
-    return {"pass": equal and split, "batches": len(whole), "equal": equal,
-            "ranks_concatenate": split, "workers": workers,
-            "pin_memory": data.pins}
-
-
 # ------------------------------------------------------------------ 2. speed
 
 
-def run_perf(args: list[str]) -> dict[str, Any]:
-    """`bench perf ARGS --json` through the command line's own code; its rows, or its error."""
-    from bench.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["perf", *args, "--json", "--no-progress"])
-    if code != 0:
-        return {"pass": False, "args": args, "error": err.getvalue().strip()[-2000:]}
-    return {"pass": True, "args": args, "rows": perf_figures(json.loads(out.getvalue()))}
-
-
-@dataclass
-class EpochClock(Hook):
-    """A training-loop hook that stamps the time of every epoch end into
-    `folder/<pid>.jsonl`, so epoch times can be read from worker processes too."""
-
-    folder: Path
-
-    def on_epoch_end(self, epoch: int, record: dict[str, Any]) -> bool:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        store.append_jsonl(self.folder / f"{os.getpid()}.jsonl",
-                           {"epoch": epoch, "time": time.time()})
-        return False
-
-
-def steady_epochs(folder: Path) -> list[float]:
-    """Seconds of every epoch after the first of each run stamped by an EpochClock: the gaps
-    between consecutive stamps of one process whose epochs follow each other (one process runs
-    its runs one after another; a new run starts again at epoch 1)."""
-    out = []
-    for path in sorted(folder.glob("*.jsonl")):
-        stamps = store.read_jsonl(path)
-        for a, b in zip(stamps, stamps[1:]):
-            if b["epoch"] == a["epoch"] + 1:
-                out.append(b["time"] - a["time"])
-    return out
-
-
-def timed_epochs(cfg: RunConfig, run_dir: Path, data: Any) -> dict[str, Any]:
-    """A 2-epoch run of `cfg`: the second epoch's seconds (compilation is in the first), and
-    the run's overhead besides its epochs (setup, evaluation)."""
-    clock = EpochClock(run_dir.parent / f"{run_dir.name}-epochs")
-    start = time.perf_counter()
-    summary = train_run(dataclasses.replace(cfg, epochs=2), run_dir, progress=False,
-                        hooks=[clock], data=data)
-    wall = time.perf_counter() - start
-    (epoch_s,) = steady_epochs(clock.folder)
-    return {"pass": summary["status"] == "ok", "epoch_s": epoch_s, "run_s": wall,
-            "overhead_s": max(0.0, wall - 2 * epoch_s),
-            "steps_per_epoch": (cfg.train_limit or data.n_pretrain()) // cfg.batch_size}
-
-
 # ------------------------------------------------------------------ 3. science
-
-
-def affordable_epochs(remaining_s: float, runs: list[RunConfig], epochs: dict[str, dict],
-                      workers: int) -> int:
-    """The most epochs (<= FULL_EPOCHS) the table fits in `remaining_s`, priced from the timed
-    epochs: each run's overhead (shared by the workers) plus its epochs one after another (no
-    gain assumed from sharing the device, so the estimate errs long)."""
-    per_epoch = sum(epochs[r.method]["epoch_s"] for r in runs if r.method in epochs)
-    overhead = max(e["overhead_s"] for e in epochs.values())
-    fixed = len(runs) * overhead / workers + RESERVE_S
-    if per_epoch <= 0:
-        return FULL_EPOCHS
-    return max(0, min(FULL_EPOCHS, int((remaining_s - fixed) // per_epoch)))
-
-
-def full_table_estimate(wall_s: float, epochs_run: int, steady: list[float], trained_runs: int,
-                        workers: int, alone_epoch_s: float) -> tuple[float, str]:
-    """Seconds the table would take at FULL_EPOCHS, from its run at `epochs_run` epochs: the
-    measured wall time plus the missing epochs of every trained run at the mean epoch time
-    measured in the table (W workers sharing the device, so W epochs progress at once). With
-    no such epoch (one epoch run), the single-run epoch times, one after another."""
-    missing = (FULL_EPOCHS - epochs_run) * trained_runs
-    if steady:
-        mean = sum(steady) / len(steady)
-        return wall_s + missing * mean / workers, (
-            f"measured {wall_s:.0f} s at {epochs_run} epochs + {missing} run-epochs x "
-            f"{mean:.2f} s (mean epoch in the table, {workers} runs at once) / {workers}")
-    return wall_s + missing * alone_epoch_s, (
-        f"measured {wall_s:.0f} s at {epochs_run} epoch + {missing} run-epochs x "
-        f"{alone_epoch_s:.2f} s (mean single-run epoch), one after another")
-
-
-def table_spec(sizes: Sizes, data_root: str | None) -> SweepSpec:
-    """The table's sweep file at `sizes` (smoke: its methods, the reference rows, one seed)."""
-    spec = load_spec(TABLE_SPEC)
-    spec = spec.override({**sizes.table, **({"data_root": data_root} if data_root else {})})
-    if sizes.methods == METHODS:
-        return spec
-    return dataclasses.replace(spec, seeds=[0], grid={"method": [*sizes.methods, *REFERENCE_ROWS]})
-
-
-def run_table(spec: SweepSpec, epochs: int, out: Path, workers: int,
-              alone_epoch_s: float) -> dict[str, Any]:
-    from bench.launch.launchers import LocalLauncher
-    from bench.report.build import write_report
-
-    runs = spec.override({"epochs": epochs}).runs()
-    stamps = out / "epoch-stamps"
-    start = time.perf_counter()
-    summaries = LocalLauncher(progress=False, workers=workers,
-                              hooks=[EpochClock(stamps)]).launch(runs, out)
-    report = write_report([out], out / "report")
-    wall = time.perf_counter() - start  # as `time bench sweep` would say: the report included
-    trained = sum(r.method not in REFERENCE_ROWS for r in runs)
-    estimate, how = full_table_estimate(wall, epochs, steady_epochs(stamps), trained, workers,
-                                        alone_epoch_s)
-    failed = [s["run_id"] for s in summaries if s.get("status") != "ok"]
-    return {"pass": not failed, "epochs": epochs, "runs": len(runs), "trained_runs": trained,
-            "workers": workers, "wall_s": wall, "failed": failed,
-            "report": str(report.with_suffix(".md")), "full_table_s": estimate,
-            "full_table_estimator": how}
 
 
 # ------------------------------------------------------------------ the whole check
@@ -420,13 +159,6 @@ class CheckOptions:
     data_root: str | None = None
     workers: int | None = None  # runs of the table at once (None: the sizes' choice)
     device: str = "auto"
-
-
-def perf_figures(rows: list[dict]) -> list[dict]:
-    keys = ("method", "encoder", "image_size", "batch", "compile", "compile_mode", "bf16",
-            "samples_per_s_synthetic", "samples_per_s_data", "epoch_s_data", "mfu",
-            "achieved_tflops", "fill_share", "peak_mem_bytes")
-    return [{k: r.get(k) for k in keys} for r in rows]
 
 
 def targets(device: torch.device, speed: dict, epochs: dict, table: dict | None) -> dict:
@@ -603,3 +335,12 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def table_spec(sizes: Sizes, data_root: str | None) -> SweepSpec:
+    """The table's sweep file at `sizes` (smoke: its methods, the reference rows, one seed)."""
+    spec = load_spec(TABLE_SPEC)
+    spec = spec.override({**sizes.table, **({"data_root": data_root} if data_root else {})})
+    if sizes.methods == METHODS:
+        return spec
+    return dataclasses.replace(spec, seeds=[0], grid={"method": [*sizes.methods, *REFERENCE_ROWS]})

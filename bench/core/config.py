@@ -86,14 +86,31 @@ PROBE_LAYERS = ("last", "all")
 GRANULARITIES = ("token", "sentence")
 
 
+def comma_list(text: str, what: str, example: str) -> list[str]:
+    """'a, b' -> ['a', 'b'], the one parser of every comma list (run fields, --methods,
+    --seeds); no item ('') or an empty item ('a,,b') raises ConfigError naming `what`."""
+    items = [t.strip() for t in str(text).split(",")]
+    if not any(items):
+        raise ConfigError(f"no {what} given (e.g. {example})")
+    if not all(items):
+        raise ConfigError(f"empty {what} in {text!r} (e.g. {example})")
+    return items
+
+
+def names_in(text: str, key: str, valid: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """`key`'s comma list of names from `valid` (duplicates dropped); an unknown name raises
+    ConfigError listing the valid ones."""
+    names = tuple(dict.fromkeys(comma_list(text, what, ",".join(valid[:2]))))
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise ConfigError(f"unknown {what} {unknown[0]!r} in {key}={text!r}; valid: "
+                          f"{', '.join(valid)}")
+    return names
+
+
 def protocol_list(text: str) -> tuple[str, ...]:
     """'linear,knn' -> ('linear', 'knn'); an empty list or an unknown name raises ConfigError."""
-    names = tuple(dict.fromkeys(t.strip() for t in str(text).split(",") if t.strip()))
-    unknown = [n for n in names if n not in PROTOCOLS]
-    if unknown or not names:
-        what = f"unknown evaluation protocol {unknown[0]!r}" if unknown else "no evaluation protocol"
-        raise ConfigError(f"{what} in protocols={text!r}; valid: {', '.join(PROTOCOLS)}")
-    return names
+    return names_in(text, "protocols", PROTOCOLS, "evaluation protocol")
 
 
 # Smallest valid value of each numeric run field (None, where allowed, means "not set").
@@ -117,12 +134,7 @@ TRACKERS = ("tensorboard", "wandb", "mlflow")
 
 def tracker_list(text: str) -> tuple[str, ...]:
     """'tensorboard,wandb' -> ('tensorboard', 'wandb'); '' -> (); an unknown name raises."""
-    names = tuple(dict.fromkeys(t.strip() for t in str(text).split(",") if t.strip()))
-    unknown = [n for n in names if n not in TRACKERS]
-    if unknown:
-        raise ConfigError(f"unknown tracker {unknown[0]!r} in log_to={text!r}; valid: "
-                          f"{', '.join(TRACKERS)}")
-    return names
+    return names_in(text, "log_to", TRACKERS, "tracker") if str(text).strip() else ()
 
 
 @dataclass

@@ -1,4 +1,6 @@
-"""Run directory layout and atomic writes (tmp + rename: a reader never sees half a file)."""
+"""Files written safely and read back: atomic writes (tmp + rename: a reader never sees half a
+file), JSON and JSON lines, torch files, a writable output folder; and the provenance every
+run records (git sha, package versions)."""
 
 from __future__ import annotations
 

@@ -141,7 +141,7 @@ register_dataset(
         sentence_level=True,  # text: a row is a document, its paragraphs split into sentences
     )
 )
-for _name in TORCHVISION_SETS:  # CIFAR-10/100, STL-10: facts in datasets/<name>.toml
+for _name in TORCHVISION_SETS:  # CIFAR-10/100, STL-10: facts in bench/datasets/<name>.toml
     register_dataset(
         DatasetEntry(
             _name,
@@ -195,7 +195,7 @@ def check_granularity(name: str, granularity: str = "token", **given: Any) -> No
         card = load_card(entry.name) if entry.name in card_names() else {}
         why = card.get("sentences", {}).get("refused", "it has no documents")
         raise ConfigError(f"granularity=sentence: {name} is not a sentence-level corpus ({why}; "
-                          "see its card, datasets/" + entry.name + ".toml); use granularity=token")
+                          "see its card, bench/datasets/" + entry.name + ".toml); use granularity=token")
 
 
 def load_dataset(

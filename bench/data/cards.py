@@ -1,4 +1,5 @@
-"""Dataset cards: TOML files in the top-level `datasets/` folder, one per dataset."""
+"""Dataset cards: TOML files in `bench/datasets/`, one per dataset (package data, so an
+installed Maskbench has them too)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-CARDS_DIR = Path(__file__).resolve().parents[2] / "datasets"
+CARDS_DIR = Path(__file__).resolve().parents[1] / "datasets"
 TORCHVISION_SETS = ("cifar10", "cifar100", "stl10")  # torchvision's readers; `bench download`
 
 

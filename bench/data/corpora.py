@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.core import store
 from bench.core.errors import ConfigError, DataNotFoundError, UnknownDatasetError
-from bench.data.fingerprint import split_fingerprint, stable_hash
+from bench.data.fingerprint import in_test_split, split_fingerprint, stable_hash
 
 SPLIT_RULE = (
     "test if int.from_bytes(blake2b(text.encode('utf-8'), digest_size=8).digest(), 'big') "
@@ -46,11 +46,6 @@ class TextCorpus:
 def text_hash(text: str) -> int:
     """Stable 64-bit hash of a text: decides its split and its rank for `limit`."""
     return stable_hash(text)
-
-
-def is_test(text: str) -> bool:
-    """The split rule (`SPLIT_RULE`, applied in `make_corpus`): ~10 % of distinct texts are test."""
-    return text_hash(text) % 10 == 0
 
 
 def _first_by_hash(indices: list[int], hashes: list[int], n: int) -> list[int]:
@@ -82,8 +77,8 @@ def make_corpus(
     """Split documents by `SPLIT_RULE`; `limit` keeps the `limit` lowest-hash train texts and a
     proportional number of test texts, so small subsets are deterministic and nested."""
     hashes = [text_hash(t) for t in texts]
-    train_idx = [i for i, h in enumerate(hashes) if h % 10 != 0]
-    test_idx = [i for i, h in enumerate(hashes) if h % 10 == 0]
+    train_idx = [i for i, h in enumerate(hashes) if not in_test_split(h)]
+    test_idx = [i for i, h in enumerate(hashes) if in_test_split(h)]
     if limit is not None:
         if limit <= 0:
             raise ConfigError(f"limit must be a positive integer, got {limit}")

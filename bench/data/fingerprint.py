@@ -32,6 +32,12 @@ def digest(*parts: str) -> str:
     return h.hexdigest()
 
 
+def in_test_split(key: int) -> bool:
+    """The split rules' one test: a text, document or row whose stable hash is 0 mod 10 (about
+    10 %) is in the test split."""
+    return key % 10 == 0
+
+
 def stable_hash(text: str) -> int:
     """64-bit BLAKE2b of `text` (UTF-8) as an unsigned big-endian integer: the split rules'
     hash (`SPLIT_RULE`, `DOCUMENT_SPLIT_RULE`) and the stable orders of files and rows."""

@@ -23,7 +23,7 @@ pretraining and the masked-token metrics only, no probes.
   sample. Size: the shorter side of the training split's first image, at most 224; patches
   of 16 px from 112 px, 8 from 64, else 4; the size rounded down to a multiple of the patch.
 
-The numbers are in the dataset card, datasets/hf.toml.
+The numbers are in the dataset card, bench/datasets/hf.toml.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from bench.data.cache import cache_root
 from bench.data.cards import load_card
 from bench.data.columns import HFColumns
 from bench.data.corpora import make_corpus
-from bench.data.fingerprint import fingerprint, stable_hash
+from bench.data.fingerprint import fingerprint, in_test_split, stable_hash
 from bench.data.sentences import DocumentCorpus, make_documents, text_document
 from bench.data.streaming import StreamingImageData, square_image
 from bench.data.text import TextData, text_data
@@ -252,7 +252,7 @@ def load_hf_images(arg: str, columns: HFColumns) -> StreamingImageData:
         per_split, classes = _labels([ds for ds, _ in parts.values()], columns.label)
     sets, order = {}, []
     for i, (part, (ds, test)) in enumerate(parts.items()):
-        rows = [r for r in range(len(ds)) if test is None or (_row_hash(r) % 10 == 0) == test]
+        rows = [r for r in range(len(ds)) if test is None or in_test_split(_row_hash(r)) == test]
         rows.sort(key=_row_hash)
         labels = [per_split[i][r] for r in rows] if classes is not None else [-1] * len(rows)
         sets[part] = HFImages(ds, columns.input, rows, labels, size, mode)

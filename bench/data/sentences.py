@@ -28,18 +28,29 @@ from torch import Tensor
 
 from bench.core.errors import ConfigError, DataNotFoundError, UnknownDatasetError
 from bench.data import cache
-from bench.data import corpora as C
-from bench.data import packing as P
-from bench.data import text as T
-from bench.data import tokenizer as Tok
-from bench.data.fingerprint import digest, split_fingerprint
+from bench.data.corpora import (
+    KJV_GENRES,
+    KJV_RANGE,
+    TEXT_DIR_PREFIX,
+    TextCorpus,
+    kjv_genre,
+    kjv_verses,
+    paragraphs,
+    text_dir_folder,
+    text_files,
+    text_hash,
+)
+from bench.data.fingerprint import digest, in_test_split, split_fingerprint
+from bench.data.packing import pad_ids
 from bench.data.protocol import EvalSplit
+from bench.data.text import PaddedTexts
+from bench.data.tokenizer import DEFAULT_VOCAB_SIZE, get_tokenizer, special_ids, tokenize
 
 DOCUMENT_SPLIT_RULE = (
     "test if int.from_bytes(blake2b('\\n'.join(sentences).encode('utf-8'), digest_size=8)"
     ".digest(), 'big') % 10 == 0, else train"
 )
-SENTENCE_CORPORA = ("kjv-verses", C.TEXT_DIR_PREFIX + "PATH")
+SENTENCE_CORPORA = ("kjv-verses", TEXT_DIR_PREFIX + "PATH")
 DEFAULT_SENTENCES = 16  # sentences per pretraining window: the grid (S,) of every method
 DEFAULT_SENTENCE_LENGTH = 64  # tokens per sentence: the token level's eval truncation length
 SENTENCE_TENSORS_FORMAT = 1  # part of the tensor cache's file name: bump when what it stores changes
@@ -76,7 +87,7 @@ class Document:
     @property
     def key(self) -> int:
         """Its hash (`DOCUMENT_SPLIT_RULE`): decides its split and its place in the split."""
-        return C.text_hash("\n".join(self.sentences))
+        return text_hash("\n".join(self.sentences))
 
 
 @dataclass
@@ -95,8 +106,8 @@ def make_documents(name: str, documents: Iterable[Document], classes: list[str] 
                    ) -> DocumentCorpus:
     """Split `documents` (empty ones dropped) by `DOCUMENT_SPLIT_RULE`, each split in hash order."""
     docs = sorted((d for d in documents if d.sentences), key=lambda d: d.key)  # stable
-    train = [d for d in docs if d.key % 10 != 0]
-    test = [d for d in docs if d.key % 10 == 0]
+    train = [d for d in docs if not in_test_split(d.key)]
+    test = [d for d in docs if in_test_split(d.key)]
     records = (("\x1f".join(d.sentences) + f"\x1c{'' if d.label is None else d.label}\x1e"
                 for d in split) for split in (train, test))
     return DocumentCorpus(name, train, test, classes,
@@ -115,21 +126,21 @@ def kjv_chapters(verses: Iterable[tuple[str, str]]) -> list[Document]:
     for chapter, verses_of in itertools.groupby(verses, key=lambda v: _KJV_CHAPTER.match(v[0])[1]):
         if chapter in seen:
             raise ConfigError(f"the verses of chapter {chapter} are not contiguous; give the "
-                              f"output of `bible -f {C.KJV_RANGE}` as it is")
+                              f"output of `bible -f {KJV_RANGE}` as it is")
         seen.add(chapter)
-        label = C.KJV_GENRES.index(C.kjv_genre(chapter + ":1"))
+        label = KJV_GENRES.index(kjv_genre(chapter + ":1"))
         chapters.append(Document(tuple(text for _, text in verses_of), label))
     return chapters
 
 
 def text_document(text: str, label: int | None = None) -> Document:
     """A document of free text: the sentences of its paragraphs, in order."""
-    return Document(tuple(s for para in C.paragraphs(text) for s in split_sentences(para)), label)
+    return Document(tuple(s for para in paragraphs(text) for s in split_sentences(para)), label)
 
 
 def text_dir_documents(folder: Path) -> list[Document]:
     """One document per .txt file under folder (`text_document`)."""
-    docs = [text_document(content) for _, content in C.text_files(folder)]
+    docs = [text_document(content) for _, content in text_files(folder)]
     if not any(d.sentences for d in docs):
         raise DataNotFoundError(f"no non-empty .txt file under {folder}; add UTF-8 .txt files there")
     return docs
@@ -140,10 +151,10 @@ def load_documents(name: str, root: str | None = None, cache_dir: Path | None = 
     """The documents of a sentence-level corpus by name (see `SENTENCE_CORPORA`); `root` and
     `cache_dir` as for `bench.data.text.load_corpus`."""
     if name == "kjv-verses":
-        return make_documents(name, kjv_chapters(C.kjv_verses(root, cache_dir)),
-                              list(C.KJV_GENRES))
-    if name.startswith(C.TEXT_DIR_PREFIX):
-        return make_documents(name, text_dir_documents(C.text_dir_folder(name, root)), None)
+        return make_documents(name, kjv_chapters(kjv_verses(root, cache_dir)),
+                              list(KJV_GENRES))
+    if name.startswith(TEXT_DIR_PREFIX):
+        return make_documents(name, text_dir_documents(text_dir_folder(name, root)), None)
     raise UnknownDatasetError(name, list(SENTENCE_CORPORA))
 
 
@@ -183,13 +194,13 @@ def encode_documents(tokenizer, corpus: DocumentCorpus, length: int) -> dict[str
     (`{split}_x`, `{split}_len`, the probes' order, as `hash_ordered` at the token level),
     `{split}_docs`, the rows of `{split}_x` in document order, and `{split}_offsets`, where each
     document starts in that order."""
-    pad = Tok.special_ids(tokenizer).pad
+    pad = special_ids(tokenizer).pad
     out: dict[str, Tensor] = {}
     for split, docs in (("train", corpus.train), ("test", corpus.test)):
         sentences, offsets, _ = _split_sentences(docs)
-        order = sorted(range(len(sentences)), key=lambda i: C.text_hash(sentences[i]))
-        seqs = Tok.tokenize(tokenizer, [sentences[i] for i in order], f"tokenize {split}")
-        out[f"{split}_x"], out[f"{split}_len"] = P.pad_ids(seqs, length, pad)
+        order = sorted(range(len(sentences)), key=lambda i: text_hash(sentences[i]))
+        seqs = tokenize(tokenizer, [sentences[i] for i in order], f"tokenize {split}")
+        out[f"{split}_x"], out[f"{split}_len"] = pad_ids(seqs, length, pad)
         rows = torch.empty(len(order), dtype=torch.long)
         rows[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
         out[f"{split}_docs"], out[f"{split}_offsets"] = rows, offsets
@@ -197,7 +208,7 @@ def encode_documents(tokenizer, corpus: DocumentCorpus, length: int) -> dict[str
 
 
 @dataclass(kw_only=True)
-class SentenceData(T.PaddedTexts):
+class SentenceData(PaddedTexts):
     """Documents at the sentence level, implementing the trainer's data protocol.
 
     A pretraining sample is a window of `sentences` consecutive sentences of one train document
@@ -270,7 +281,7 @@ def sentence_data(
     """Documents -> tokenizer -> tensors, cached as at the token level (`text_data`): the
     tokenizer keyed by corpus fingerprint and vocabulary size, the tensors also by tokenizer
     content and `sentence_length` (windows of `sentences` are cut from them at load)."""
-    vocab_size = Tok.DEFAULT_VOCAB_SIZE if vocab_size is None else vocab_size
+    vocab_size = DEFAULT_VOCAB_SIZE if vocab_size is None else vocab_size
     size = DEFAULT_SENTENCES if sentences is None else sentences
     length = DEFAULT_SENTENCE_LENGTH if sentence_length is None else sentence_length
     if size < 2 or length < 1:
@@ -278,9 +289,9 @@ def sentence_data(
     cache_dir = cache.cache_root() if cache_dir is None else cache_dir
     train_s, train_offsets, train_labels = _split_sentences(corpus.train)
     test_s, _, test_labels = _split_sentences(corpus.test)
-    view = C.TextCorpus(corpus.name, train_s, None, test_s, None, corpus.classes,
+    view = TextCorpus(corpus.name, train_s, None, test_s, None, corpus.classes,
                         corpus.fingerprint)
-    tokenizer = Tok.get_tokenizer(view, vocab_size, cache_dir)
+    tokenizer = get_tokenizer(view, vocab_size, cache_dir)
     tok_digest = digest(tokenizer.to_str())
     key = f"{corpus.fingerprint[:16]}-v{vocab_size}-{tok_digest}-L{length}"
     tensors = cache.cached_tensors(cache_dir / f"sentences{SENTENCE_TENSORS_FORMAT}-{key}.pt",
@@ -310,7 +321,7 @@ def sentence_data(
         test_y=labels(test_labels, tensors["test_docs"]),
         classes=corpus.classes,
         vocab_size=tokenizer.get_vocab_size(),
-        pad_id=Tok.special_ids(tokenizer).pad,
+        pad_id=special_ids(tokenizer).pad,
         sentences=size,
         fingerprint=digest(corpus.fingerprint, tok_digest, str(length), str(size))[:12],
     )

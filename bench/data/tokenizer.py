@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from torch import Tensor
 
 from bench.core import store
 from bench.core.errors import ConfigError
-from bench.data.packing import pad_ids, real_positions
 from bench.runtime import progress
 
 if TYPE_CHECKING:
@@ -95,15 +93,3 @@ def tokenize(tokenizer: Tokenizer, texts: Sequence[str], desc: str) -> list[list
     for i in progress.bar(range(0, len(texts), ENCODE_CHUNK), desc=desc, unit="chunk", leave=False):
         seqs += [e.ids for e in tokenizer.encode_batch_fast(list(texts[i : i + ENCODE_CHUNK]))]
     return seqs
-
-
-def encode_padded(
-    tokenizer: Tokenizer, texts: Sequence[str], max_len: int
-) -> tuple[Tensor, Tensor]:
-    """(ids LongTensor[N, max_len], attention_mask BoolTensor[N, max_len]): truncated to max_len,
-    padded with [PAD]=0, mask True on real tokens."""
-    if max_len <= 0:
-        raise ConfigError(f"max_len must be positive, got {max_len}")
-    seqs = [enc.ids for enc in tokenizer.encode_batch_fast(list(texts))]
-    ids, lengths = pad_ids(seqs, max_len, special_ids(tokenizer).pad)
-    return ids, real_positions(lengths, max_len)

@@ -65,6 +65,16 @@ class RunJob(Checkpointable):
         self.raise_errors = raise_errors  # debug launcher: let pdb see the error
         self.compile_cache = compile_cache  # inductor's cache folder in the job's process
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A job pickled before training-loop hooks existed (a SLURM job in flight across an
+        upgrade) had an after-epoch `interrupt` callable: it becomes a hook."""
+        if "interrupt" in state:
+            from bench.run.hooks import AfterEpoch
+
+            interrupt = state.pop("interrupt")
+            state["hooks"] = () if interrupt is None else (AfterEpoch(interrupt),)
+        self.__dict__.update(state)
+
     def __call__(self) -> dict[str, Any]:
         """The job's entry point (SLURM task, worker process): its log says what it did.
 

@@ -66,12 +66,11 @@ class MaskedPretrainer(nn.Module):
         self.proj = nn.Linear(encoder.dim, decoder_dim)
         init_weights(self.proj)
         self.decoder = Decoder(spec, decoder_dim, decoder_depth, decoder_heads)
-        width = encoder.dim if method.fills_at == "encoder" else decoder_dim
+        self.fill_site = method.fill_site(method.options)
+        width = encoder.dim if self.fill_site == "encoder" else decoder_dim
         if method.dim != width:
-            raise IncompatibleError(
-                f"method {method.name!r} fills at the {method.fills_at} (width {width}) but was "
-                f"built at width {method.dim}"
-            )
+            raise IncompatibleError(f"method {method.name!r} fills at the {self.fill_site} (width "
+                                    f"{width}) but was built at width {method.dim}")
 
     def forward(
         self, x: Tensor, generator: torch.Generator | None, visible: Visible | None = None
@@ -85,8 +84,8 @@ class MaskedPretrainer(nn.Module):
 
     def decode(self, features: Tensor, visible: Visible) -> Tensor:
         """Encoder features `[B, K, encoder.dim]` of the visible positions -> predictions over
-        the whole grid: fill and project in the order the method's `fills_at` names, decode."""
-        if self.method.fills_at == "encoder":
+        the whole grid: fill and project in the order the method's `fill_site` names, decode."""
+        if self.fill_site == "encoder":
             filled = self.proj(self.fill(features, visible))
         else:
             filled = self.fill(self.proj(features), visible)

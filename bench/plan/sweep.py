@@ -8,54 +8,32 @@ anything is trained or written. `load_spec` reads a sweep file (sweeps/*.toml).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.core.cards import MethodCard
 from bench.core.config import RunConfig, apply_overrides, protocol_list, run_config_fields
-from bench.core.errors import ConfigError, IncompatibleError, UnknownMethodError
+from bench.core.errors import ConfigError, IncompatibleError
 from bench.core.options import MethodOptions, options_dict
 from bench.core.references import REFERENCE_ROWS
 from bench.core.registry import Registry
 from bench.data import DATASETS, DatasetEntry, check_granularity, run_dataset_entry
 from bench.launch.slurm import slurm_settings
 from bench.models.presets import ENCODERS, encoders_of_kind
-from bench.plan.method_cards import MethodCard, NotStaticError, method_cards, summary_line
+from methods import method_cards
 
 
-@functools.cache
 def known_methods() -> Registry[MethodCard]:
-    """The methods as planning sees them: read from their files (no torch), or, where a file
-    states them in a way the reader cannot follow, from the imported methods."""
-    try:
-        cards = method_cards()
-    except NotStaticError:
-        cards = imported_cards()
-    registry: Registry[MethodCard] = Registry("method", UnknownMethodError)
-    for name, card in cards.items():
-        registry.add(name, card)
-    return registry
-
-
-@functools.cache
-def imported_cards() -> dict[str, MethodCard]:
-    """The cards of the imported method registry (this loads torch)."""
-    import methods
-
-    return {name: MethodCard(name, summary_line(cls.__doc__), cls.modalities, cls.encoder_kinds,
-                             cls.Options)
-            for name in methods.METHODS.names() for cls in [methods.METHODS.get(name)]}
+    """The methods as planning sees them: their cards (methods.method_cards, no torch)."""
+    return method_cards()
 
 
 def method_options(name: str, raw: dict[str, Any]) -> MethodOptions:
     """Method `name`'s typed options; bad keys or values raise ConfigError naming them."""
-    try:
-        return known_methods().get(name).options(raw)
-    except NotStaticError:  # its checks need what the source reader skipped
-        return imported_cards()[name].options(raw)
+    return known_methods().get(name).options(raw)
 
 
 def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -94,17 +72,9 @@ def resolve_run(cfg: RunConfig) -> RunConfig:
         if cfg.options:
             raise ConfigError(f"{cfg.method} is a reference row and takes no options")
         return dataclasses.replace(cfg, epochs=0)
-    cls = known_methods().get(cfg.method)
-    if entry.modality not in cls.modalities:
-        raise IncompatibleError(
-            f"method {cfg.method!r} does not support {entry.modality} data (dataset {cfg.dataset!r})"
-        )
-    if encoder.kind not in cls.encoder_kinds:
-        raise IncompatibleError(
-            f"method {cfg.method!r} needs a {' or '.join(sorted(cls.encoder_kinds))} encoder, not "
-            f"{cfg.encoder!r}; encoders that work: "
-            + ", ".join(encoders_of_kind(cls.encoder_kinds, entry.modality))
-        )
+    card = known_methods().get(cfg.method)
+    card.check(entry.modality, encoder.kind, cfg.encoder,
+               encoders_of_kind(card.encoder_kinds, entry.modality))
     options = options_dict(method_options(cfg.method, cfg.options))
     return dataclasses.replace(cfg, options=options)
 
@@ -121,6 +91,13 @@ def check_probes(cfg: RunConfig, entry: DatasetEntry, family: str) -> None:
                           f"{family} encoder without blocks (use probe_layers=last)")
 
 
+def check_zip(zipped: dict[str, list[Any]]) -> None:
+    """Lists walked in step must have one length."""
+    lengths = {len(v) for v in zipped.values()}
+    if len(lengths) > 1:
+        raise ConfigError(f"the lists in [zip] differ in length: {sorted(lengths)}")
+
+
 def expand(
     fixed: dict[str, Any],
     grid: dict[str, list[Any]] | None = None,
@@ -130,9 +107,7 @@ def expand(
     """Every combination of `grid` (cartesian) with the `zipped` lists walked in step."""
     grid, zipped = grid or {}, zipped or {}
     check_options_are_used(fixed, grid, zipped)
-    lengths = {len(v) for v in zipped.values()}
-    if len(lengths) > 1:
-        raise ConfigError(f"zipped lists differ in length: {sorted(lengths)}")
+    check_zip(zipped)
     zipped_rows = [dict(zip(zipped, row)) for row in zip(*zipped.values())] or [{}]
     grid_rows = [dict(zip(grid, row)) for row in itertools.product(*grid.values())]
     seeds = seeds if seeds is not None else [fixed.get("seed", 0)]
@@ -225,9 +200,7 @@ def spec_from_dict(name: str, raw: dict[str, Any]) -> SweepSpec:
                 raise ConfigError(f"{table}.{key} must be a non-empty list, got {values!r}")
             for value in values:
                 check_setting(key, value, f"{table}.")
-    lengths = {len(v) for v in axes["zip"].values()}
-    if len(lengths) > 1:
-        raise ConfigError(f"the lists in [zip] differ in length: {sorted(lengths)}")
+    check_zip(axes["zip"])
     seeds = raw.get("seeds")
     if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(
         isinstance(s, int) and not isinstance(s, bool) for s in seeds

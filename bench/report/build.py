@@ -72,6 +72,7 @@ from bench.report.tables import (
 )
 from bench.report.verdict import fairness, verdict
 from bench.runtime import progress
+from methods import method_cards
 
 log = logging.getLogger(__name__)
 TITLE = "Maskbench report"
@@ -145,7 +146,9 @@ class Section:
     content: list[Table | str]  # tables in order; a str says where a view is left out, why
     verdict: list[str]  # who beats the baseline, in words (bench.report.verdict)
     warnings: list[str]  # where compared rows ran with a different setup
-    qbheat: Table | None = None  # the fill diagnostics of the rows that report them
+    fill: Table | None = None  # the reconstruction by distance of the rows that report it
+    # each method's own diagnostics (its card's), by method name
+    methods: dict[str, Table] = field(default_factory=dict)
 
     @property
     def tables(self) -> list[Table]:
@@ -207,10 +210,15 @@ def _section(a: Analysis, dataset: str, encoder: str, first: bool) -> Section:
         tables.append(stat_table(stats, cells, task, f"{name}: pretext-task metrics",
                                  f"{', '.join(task)}: {NOT_COMPARABLE}. {CI_NOTE}."))
     tables += probe_views(stats, cells, metrics, name)
-    fill = metric_order(metrics, "fill")
-    qbheat = stat_table(stats, cells, fill, f"{name}: QB-Heat operators and the fill by distance "
-                        "from the visible part", CI_NOTE) if fill else None
-    return Section(tables, said, warnings, qbheat)
+    by_distance = metric_order(metrics, "fill")
+    fill = stat_table(stats, cells, by_distance, f"{name}: reconstruction by distance from the "
+                      "visible part", CI_NOTE) if by_distance else None
+    own = {}
+    for method in dict.fromkeys(cells.method):
+        if method in method_cards() and (figures_ := metric_order(metrics, f"method:{method}")):
+            title = method_cards().get(method).diagnostics_title or f"{method}: diagnostics"
+            own[method] = stat_table(stats, cells, figures_, f"{name}: {title}", CI_NOTE)
+    return Section(tables, said, warnings, fill, own)
 
 
 THROUGHPUT_NOTE = ("samples/s and seconds were measured on each run's machine under the load "
@@ -260,18 +268,13 @@ def section_name(a: Analysis, dataset: str, encoder: str) -> str:
     return f"{dataset} · {encoder}{level or ''}"
 
 
-QBHEAT_NOTE = (
-    "What training found and where the fill breaks down. ρ: spectral radius of a unit step "
-    "(I+A right, I−A left, I+B down, I−B up; above 1 that direction grows with every step; "
-    "with qbheat.norm=true a step adds n(z)A^T and ρ only bounds the linear part). "
-    "‖AB−BA‖/(‖A‖‖B‖): 0 where dz/dx = Az, dz/dy = Bz has a solution for any block (then the "
-    "xy and yx orders agree). recon loss d: the held-out reconstruction loss at hidden "
+FILL_NOTE = (
+    "Where each fill breaks down. recon loss d: the held-out reconstruction loss at hidden "
     "positions whose Chebyshev distance to the nearest visible token is d (for QB-Heat's "
     "block, the steps along the farther axis), under each method's own masking; like "
     "recon_loss, not comparable across methods, and a bin mixes distance with content (on "
     "centred objects the far positions are mostly blank border, which any fill predicts "
-    "well). Operator figures: final epoch; also in "
-    "metrics.jsonl at --eval-every points.")
+    "well). Final epoch; also in metrics.jsonl at --eval-every points.")
 
 
 def _make_figures(a: Analysis, out: Path) -> list[figures.Figure]:
@@ -338,7 +341,7 @@ def _export_table(a: Analysis) -> Table | None:
 
 
 def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str], Section],
-            figs: list[figures.Figure], qbheat: list[Table]) -> list[Block]:
+            figs: list[figures.Figure]) -> list[Block]:
     agg = a.agg
     n_ok = a.ok.run_dir.nunique()
     blocks: list[Block] = [
@@ -376,9 +379,17 @@ def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str],
             blocks.append(Bullets(tuple(section.warnings)))
         blocks += [TableBlock(c) if isinstance(c, Table) else Paragraph(c)
                    for c in section.content]
-    if qbheat:
-        blocks += [Heading("QB-Heat: operators and extrapolation", 2, "qbheat"),
-                   Paragraph(QBHEAT_NOTE), *(TableBlock(t) for t in qbheat)]
+    fills = [s.fill for s in section_of.values() if s.fill is not None]
+    if fills:
+        blocks += [Heading("The fill by distance", 2, "fill"), Paragraph(FILL_NOTE),
+                   *(TableBlock(t) for t in fills)]
+    for method in dict.fromkeys(m for s in section_of.values() for m in s.methods):
+        card = method_cards().get(method)
+        blocks += [Heading(card.diagnostics_title or f"{method}: diagnostics", 2,
+                           f"method-{method}")]
+        blocks += [Paragraph(card.diagnostics_note)] if card.diagnostics_note else []
+        blocks += [TableBlock(s.methods[method]) for s in section_of.values()
+                   if method in s.methods]
     if figs:
         blocks.append(Heading("Figures", 2, "figures"))
         blocks += [FigureBlock(f) for f in figs]
@@ -444,11 +455,12 @@ def _write_files(a: Analysis, dirs: Sequence[Path], out: Path) -> None:
     a.paired.to_csv(out / "paired.csv", index=False)
     a.matched.to_csv(out / "compute_matched.csv", index=False)
     section_of = {sec: _section(a, *sec, first=i == 0) for i, sec in enumerate(sections(a.cells))}
-    qbheat = [s.qbheat for s in section_of.values() if s.qbheat is not None]
+    tables = [t for s in section_of.values() for t in s.tables]
+    tables += [s.fill for s in section_of.values() if s.fill is not None]
+    tables += [t for s in section_of.values() for t in s.methods.values()]
     (out / "tables.tex").write_text(
         "% Maskbench tables; needs \\usepackage{booktabs}\n\n"
-        + "\n\n".join(to_latex(t) for ts in [*(s.tables for s in section_of.values()), qbheat]
-                      for t in ts) + "\n")
-    blocks = _blocks(a, dirs, section_of, _make_figures(a, out), qbheat)
+        + "\n\n".join(to_latex(t) for t in tables) + "\n")
+    blocks = _blocks(a, dirs, section_of, _make_figures(a, out))
     (out / "report.md").write_text(render_markdown(blocks))
     (out / "report.html").write_text(render_html(blocks, TITLE))

@@ -3,9 +3,12 @@ table shows it), and the names of a report's rows and sections. Plain data, no t
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from methods import method_cards
 
 SECTION = ("dataset", "encoder")
 CELL = (*SECTION, "method", "options", "variant")
@@ -48,18 +51,11 @@ METRICS: dict[str, MetricInfo] = {
     "masked_token_acc": MetricInfo("masked-token acc %", 100.0),
     "perplexity": MetricInfo("perplexity"),
     "masked_bow_recall": MetricInfo("masked-sentence word recall %", 100.0),
-    # Fill diagnostics (bench/eval/diagnostics.py, QB-Heat's operator_diagnostics): the report's
-    # QB-Heat section. Distance d: Chebyshev distance in tokens to the nearest visible position.
+    # The fill by distance (bench/eval/diagnostics.py), every method: the report's fill table.
+    # Distance d: Chebyshev distance in tokens to the nearest visible position.
     "recon_loss_d1": MetricInfo("recon loss d=1", group="fill"),
     "recon_loss_d2": MetricInfo("recon loss d=2", group="fill"),
     "recon_loss_d3plus": MetricInfo("recon loss d≥3", group="fill"),
-    "heat_commutator": MetricInfo("‖AB−BA‖/(‖A‖‖B‖)", group="fill"),
-    "heat_radius_right": MetricInfo("ρ(I+A)", group="fill"),
-    "heat_radius_left": MetricInfo("ρ(I−A)", group="fill"),
-    "heat_radius_down": MetricInfo("ρ(I+B)", group="fill"),
-    "heat_radius_up": MetricInfo("ρ(I−B)", group="fill"),
-    "heat_norm_A": MetricInfo("‖A‖_F", group="fill"),
-    "heat_norm_B": MetricInfo("‖B‖_F", group="fill"),
     # Dense probe (bench/eval/dense.py), few-shot probes (fewshot.py; the k-shot names are
     # `PATTERNS`), the per-layer probe (layers.py) and linear predictability (linpred.py).
     "dense_miou": MetricInfo("dense mIoU %", 100.0, True, "dense"),
@@ -70,6 +66,7 @@ METRICS: dict[str, MetricInfo] = {
     "linear_layer_best_top1": MetricInfo("linear top-1 % at the best layer (validation)", 100.0,
                                          True, "layers"),
 }
+# A method's own diagnostics (its card's `diagnostics`) are in the group "method:<name>".
 
 # Metric families with a number in the name: (pattern, info from its groups). Higher linear
 # predictability is not better in itself (it is the hypothesis tested), so it has no direction.
@@ -99,12 +96,23 @@ def _pattern(metric: str) -> tuple[int, re.Match[str]] | None:
     return None
 
 
+@functools.cache
+def method_metrics() -> dict[str, MetricInfo]:
+    """The diagnostics the method cards declare, each in its method's group."""
+    return {d.name: MetricInfo(f"{d.title} ({d.unit})" if d.unit else d.title,
+                               group=f"method:{card.name}")
+            for name in method_cards().names() for card in [method_cards().get(name)]
+            for d in card.diagnostics}
+
+
 def metric_info(metric: str) -> MetricInfo:
-    """Catalogue entry (or `PATTERNS` entry); a metric neither knows is shown as is, never
-    ranked, in the table of its summary.json record (compute., setup.), else with the task
-    metrics."""
+    """Catalogue entry (a method card's diagnostic, or a `PATTERNS` entry); a metric none
+    knows is shown as is, never ranked, in the table of its summary.json record (compute.,
+    setup.), else with the task metrics."""
     if metric in METRICS:
         return METRICS[metric]
+    if metric in method_metrics():
+        return method_metrics()[metric]
     if (found := _pattern(metric)) is not None:
         return PATTERNS[found[0]][1](found[1])
     group = next((g for p, g in PREFIX_GROUPS.items() if metric.startswith(p)), "task")
@@ -123,7 +131,8 @@ def metric_order(metrics: Sequence[str], group: str) -> list[str]:
     """The metrics of `group` present in `metrics`: catalogue order, then `PATTERNS` ones,
     then unknown ones sorted."""
     present = set(metrics)
-    known = [m for m, info in METRICS.items() if info.group == group and m in present]
-    rest = [m for m in present if m not in METRICS and metric_info(m).group == group]
+    catalogue = {**METRICS, **method_metrics()}
+    known = [m for m, info in catalogue.items() if info.group == group and m in present]
+    rest = [m for m in present if m not in catalogue and metric_info(m).group == group]
     patterned = sorted((m for m in rest if _pattern(m)), key=_pattern_key)
     return known + patterned + sorted(m for m in rest if not _pattern(m))

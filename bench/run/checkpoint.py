@@ -98,10 +98,6 @@ def load(run_dir: Path, move_aside: bool = True) -> dict[str, Any] | None:
     return None
 
 
-def exists(run_dir: Path) -> bool:
-    return any((run_dir / n).exists() for n in NEWEST_FIRST)
-
-
 def peek(run_dir: Path) -> dict[str, Any] | None:
     """The newest readable checkpoint's `state` and `device_type`, read without loading its
     tensors (mmap) and without changing the folder; None when there is none."""

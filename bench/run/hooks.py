@@ -5,7 +5,7 @@ SLURM task, so they must pickle (module-level classes, no lambdas)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -54,6 +54,16 @@ class StopAfterEpoch(Hook):
 
     def on_epoch_end(self, epoch: int, record: dict[str, Any]) -> bool:
         return epoch == self.epoch
+
+
+@dataclass
+class AfterEpoch(Hook):
+    """Calls `stop(epoch)` after every epoch (1-based); True stops the run, resumable."""
+
+    stop: Callable[[int], bool]
+
+    def on_epoch_end(self, epoch: int, record: dict[str, Any]) -> bool:
+        return bool(self.stop(epoch))
 
 
 # Hooks every run of this process gets besides its own (a process started by a launcher

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.checks import gpucheck
-from bench.checks.gpucheck import EpochClock, affordable_epochs, full_table_estimate, steady_epochs
+from bench.checks import agreement, gpucheck, timing
 from bench.checks.perf import synthetic_spec
+from bench.checks.timing import EpochClock, affordable_epochs, full_table_estimate, steady_epochs
 from bench.core import store
 from bench.plan.sweep import resolve_run
 from tests.helpers import tiny_config
@@ -24,6 +24,7 @@ from tests.helpers import tiny_config
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_smoke_mode_runs_every_step_on_cpu(tmp_path):
     """`OUT=DIR scripts/gpu-check.sh --smoke`: exit 0, every check passes, the summary JSON is
     the last thing printed and is also in OUT with the log and the table's report, and every
@@ -62,12 +63,12 @@ def test_step_agreement_sees_the_same_batch_weights_and_masks():
     later draw is caught as a recompilation."""
     cfg = resolve_run(tiny_config(method="mae", batch_size=2))
     spec = synthetic_spec(16)
-    same = gpucheck.step_agreement(cfg, spec, torch.device("cpu"), backend="eager",
+    same = agreement.step_agreement(cfg, spec, torch.device("cpu"), backend="eager",
                                    compiled_precision="fp32")
     assert same["pass"] and same["loss_rel"] == 0.0 and same["grad_rel"] == 0.0
-    assert len({d["eager"]["loss"] for d in same["draws"]}) == gpucheck.DRAWS
+    assert len({d["eager"]["loss"] for d in same["draws"]}) == agreement.DRAWS
 
-    from methods.mae import MAE
+    from methods.mae.method import MAE
 
     draw = MAE.choose_visible
     count = []  # calls: each mask draw is made twice, for the eager and the compiled side
@@ -80,7 +81,7 @@ def test_step_agreement_sees_the_same_batch_weights_and_masks():
 
     MAE.choose_visible = fewer_each_time
     try:
-        changed = gpucheck.step_agreement(cfg, spec, torch.device("cpu"), backend="eager",
+        changed = agreement.step_agreement(cfg, spec, torch.device("cpu"), backend="eager",
                                           compiled_precision="fp32")
     finally:
         MAE.choose_visible = draw
@@ -111,7 +112,7 @@ def test_full_table_estimate_and_affordable_epochs_exact():
     # fixed = 3 runs x 6 s / 2 workers + 20 s reserve = 29 s; 3 s per table epoch
     assert affordable_epochs(29.0 + 3 * 7 + 1, runs, timed, workers=2) == 7
     assert affordable_epochs(10.0, runs, timed, workers=2) == 0
-    assert affordable_epochs(1e6, runs, timed, workers=2) == gpucheck.FULL_EPOCHS
+    assert affordable_epochs(1e6, runs, timed, workers=2) == timing.FULL_EPOCHS
 
 
 def test_targets_are_judged_on_cuda_only():

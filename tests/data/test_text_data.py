@@ -16,6 +16,7 @@ from bench.data import corpora as C
 from bench.data import packing as P
 from bench.data import tokenizer as Tok
 from bench.data.cards import load_card
+from bench.data.fingerprint import in_test_split
 from tests.helpers import require, require_bible, require_wordnet, tiny_text_corpus
 
 
@@ -182,8 +183,8 @@ def test_split_is_deterministic_and_disjoint(
     wordnet: C.TextCorpus, wordnet_raw: tuple[list[str], list[int]]
 ) -> None:
     assert not set(wordnet.train_texts) & set(wordnet.test_texts)
-    assert all(C.is_test(t) for t in wordnet.test_texts)
-    assert not any(C.is_test(t) for t in wordnet.train_texts[:5000])
+    assert all(in_test_split(C.text_hash(t)) for t in wordnet.test_texts)
+    assert not any(in_test_split(C.text_hash(t)) for t in wordnet.train_texts[:5000])
     again = C.make_corpus("wordnet-glosses", *wordnet_raw, list(C.LEXNAMES))
     assert again.fingerprint == wordnet.fingerprint
     assert again.test_texts == wordnet.test_texts
@@ -256,10 +257,11 @@ def test_pack_blocks_hand_case() -> None:
         P.pack_blocks([[1]], length=0, sep_id=0)
 
 
-def test_encode_padded_truncates_pads_and_masks(tiny: C.TextCorpus) -> None:
+def test_padded_ids_truncate_pad_and_mask(tiny: C.TextCorpus) -> None:
     tok = Tok.get_tokenizer(tiny, vocab_size=100)
     texts = ["red blue", "", "apple pear plum fig horse cow goat sheep red blue green"]
-    ids, mask = Tok.encode_padded(tok, texts, max_len=6)
+    ids, lengths = P.pad_ids([e.ids for e in tok.encode_batch(texts)], 6, 0)
+    mask = P.real_positions(lengths, 6)
     assert ids.shape == mask.shape == (3, 6)
     assert ids.dtype == torch.long and mask.dtype == torch.bool
     lengths = [len(tok.encode(t).ids) for t in texts]

@@ -109,6 +109,7 @@ def test_list_json(capsys):
     assert "vit-micro" in cat["encoders"] and "fashion-mnist" in cat["datasets"]
 
 
+@pytest.mark.slow
 def test_killed_mid_epoch_resumes_to_same_numbers(tmp_path):
     """SIGKILL (no `finally` runs) a real `python -m bench run` inside its second epoch, after a
     mid-epoch checkpoint; the rerun resumes at that step and ends with the numbers of an

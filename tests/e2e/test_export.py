@@ -109,7 +109,7 @@ def test_safetensors_is_the_encoders_own_state_dict(runs, tmp_path, capsys):
 def test_report_lists_each_finished_runs_export_command(runs):
     """The report's document (as report.md renders it; figures left out, they take long)."""
     dirs = [runs["vit"].parent]
-    md = render_markdown(_blocks(analyse(dirs, "mae"), dirs, {}, [], []))
+    md = render_markdown(_blocks(analyse(dirs, "mae"), dirs, {}, []))
     assert "## Export the encoders" in md
     for run_dir in runs.values():
         assert f"| {export_command(run_dir, 'timm')} |" in md

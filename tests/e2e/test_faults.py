@@ -352,6 +352,7 @@ def test_a_full_disk_is_one_line_and_the_run_resumes_once_freed(tmp_path, capsys
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_at_the_next_step_and_exits_143(tmp_path):
     """A real SIGTERM (what scancel sends first) to `python -m bench run` inside an epoch: one
     line, exit 143, a checkpoint at the step it was at; the rerun resumes there and ends with

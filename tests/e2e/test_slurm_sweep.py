@@ -78,6 +78,7 @@ def job_ids(out: Path) -> dict[str, str]:
     return {f.parent.name: store.read_json(f)["job_id"] for f in sorted(out.glob(f"*/{JOB}"))}
 
 
+@pytest.mark.slow
 def test_sweep_array_report_resubmit_cancel_retry(tmp_path, capsys, submitted):
     spec = write_spec(tmp_path / "tiny.toml", {"method": ["mae", "random-init"]}, [0, 1])
     out = tmp_path / "out"
@@ -139,6 +140,7 @@ class HoldAttempts(Hook):
         return False
 
 
+@pytest.mark.slow
 def test_requeued_job_resumes_to_same_metrics(tmp_path, digits, submitted):
     """`scontrol requeue` (the job is killed and restarted) and then SLURM's warning signal
     before a time limit (submitit checkpoints and requeues) each interrupt the run mid-way;

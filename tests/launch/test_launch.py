@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.checks.gpucheck import EpochClock
+from bench.checks.timing import EpochClock
 from bench.core import files, store
 from bench.core.errors import SchedulerError
 from bench.core.files import ATTEMPTS, JOB, LOCK

@@ -4,11 +4,11 @@
 import pytest
 import torch
 
-import methods
 from bench.core.config import RunConfig
 from bench.models.pretrainer import MaskedPretrainer
 from bench.models.vit import TransformerEncoder
-from methods.base import FILL_SITES
+from methods import method_cards
+from methods.base import FILL_SITES, method_class
 from tests.helpers import CASES, ENCODER_D, SPECS, D, assert_compiles_as_one_graph, inputs, make
 
 
@@ -16,8 +16,8 @@ from tests.helpers import CASES, ENCODER_D, SPECS, D, assert_compiles_as_one_gra
 def test_fill_site_and_width(name, modality, options):
     """A method fills at the encoder or the decoder, at that site's width."""
     method = make(name, modality, options)
-    assert method.fills_at in FILL_SITES
-    assert method.dim == {"encoder": ENCODER_D, "decoder": D}[method.fills_at]
+    assert method.fill_site(method.options) in FILL_SITES
+    assert method.dim == {"encoder": ENCODER_D, "decoder": D}[method.fill_site(method.options)]
 
 
 @pytest.mark.parametrize("name,modality,options", CASES)
@@ -60,10 +60,18 @@ def test_gradients_reach_encoder_and_decoder(name, modality, options):
         assert part.weight.grad is not None and part.weight.grad.abs().sum() > 0
 
 
-def test_every_method_registered():
-    assert {"mae", "qbheat", "interp"} <= set(methods.METHODS.names())
-    cfg = RunConfig()
-    assert cfg.method in methods.METHODS
+def test_every_card_loads_the_class_it_describes():
+    """Each method folder's card names a module whose class registers under the card's name
+    and takes the card's modalities, encoder kinds and options (the card is the one source)."""
+    cards = method_cards()
+    assert {"mae", "qbheat", "interp"} <= set(cards.names()) and RunConfig().method in cards
+    for name in cards.names():
+        card = cards.get(name)
+        cls = method_class(name)
+        assert cls.card is card and cls.name == name and card.module == f"methods.{name}.method"
+        assert (cls.modalities, cls.encoder_kinds, cls.Options) == (
+            card.modalities, card.encoder_kinds, card.Options)
+        assert card.summary == cls.__doc__.strip().splitlines()[0]
 
 
 @pytest.mark.parametrize("name,modality,options", CASES)

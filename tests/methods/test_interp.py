@@ -11,8 +11,8 @@ from bench.models.encoders import build_encoder
 from bench.models.pretrainer import MaskedPretrainer
 from bench.ops.masking import gather_tokens, grid_size
 from methods.base import build_method
-from methods.interp import interpolate_1d, interpolate_2d
-from methods.qbheat import propagate, propagate_1d
+from methods.interp.method import interpolate_1d, interpolate_2d
+from methods.qbheat.method import propagate, propagate_1d
 
 
 def _mask(text: str) -> torch.Tensor:

@@ -15,15 +15,10 @@ from bench.core.spec import DataSpec
 from bench.models.encoders import build_encoder
 from bench.models.pretrainer import MaskedPretrainer
 from bench.ops.masking import block_visible, grid_size
-from methods.base import build_method, resolve_options
-from methods.qbheat import (
-    QBHeat,
-    QBHeatOptions,
-    operator_diagnostics,
-    propagate,
-    propagate_1d,
-    standardise,
-)
+from methods import method_cards
+from methods.base import build_method
+from methods.qbheat import QBHeatOptions
+from methods.qbheat.method import QBHeat, operator_diagnostics, propagate, propagate_1d, standardise
 
 D = 5
 
@@ -133,12 +128,12 @@ def test_parameter_counts(param, image_count):
 @pytest.mark.parametrize("bad", ["lowrank", "lowrank:0", "lowrank:x", "Full", "diag:2", ""])
 def test_bad_param_is_a_config_error(bad):
     with pytest.raises(ConfigError, match="full, diag or lowrank:R"):
-        resolve_options("qbheat", {"param": bad})
+        method_cards().get("qbheat").options({"param": bad})
 
 
 def test_bad_order_is_a_config_error():
     with pytest.raises(ConfigError, match="avg, xy, yx|xy, yx, avg"):
-        resolve_options("qbheat", {"order": "zz"})
+        method_cards().get("qbheat").options({"order": "zz"})
 
 
 def test_rank_must_be_below_width():
@@ -311,7 +306,7 @@ def test_unknown_step_is_refused():
     with pytest.raises(ValueError, match="block, token"):
         propagate(torch.randn(1, 2, 2, D, dtype=torch.float64), A, B, (4, 4), (0, 0), step="tile")
     with pytest.raises(ConfigError, match="token"):
-        resolve_options("qbheat", {"step": "tile"})
+        method_cards().get("qbheat").options({"step": "tile"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,7 +325,7 @@ def test_defaults_are_the_papers_reading():
 ])
 def test_bad_reading_options_are_config_errors(raw, match):
     with pytest.raises(ConfigError, match=match):
-        resolve_options("qbheat", raw)
+        method_cards().get("qbheat").options(raw)
 
 
 def _random_operators(method: QBHeat, seed: int = 0) -> None:
@@ -348,7 +343,7 @@ def test_fill_acts_where_at_says(at):
     torch.manual_seed(0)
     encoder = build_encoder("vit-micro", spec)
     method = build_method("qbheat", {"at": at}, 32, "image", "token", encoder_dim=encoder.dim)
-    assert method.fills_at == at and method.dim == {"encoder": 128, "decoder": 32}[at]
+    assert method.fill_site(method.options) == at and method.dim == {"encoder": 128, "decoder": 32}[at]
     _random_operators(method)
     model = MaskedPretrainer(spec, encoder, method, 32, 1, 2).eval()
     x = torch.randn(2, 1, 32, 32)

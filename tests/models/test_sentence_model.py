@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import methods
 from bench.core.config import RunConfig
 from bench.core.spec import DataSpec
 from bench.eval.pretext import masked_sentence_metrics
@@ -22,11 +21,12 @@ from bench.models.pretrainer import PretrainOutput
 from bench.models.sentences import SentencePretrainer, slot_spec
 from bench.models.vit import TransformerEncoder
 from bench.ops.masking import Visible, visible_count
+from methods import method_cards
 from methods.base import build_method
 from tests.helpers import assert_compiles_as_one_graph, recorded_fill
 
 S, L, V, D, E = 8, 6, 40, 16, 32  # sentences, tokens per sentence, vocabulary, decoder, encoder
-TEXT_METHODS = [n for n in methods.METHODS.names() if "text" in methods.METHODS.get(n).modalities]
+TEXT_METHODS = [n for n in method_cards().names() if "text" in method_cards().get(n).modalities]
 SENTENCE_SPEC = DataSpec("text", (L,), vocab_size=V)
 
 

@@ -461,11 +461,12 @@ def test_concurrent_reports_never_leave_a_torn_file(lean, tmp_path):
     assert all(complete(out / n) for n in names)
 
 
-def test_qbheat_section_shows_operators_and_the_fill_by_distance(synthetic_report, tmp_path):
-    """Rows that report fill diagnostics get the QB-Heat table (MAE: its losses by distance
-    only); the figures stay out of the pretext-task table; no such runs, no section.
-    (write_report's section on real runs: test_report_real.py.)"""
-    assert "QB-Heat: operators" not in (synthetic_report / "report.md").read_text()
+def test_fill_by_distance_for_every_method_and_qbheats_own_table(synthetic_report, tmp_path):
+    """Every row that reports the fill by distance gets it in the fill table; QB-Heat's own
+    diagnostics (declared by its card) get a table of their own, titled by the card; neither
+    lands in the pretext-task table; no such runs, no such tables.
+    (write_report's sections on real runs: test_report_real.py.)"""
+    assert "QB-Heat: the learned operators" not in (synthetic_report / "report.md").read_text()
     radius = [1.02, 1.05, 1.08]  # mean 1.05, sd 0.03: half-width t * 0.03 / sqrt(3)
     for s in range(3):
         write_run(tmp_path, f"qb{s}", "qbheat", s, {
@@ -473,15 +474,22 @@ def test_qbheat_section_shows_operators_and_the_fill_by_distance(synthetic_repor
             "recon_loss_d3plus": 0.6, "heat_radius_right": radius[s], "heat_commutator": 0.25})
         write_run(tmp_path, f"mae{s}", "mae", s, {"knn_top1": 0.7, "recon_loss_d1": 0.3})
     a = analyse([tmp_path], "mae")
-    table = _section(a, "fashion-mnist", "vit-micro", True).qbheat
+    section = _section(a, "fashion-mnist", "vit-micro", True)
+    fill = to_markdown(section.fill)
+    assert fill.splitlines()[0] == "| row | recon loss d=1 | recon loss d=2 | recon loss d≥3 |"
+    assert "| qbheat | 0.20 ± 0.00 (n=3) | 0.40 ± 0.00 (n=3) | 0.60 ± 0.00 (n=3) |" in fill
+    assert "| mae | 0.30 ± 0.00 (n=3) | – | – |" in fill
+    assert list(section.methods) == ["qbheat"]
+    table = section.methods["qbheat"]
+    assert table.title == "fashion-mnist · vit-micro: QB-Heat: the learned operators"
     md = to_markdown(table)
-    assert md.splitlines()[0] == ("| row | recon loss d=1 | recon loss d=2 | recon loss d≥3 | "
-                                  "‖AB−BA‖/(‖A‖‖B‖) | ρ(I+A) |")
+    assert md.splitlines()[0] == "| row | ρ(I+A) | ‖AB−BA‖/(‖A‖‖B‖) |"
     half = T_975_2 * 0.03 / math.sqrt(3)
-    assert (f"| qbheat | 0.20 ± 0.00 (n=3) | 0.40 ± 0.00 (n=3) | 0.60 ± 0.00 (n=3) | "
-            f"0.25 ± 0.00 (n=3) | 1.05 ± {half:.2f} (n=3) |") in md
-    assert "| mae | 0.30 ± 0.00 (n=3) | – | – | – | – |" in md
-    task = next(t for t in _section(a, "fashion-mnist", "vit-micro", True).tables
-                if "pretext-task" in t.title)
+    assert f"| qbheat | 1.05 ± {half:.2f} (n=3) | 0.25 ± 0.00 (n=3) |" in md
+    task = next(t for t in section.tables if "pretext-task" in t.title)
     assert task.columns == ["row", "test recon loss"]  # the fill figures are not task metrics
     assert r"$\rho$(I+A)" in to_latex(table)
+    out = tmp_path / "report"
+    write_report([tmp_path], out, baseline="mae")
+    md = (out / "report.md").read_text()
+    assert md.index("## The fill by distance") < md.index("## QB-Heat: the learned operators")

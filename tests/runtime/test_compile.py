@@ -19,7 +19,7 @@ import os
 import pytest
 import torch
 
-from bench.checks import gpucheck
+from bench.checks import agreement
 from bench.core.config import RunConfig
 from bench.plan.sweep import resolve_run
 from bench.run.step import TrainStep
@@ -37,13 +37,13 @@ def test_inductor_step_equals_eager(digits, method):
     """TrainStep(compile=True) with inductor: loss and gradient norms of 3 mask draws equal eager
     float32 within RTOL, with no recompilation and no graph break on new masks."""
     cfg = resolve_run(tiny_config(method=method, **COMPILED))
-    result = gpucheck.step_agreement(cfg, digits.spec, torch.device("cpu"), backend="inductor",
+    result = agreement.step_agreement(cfg, digits.spec, torch.device("cpu"), backend="inductor",
                                      compiled_precision="fp32", loss_rtol=RTOL, grad_rtol=RTOL)
     assert result["recompiled"] is None and result["graph_breaks"] == 0
-    assert len(result["draws"]) == gpucheck.DRAWS
+    assert len(result["draws"]) == agreement.DRAWS
     assert result["loss_rel"] <= RTOL and result["grad_rel"] <= RTOL and result["pass"]
     losses = [d["eager"]["loss"] for d in result["draws"]]
-    assert len(set(losses)) == gpucheck.DRAWS  # new masks each time: the check is not vacuous
+    assert len(set(losses)) == agreement.DRAWS  # new masks each time: the check is not vacuous
 
 
 @pytest.fixture

@@ -95,6 +95,7 @@ def _torchrun(out: Path, spied: Path, *args: str) -> None:
     assert proc.stdout.count("report:") == 1
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_follow_one(tmp_path, single):
     """`torchrun --nproc_per_node 2 -m bench run ...` as the README shows, with gloo on CPU:
     the per-epoch and per-2-step losses are the single process's; rank 0 alone writes. The
@@ -112,6 +113,7 @@ def test_torchrun_two_processes_follow_one(tmp_path, single):
         assert json.loads(Path(f"{spied}{rank}.json").read_text()) == [[16] * 8, [2, 6]]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_follow_one_with_batch_norm(tmp_path):
     """A CNN encoder (BatchNorm) under DDP: statistics over the global batch, so 2 processes
     follow the single process's losses as the ViT does (each rank normalising its own 16 rows
@@ -155,6 +157,7 @@ def test_batch_norm_becomes_global_in_place():
 COMPILED_RTOL = 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.inductor
 def test_cli_compile_follows_eager(tmp_path, single):
     """`bench run --compile` on the CPU (inductor): the same run id, and the per-epoch and
@@ -173,6 +176,7 @@ def test_cli_compile_follows_eager(tmp_path, single):
     assert _losses(run, files.STEPS) == pytest.approx(_losses(single, files.STEPS), rel=COMPILED_RTOL)
 
 
+@pytest.mark.slow
 @pytest.mark.inductor
 def test_torchrun_compiled_follows_one_eager(tmp_path):
     """DDP with torch.compile: 2 gloo processes with `--compile`, global batch 64 (32 rows per

@@ -1,15 +1,14 @@
-"""Interpolation: hidden positions get a linear interpolation of the nearest visible features,
-the parameter-free counterpart of QB-Heat's learned extrapolation (1-D for text; images use
-the row/column rule of `interpolate_2d`)."""
+"""Interpolation's fill: linear interpolation of the nearest visible features (1-D for text;
+images use the row/column rule of `interpolate_2d`). The card: __init__.py."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from bench.core.options import LayoutOptions
 from bench.ops.masking import Visible, gather_tokens, grid_size, scatter_tokens
 from methods.base import MaskingMethod, register_method
+from methods.interp import CARD
 
 
 def _line_weights(visible: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -106,13 +105,9 @@ def interpolate_2d(z: Tensor, visible: Tensor) -> Tensor:
     return (weights @ z.reshape(n, h * w, d)).view(n, h, w, d)
 
 
-@register_method("interp")
+@register_method(CARD)
 class Interp(MaskingMethod):
     """Random visible subset; hidden positions linearly interpolated from visible neighbours."""
-
-    modalities = frozenset({"image", "text"})
-    encoder_kinds = frozenset({"token"})  # a random subset needs an encoder that drops tokens
-    Options = LayoutOptions  # visible=block: nothing outside the block is bracketed
 
     @property
     def extrapolates(self) -> bool:

@@ -1,4 +1,4 @@
-"""MAE (He et al., 2021): hidden positions are filled with one learned [MASK] token."""
+"""MAE's fill: one learned [MASK] token at every hidden position (the card: __init__.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ from torch import Tensor, nn
 from bench.core.options import LayoutOptions
 from bench.ops.masking import Visible, grid_size, scatter_tokens
 from methods.base import MaskingMethod, register_method
+from methods.mae import CARD
 
 
-@register_method("mae")
+@register_method(CARD)
 class MAE(MaskingMethod):
     """Random visible subset; every hidden position gets the same learned [MASK] token."""
-
-    modalities = frozenset({"image", "text"})
-    Options = LayoutOptions
 
     def __init__(self, options: LayoutOptions, dim: int, modality: str):
         super().__init__(options, dim, modality)

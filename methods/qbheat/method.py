@@ -17,21 +17,15 @@ standardisation before the linear map), `order`, `param`, and `commute` (a penal
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.core.errors import ConfigError
-from bench.core.options import MethodOptions
 from bench.ops.masking import Visible, contiguous_block_shape, grid_size
 from methods.base import MaskingMethod, register_method
+from methods.qbheat import CARD, Order, QBHeatOptions, Step, parse_param
 
-Order = Literal["xy", "yx", "avg"]
-Step = Literal["token", "block"]
 NORM_EPS = 1e-6  # FINOLA's normalisation: eps inside the square root
 
 
@@ -216,16 +210,6 @@ def operator_diagnostics(A: Tensor, B: Tensor | None = None) -> dict[str, float]
             "heat_radius_up": spectral_radius(eye - B), "heat_commutator": relative}
 
 
-def parse_param(text: str) -> tuple[str, int | None]:
-    """`"full"` | `"diag"` | `"lowrank:R"` -> (kind, rank); anything else raises ValueError."""
-    if text in ("full", "diag"):
-        return text, None
-    kind, _, rank = text.partition(":")
-    if kind == "lowrank" and rank.isdigit() and int(rank) > 0:
-        return kind, int(rank)
-    raise ValueError(f"param={text!r}: expected full, diag or lowrank:R with R a positive integer")
-
-
 class GridOperator(nn.Module):
     """One learned D x D operator (A or B) under a parameterisation.
 
@@ -255,33 +239,9 @@ class GridOperator(nn.Module):
         return self.u @ self.v.T
 
 
-@dataclass
-class QBHeatOptions(MethodOptions):
-    """The paper's reading by default (README, "QB-Heat: what the paper states"); every place
-    where it is open is an option."""
-
-    position: Literal["quadrant", "random", "center"] = "quadrant"  # the paper's corner quarter
-    at: Literal["encoder", "decoder"] = "encoder"  # propagate the encoder's features
-    order: Order = "xy"
-    step: Step = "token"  # one step per token, or per block extent
-    norm: bool = False  # FINOLA: standardise each feature before the linear map
-    param: str = "full"  # full | diag | lowrank:R
-    commute: float = 0.0  # weight of ||AB - BA||_F^2 in the loss
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        parse_param(self.param)
-        if not (self.commute >= 0 and math.isfinite(self.commute)):
-            raise ValueError(f"commute must be a finite weight >= 0, got {self.commute}")
-
-
-@register_method("qbheat")
+@register_method(CARD)
 class QBHeat(MaskingMethod):
     """One contiguous block; hidden positions extrapolated by learned heat operators A, B."""
-
-    modalities = frozenset({"image", "text"})
-    encoder_kinds = frozenset({"token", "dense"})
-    Options = QBHeatOptions
 
     def __init__(self, options: QBHeatOptions, dim: int, modality: str):
         super().__init__(options, dim, modality)

@@ -1,0 +1,15 @@
+"""Interpolation: hidden positions get a linear interpolation of the nearest visible features,
+the parameter-free counterpart of QB-Heat's learned extrapolation (1-D for text; images use
+the row/column rule of `interpolate_2d`)."""
+
+from bench.core.cards import MethodCard
+from bench.core.options import LayoutOptions
+
+CARD = MethodCard(
+    name="interp",
+    summary="Random visible subset; hidden positions linearly interpolated from visible "
+            "neighbours.",
+    modalities=frozenset({"image", "text"}),
+    encoder_kinds=frozenset({"token"}),  # a random subset needs an encoder that drops tokens
+    Options=LayoutOptions,  # visible=block: nothing outside the block is bracketed
+)
