@@ -7,7 +7,7 @@ intensity exceeds `FOREGROUND` (of 255), else to the background; canvases are th
 maximum of the garments. The image-level label of the ordinary probes is the class covering
 the most pixels (ties: the lower class id). Built deterministically from the IDX files (no
 download) and cached under `cache_root()`; the rules and sizes are in
-datasets/fashion-mosaic.toml.
+bench/datasets/fashion-mosaic.toml.
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ Note the encoder here sees whole inputs, while in pretraining it saw the visible
 at the sentence level the fill steps the context encoder's slot vectors, not the sentence
 vectors measured here, so there is no comparison.
 
-Images and text blocks: at most `GRID_INPUTS` per split (each gives hundreds of pairs per
-axis and distance: 1,000 images of an 8x8 grid give 56,000 pairs for a 128 x 128 map).
+Images and text blocks: at most `GRID_INPUTS` per split (each gives many pairs per axis and
+distance: 500 images of an 8x8 grid give 28,000 pairs for a 128 x 128 map).
 Every sum is accumulated over batches in float64 (no feature map is held in memory), so the
 cost is one forward pass over those inputs plus D x D products per pair.
 """
@@ -37,10 +37,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from bench.core.errors import ConfigError
 from bench.eval.positions import PositionFeatures, batches, frozen, read_all
 
 DISTANCES = (1, 2, 3, 4)
-GRID_INPUTS = 1000  # images or text blocks per split: each gives hundreds of pairs
+GRID_INPUTS = 500  # images or text blocks per split: each gives hundreds of pairs
 PENALTIES = tuple(10.0**e for e in range(-6, 2))  # x the mean variance of the input features
 VALIDATION_SHARE = 0.2
 
@@ -134,17 +135,21 @@ class PairSums:
                         for a in axes for d in DISTANCES if d < size[a]}
 
     def add(self, maps: Tensor, valid: Tensor | None = None) -> None:
-        b, h, w, _ = maps.shape
-        if valid is None:
-            valid = torch.ones(b, h, w, dtype=torch.bool, device=maps.device)
+        dim = maps.shape[-1]
         for (axis, d), m in self.moments.items():
             src = (slice(None), slice(None), slice(None, -d)) if axis == "x" else (
                 slice(None), slice(None, -d))
             dst = (slice(None), slice(None), slice(d, None)) if axis == "x" else (
                 slice(None), slice(d, None))
+            targets = maps[dst]
+            if valid is None:  # every position real (images): no masking to pay for
+                m.add(maps[src].reshape(-1, dim), targets.reshape(-1, dim))
+                m.pos_sy[dst[1:]] += targets.sum(0, dtype=torch.float64)
+                m.pos_n[dst[1:]] += len(maps)
+                continue
             keep = valid[src] & valid[dst]
-            m.add(maps[src][keep], maps[dst][keep])
-            m.pos_sy[dst[1:]] += (maps[dst] * keep.unsqueeze(-1)).sum(0, dtype=torch.float64)
+            m.add(maps[src][keep], targets[keep])
+            m.pos_sy[dst[1:]] += (targets * keep.unsqueeze(-1)).sum(0, dtype=torch.float64)
             m.pos_n[dst[1:]] += keep.sum(0)
 
 
@@ -231,7 +236,8 @@ def _split_at(n: int) -> int:
     """How many of `n` training inputs (or documents) the maps are fitted on before the
     penalty is chosen on the rest."""
     if n < 2:
-        raise ValueError("linear predictability needs at least two training inputs")
+        raise ConfigError(f"linear predictability needs at least two training inputs (or "
+                          f"documents), got {n}: raise eval_train_limit")
     return min(n - 1, max(1, math.ceil(n * (1 - VALIDATION_SHARE))))
 
 
