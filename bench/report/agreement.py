@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from bench.report.metrics import metric_info
+from bench.report.metrics import metric_info, metric_order
 from bench.report.tables import Cell, Table
 
 RANKED_GROUPS = ("accuracy", "dense", "fewshot", "layers")
@@ -49,7 +49,7 @@ def ranked_metrics(metrics: Sequence[str]) -> list[str]:
             return m == "linear_layer_best_top1"
         return info.higher_is_better is True and info.group in RANKED_GROUPS
 
-    return [m for m in metrics if ranks(m)]
+    return [m for g in RANKED_GROUPS for m in metric_order(metrics, g) if ranks(m)]
 
 
 def _means(stats: pd.DataFrame, metric: str) -> pd.Series:
@@ -99,13 +99,15 @@ def agreement_table(stats: pd.DataFrame, metrics: Sequence[str], title: str
     rows = [[Cell(f"{metric_info(a).title} vs {metric_info(b).title}"), Cell(f"{tau:+.2f}"),
              Cell("–" if math.isnan(p) else f"{p:.2g}"), Cell(str(n))]
             for a, b, tau, p, n in pairs]
-    same = sum(tau == 1 for _, _, tau, _, _ in pairs)
+    taus = [tau for _, _, tau, _, _ in pairs]
+    same, partly = sum(t == 1 for t in taus), sum(0 < t < 1 for t in taus)
     n = max(p[4] for p in pairs)
+    verdict = ("every pair ranks them alike" if same == len(pairs) else
+               f"{partly} mostly alike (0 < τ < 1), {len(pairs) - same - partly} not (τ ≤ 0)")
     statement = (f"Do the protocols agree? {same} of {len(pairs)} protocol pairs rank the "
-                 f"{n} strategies in the same order (τ = 1)"
-                 + ("; every pair agrees" if same == len(pairs) else "; the others differ")
-                 + f". With n = {n} strategies this is weak evidence: identical orders arise "
-                 f"by chance with probability 1/{math.factorial(n)}, and τ moves in steps of "
+                 f"{n} strategies in the same order (τ = 1); {verdict}. With n = {n} "
+                 f"strategies this is weak evidence: identical orders arise by chance with "
+                 f"probability 1/{math.factorial(n)}, and τ moves in steps of "
                  f"{4 / (n * (n - 1)):.2g}.")
     table = Table(title, ["protocols", "Kendall τ", "p (permutation, one-sided)", "n"], rows,
                   "Kendall's tau-b between the orderings of the strategies (reference rows "

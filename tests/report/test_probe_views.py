@@ -88,7 +88,8 @@ def test_report_shows_each_new_view_and_whether_protocols_agree(tmp_path):
             ) in report
     assert "| linear top-1 % vs kNN top-1 % | -1.00 | 1 | 3 |" in report
     # 9 ranking protocols, 36 pairs; the 8 pairs with kNN disagree
-    assert "Do the protocols agree? 28 of 36 protocol pairs rank the 3 strategies" in report
+    assert ("Do the protocols agree? 28 of 36 protocol pairs rank the 3 strategies in the same "
+            "order (τ = 1); 0 mostly alike (0 < τ < 1), 8 not (τ ≤ 0)") in report
     assert "probability 1/6" in report
     assert (tmp_path / "report" / "linpred.png").is_file()
     assert (tmp_path / "report" / "layers.png").is_file()
