@@ -381,8 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dirs", nargs="+", type=Path,
                    help="results folders; every run folder under them is read")
     p.add_argument("--out", type=Path, help="report folder (default: DIR/report of the first)")
-    p.add_argument("--baseline", default="mae",
-                   help="method every other row is compared with, paired by seed (default mae)")
+    p.add_argument("--baseline",
+                   help="method every other row is compared with, paired by seed (default: mae, "
+                        "where it has runs); a baseline named must be a row of the report")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_report)
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.core import store
 from bench.core.config import RunConfig
-from bench.core.errors import BenchError, SchedulerError
+from bench.core.errors import BenchError, ConfigError, SchedulerError
 from bench.data import dataset_key
 from bench.launch.lock import Holder
 from bench.launch.slurm import (
@@ -250,7 +250,7 @@ class LaunchOptions:
     slurm: dict[str, Any] = field(default_factory=dict)  # the [slurm] table (bench.launch.slurm)
     job_name: str = "maskbench"
     report: bool = True  # write OUT/report when the launcher waited for the runs
-    baseline: str = "mae"
+    baseline: str | None = None  # the report's (None: mae where it has runs)
 
 
 @dataclass
@@ -289,6 +289,9 @@ def launch_runs(runs: Sequence[RunConfig], out: Path, options: LaunchOptions,
     """
     launcher = make_launcher(options.launcher, options.progress, options.workers,
                              slurm_settings(options.slurm), options.job_name)
+    if options.baseline is not None and options.baseline not in {r.method for r in runs}:
+        raise ConfigError(f"baseline {options.baseline!r} is not among the runs' methods: "
+                          f"{', '.join(sorted({r.method for r in runs}))}")
     states = {s.run_id: s for s in run_states(out, [r.run_id for r in runs])}
     todo = runs_to_do(runs, out, options.retry_failed, states)
     if options.dry_run:  # no process group to join: planning reads names and files alone

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.core import store
-from bench.core.errors import DataNotFoundError
+from bench.core.errors import ConfigError, DataNotFoundError
 from bench.core.exports import export_command, export_format
 from bench.core.references import REFERENCE_ROWS
 from bench.report import figures
@@ -76,6 +76,7 @@ log = logging.getLogger(__name__)
 TITLE = "Maskbench report"
 CURVE_METRICS = ("loss",)  # metrics.jsonl columns drawn besides the accuracy ones
 MAIN_TABLE_ID = "main-table"
+DEFAULT_BASELINE = "mae"  # compared against when no baseline is named, if it has runs
 
 
 @dataclass
@@ -99,9 +100,11 @@ class Analysis:
     rules: dict[str, str] = field(default_factory=dict)  # run_dir -> its weight-decay rule
 
 
-def analyse(dirs: Sequence[Path], baseline: str) -> Analysis:
-    """Aggregate `dirs` and compute every table of the report."""
+def analyse(dirs: Sequence[Path], baseline: str | None = None) -> Analysis:
+    """Aggregate `dirs` and compute every table of the report. `baseline` None: mae, where
+    it has finished runs; a baseline named must be a row (ConfigError naming the rows)."""
     agg = collect(dirs)
+    named, baseline = baseline is not None, baseline or DEFAULT_BASELINE
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         curve = curves(dirs)
@@ -119,6 +122,9 @@ def analyse(dirs: Sequence[Path], baseline: str) -> Analysis:
                         curve, prov, {}, baseline, None, notes)
     cells = row_labels(ok, baseline)
     stats = cell_stats(ok, cells)
+    if named and baseline not in set(ok.method):
+        raise ConfigError(f"baseline {baseline!r} is not a row of this report; its rows: "
+                          f"{', '.join(sorted(set(ok.method)))}")
     if baseline not in set(ok.method):
         notes.append(f"baseline {baseline!r} has no finished runs, so there are no paired "
                      f"comparisons; methods present: {', '.join(sorted(set(ok.method)))}")
@@ -398,9 +404,9 @@ def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str],
     return blocks
 
 
-def write_report(dirs: Sequence[Path], out: Path, *, baseline: str = "mae") -> Path:
+def write_report(dirs: Sequence[Path], out: Path, *, baseline: str | None = None) -> Path:
     """Aggregate every run under `dirs`, write the report into `out`, return report.html
-    (report.md beside it says the same).
+    (report.md beside it says the same). `baseline`: see `analyse`.
 
     Nothing is written when there is nothing to report. Every file is built in a temporary
     folder inside `out` and moved into place one by one (os.replace), report.html last: a

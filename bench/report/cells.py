@@ -270,6 +270,8 @@ def compute_matched(points: pd.DataFrame, ok: pd.DataFrame, cells: pd.DataFrame,
         return pd.DataFrame(columns=MATCHED_COLUMNS), pd.DataFrame(columns=GAP_COLUMNS)
     run_cell = ok.drop_duplicates("run_dir").set_index("run_dir")[list(CELL)]
     pts = points[~points.run_dir.map(run_cell.method).isin(REFERENCE_ROWS)]
+    if pts.empty:  # only reference rows: nothing was pretrained, no budget to match
+        return pd.DataFrame(columns=MATCHED_COLUMNS), pd.DataFrame(columns=GAP_COLUMNS)
     labels = cells.set_index(list(CELL)).label
     rows, gaps = [], []
     for axis in COMPUTE_AXES:

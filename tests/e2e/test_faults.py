@@ -146,6 +146,13 @@ def resumed_to_full_numbers(out: Path, existing: Path) -> None:
     assert mine["status"] == "ok" and mine["metrics"] == full["metrics"]
 
 
+def reference_rows_only(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TMP/refs: a results folder holding only the finished raw-input run."""
+    (run,) = [d.parent for d in (tmp / "out").glob("*/config.json")
+              if store.read_json(d).get("method") == "raw-input"]
+    shutil.copytree(run, tmp / "refs" / run.name)
+
+
 SWEEP_BAD_TOML = write("bad.toml", "epochs = = 2\n")
 SWEEP_UNKNOWN_KEY = write("unknown.toml", 'dataset = "digits"\nepochz = 2\n')
 SWEEP_UNUSED_OPTION = write("unused.toml", '[grid]\nmethod = ["mae"]\n"interp.mask_ratio" = [0.5, 0.6]\n')
@@ -254,6 +261,12 @@ ROWS = [
           ("report", "TMP/empty"), 2, "no run folders", setup=folder("empty")),
     Fault("`bench report` on a missing folder", "check the path", ("report", "TMP/none"), 2,
           "no such results folder"),
+    Fault("`bench report` on a folder of reference-row runs only", "nothing: a report without "
+          "comparisons (it used to be a pandas TypeError)", ("report", "TMP/refs"), 0,
+          "report: ", setup=reference_rows_only),
+    Fault("`bench report --baseline maee` (no such row)", "name a row of the report",
+          ("report", "OUT", "--baseline", "maee"), 2,
+          "baseline 'maee' is not a row of this report; its rows: mae, raw-input"),
 ]
 
 
@@ -272,8 +285,9 @@ def test_fault_catalogue(fault, existing, tmp_path, monkeypatch, capsys, caplog)
     argv = [a.replace("OUT", str(out)).replace("TMP", str(tmp_path)) for a in fault.argv]
     with watching(*fault.hooks):
         code = main(argv)
-    err = capsys.readouterr().err
-    said = err + caplog.text
+    printed = capsys.readouterr()
+    err = printed.err
+    said = printed.out + err + caplog.text
     assert code == fault.code, said[-2000:]
     assert fault.message in said, said[-2000:]
     if code == 2:

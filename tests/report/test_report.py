@@ -238,11 +238,18 @@ def test_only_failed_runs_still_report_and_no_runs_is_an_error(tmp_path, capsys)
 
 
 def test_cli_report_several_dirs_and_unknown_baseline(synthetic, tmp_path, capsys):
+    """A baseline named that is not a row is a one-line error naming the rows (it used to
+    write a report without comparisons); without --baseline, a folder without mae runs is
+    reported with a note."""
     out = tmp_path / "r"
-    assert main(["report", *map(str, synthetic), "--baseline", "nope", "--out", str(out)]) == 0
+    assert main(["report", *map(str, synthetic), "--baseline", "nope", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("error: baseline 'nope' is not a row of this report; its rows: "
+                           "interp, mae, qbheat, random-init, raw-input") and not out.exists()
+    assert main(["report", *map(str, synthetic), "--baseline", "qbheat", "--out", str(out)]) == 0
     assert f"report: {out / 'report.html'}" in capsys.readouterr().out
     md = (out / "report.md").read_text()
-    assert "baseline 'nope' has no finished runs" in md and "paired difference" not in md
+    assert "paired difference to the baseline qbheat" in md
     assert "24 finished runs" in md  # both folders
     assert main(["report", str(tmp_path / "missing")]) == 2
 
