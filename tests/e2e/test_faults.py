@@ -153,6 +153,22 @@ def reference_rows_only(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shutil.copytree(run, tmp / "refs" / run.name)
 
 
+def killed_report(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OUT/report/.report-*: what a report killed while writing leaves (its lock free, an hour
+    old)."""
+    stage = tmp / "out" / "report" / ".report-killed"
+    stage.mkdir(parents=True)
+    (stage / "report.md").write_text("# half")
+    (stage / ".lock").touch()
+    hour_ago = time.time() - 3600
+    for path in (stage / ".lock", stage):
+        os.utime(path, (hour_ago, hour_ago))
+
+
+def no_staging_left(out: Path, existing: Path) -> None:
+    assert not list((out / "report").glob(".report-*"))
+
+
 SWEEP_BAD_TOML = write("bad.toml", "epochs = = 2\n")
 SWEEP_UNKNOWN_KEY = write("unknown.toml", 'dataset = "digits"\nepochz = 2\n')
 SWEEP_UNUSED_OPTION = write("unused.toml", '[grid]\nmethod = ["mae"]\n"interp.mask_ratio" = [0.5, 0.6]\n')
@@ -264,6 +280,9 @@ ROWS = [
     Fault("`bench report` on a folder of reference-row runs only", "nothing: a report without "
           "comparisons (it used to be a pandas TypeError)", ("report", "TMP/refs"), 0,
           "report: ", setup=reference_rows_only),
+    Fault("a report killed while writing left `report/.report-*`", "nothing: the next report "
+          "removes it", ("report", "OUT"), 0, "report: ", setup=killed_report,
+          check=no_staging_left),
     Fault("`bench report --baseline maee` (no such row)", "name a row of the report",
           ("report", "OUT", "--baseline", "maee"), 2,
           "baseline 'maee' is not a row of this report; its rows: mae, raw-input"),

@@ -492,3 +492,38 @@ def test_qbheat_section_shows_operators_and_the_fill_by_distance(synthetic_repor
                 if "pretext-task" in t.title)
     assert task.columns == ["row", "test recon loss"]  # the fill figures are not task metrics
     assert r"$\rho$(I+A)" in to_latex(table)
+
+
+def test_a_killed_reports_staging_folder_is_removed_by_the_next_report(lean, tmp_path):
+    """A report killed while writing (SIGKILL: no cleanup ran) leaves OUT/.report-*; the next
+    report removes it, and never the stage of a report still writing (its process holds the
+    stage's lock), nor one just being set up (younger than STAGE_GRACE_S)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from bench.report.build import STAGE_GRACE_S, STAGE_LOCK, _remove_abandoned_stages
+
+    out = tmp_path / "report"
+    code = ("import sys, time\nfrom pathlib import Path\nfrom bench.report.build import _staged\n"
+            "with _staged(Path(sys.argv[1])) as stage:\n"
+            "    (stage / 'runs.csv').write_text('x')\n    print(stage, flush=True)\n"
+            "    time.sleep(120)\n")
+    writer = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE,
+                              text=True, cwd=Path(__file__).resolve().parents[2])
+    stage = Path(writer.stdout.readline().strip())
+    old = os.stat(stage).st_mtime - 2 * STAGE_GRACE_S
+    os.utime(stage / STAGE_LOCK, (old, old))
+    _remove_abandoned_stages(out)
+    assert stage.is_dir()  # its writer is alive
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    young = tmp_path / "report" / ".report-young"  # no lock yet: being set up, or pre-lock
+    young.mkdir()
+    write_report([lean], out)
+    assert not stage.exists() and young.is_dir()
+    os.utime(young, (old, old))
+    write_report([lean], out)
+    assert not young.exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
