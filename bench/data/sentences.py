@@ -33,6 +33,7 @@ from bench.data import packing as P
 from bench.data import text as T
 from bench.data import tokenizer as Tok
 from bench.data.fingerprint import digest, split_fingerprint
+from bench.data.grids import DEFAULT_SENTENCES
 from bench.data.protocol import EvalSplit
 
 DOCUMENT_SPLIT_RULE = (
@@ -40,7 +41,6 @@ DOCUMENT_SPLIT_RULE = (
     ".digest(), 'big') % 10 == 0, else train"
 )
 SENTENCE_CORPORA = ("kjv-verses", C.TEXT_DIR_PREFIX + "PATH")
-DEFAULT_SENTENCES = 16  # sentences per pretraining window: the grid (S,) of every method
 DEFAULT_SENTENCE_LENGTH = 64  # tokens per sentence: the token level's eval truncation length
 SENTENCE_TENSORS_FORMAT = 1  # part of the tensor cache's file name: bump when what it stores changes
 

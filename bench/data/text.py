@@ -18,11 +18,11 @@ from bench.core.spec import DataSpec
 from bench.data.cache import cache_root, cached_tensors
 from bench.data.corpora import TextCorpus, hash_ordered, load_corpus
 from bench.data.fingerprint import digest
+from bench.data.grids import DEFAULT_BLOCK_LENGTH
 from bench.data.packing import bag_of_words, blocks_upto, pack_blocks, pad_ids, real_positions
 from bench.data.protocol import EvalSplit
 from bench.data.tokenizer import DEFAULT_VOCAB_SIZE, get_tokenizer, special_ids, tokenize
 
-DEFAULT_BLOCK_LENGTH = 64  # tokens per pretraining block, and the eval truncation length
 TENSORS_FORMAT = 1  # part of the tensor cache's file name: bump when what it stores changes
 
 

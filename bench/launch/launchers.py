@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.core import store
 from bench.core.config import RunConfig
-from bench.core.errors import BenchError, ConfigError, SchedulerError
+from bench.core.errors import BenchError, ConfigError, OutputError, SchedulerError
 from bench.data import dataset_key
 from bench.launch.lock import Holder
 from bench.launch.slurm import (
@@ -72,6 +72,17 @@ def runs_to_do(
         states = {s.run_id: s for s in run_states(out, [r.run_id for r in runs])}
     wanted = TODO_STATES | (RETRY_STATES if retry_failed else frozenset())
     return [cfg for cfg in runs if states[cfg.run_id].state in wanted]
+
+
+def check_run_folders(runs: Sequence[RunConfig], out: Path) -> None:
+    """Refuse, before anything is written (and in a dry run), what would stop a launch half
+    way: a results folder that cannot be made, a file where a run's folder goes."""
+    store.check_can_create(out)
+    for cfg in runs:
+        path = out / cfg.run_id
+        if path.exists() and not path.is_dir():
+            raise OutputError(f"{path} is a file where the folder of run {cfg.run_id} "
+                              f"({cfg.method} seed {cfg.seed}) goes; move it aside")
 
 
 def _record(launcher: str, cfg: RunConfig, out: Path, **fields: Any) -> None:
@@ -292,6 +303,7 @@ def launch_runs(runs: Sequence[RunConfig], out: Path, options: LaunchOptions,
     if options.baseline is not None and options.baseline not in {r.method for r in runs}:
         raise ConfigError(f"baseline {options.baseline!r} is not among the runs' methods: "
                           f"{', '.join(sorted({r.method for r in runs}))}")
+    check_run_folders(runs, out)
     states = {s.run_id: s for s in run_states(out, [r.run_id for r in runs])}
     todo = runs_to_do(runs, out, options.retry_failed, states)
     if options.dry_run:  # no process group to join: planning reads names and files alone

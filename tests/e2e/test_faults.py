@@ -146,6 +146,12 @@ def resumed_to_full_numbers(out: Path, existing: Path) -> None:
     assert mine["status"] == "ok" and mine["metrics"] == full["metrics"]
 
 
+def file_at_run_folder(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TMP/fresh/<run id of mae seed 0>: a file where that run's folder goes."""
+    (tmp / "fresh").mkdir()
+    (tmp / "fresh" / mae_run().run_id).write_text("not a run folder")
+
+
 def reference_rows_only(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """TMP/refs: a results folder holding only the finished raw-input run."""
     (run,) = [d.parent for d in (tmp / "out").glob("*/config.json")
@@ -209,6 +215,24 @@ ROWS = [
           "mask_ratio must be in (0, 1)"),
     Fault("a mask ratio that hides nothing on the grid", "raise the ratio",
           run_cmd("mae.mask_ratio=0.001"), 2, "hides nothing on a (8, 8) grid"),
+    Fault("`mae.mask_ratio=0.01` in a dry run", "raise the ratio (a dry run checks what the run "
+          "checks)", run_cmd("mae.mask_ratio=0.01", "--dry-run"), 2,
+          "mae.mask_ratio: mask_ratio 0.01 hides nothing on a (8, 8) grid"),
+    Fault("a seed beyond 64 bits", "seeds from 0 to 4294967295",
+          run_cmd("--seeds", "99999999999999999999"), 2,
+          "seed 99999999999999999999 is out of range: seeds are integers from 0 to 4294967295"),
+    Fault("a seed beyond 64 bits in a dry run", "seeds from 0 to 4294967295",
+          run_cmd("--seeds", "99999999999999999999", "--dry-run"), 2,
+          "seed 99999999999999999999 is out of range"),
+    Fault("a file named like a run id in `--out`", "move the file aside",
+          ("run", "--methods", "mae", "--out", "TMP/fresh", *ARGS), 2,
+          "is a file where the folder of run", setup=file_at_run_folder),
+    Fault("a file named like a run id in `--out`, dry run", "move the file aside",
+          ("run", "--methods", "mae", "--out", "TMP/fresh", "--dry-run", *ARGS), 2,
+          "is a file where the folder of run", setup=file_at_run_folder),
+    Fault("`--out` under a file, dry run", "choose a folder you can write",
+          ("run", "--methods", "mae", "--out", "TMP/file/sub", "--dry-run", *ARGS), 2,
+          "cannot write to", setup=write("file", "x")),
     Fault("a misspelt option (`mae.colour=red`)", "the message lists the valid ones",
           run_cmd("mae.colour=red"), 2, "unknown option mae.colour; valid:"),
     Fault("a misspelt run field (`epochz=3`)", "the message lists the valid ones",
