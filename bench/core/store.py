@@ -134,8 +134,7 @@ def check_can_create(folder: Path) -> None:
     path = Path(folder).absolute()
     found = next(p for p in (path, *path.parents) if p.exists())  # the root exists
     if not found.is_dir():
-        raise OutputError(f"cannot write to {folder}: "
-                          f"{'File exists' if found == path else 'Not a directory'}")
+        raise OutputError(f"cannot write to {folder}: {found} is a file")
     if not os.access(found, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write to {folder}: Permission denied")
 

@@ -39,7 +39,12 @@ EVAL_DECODE_BATCH = 256
 def default_workers() -> int:
     """DataLoader workers: $MASKBENCH_DATA_WORKERS, else this process's CPUs (at most 16)."""
     env = os.environ.get("MASKBENCH_DATA_WORKERS")
-    return int(env) if env else min(16, len(os.sched_getaffinity(0)))
+    if not env:
+        return min(16, len(os.sched_getaffinity(0)))
+    if not env.strip().isdigit():
+        raise ConfigError(f"MASKBENCH_DATA_WORKERS={env!r}: expected a number of DataLoader "
+                          "worker processes, 0 or more (0: decode in the training process)")
+    return int(env)
 
 
 def square_image(img, size: int, mode: str = "RGB") -> Tensor:

@@ -139,6 +139,26 @@ def image_folder(bad: str | None):
     return setup
 
 
+def env(name: str, value: str, *first):
+    """Set $name to `value` (TMP in it names the scratch folder), after the setups `first`."""
+
+    def setup(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        for before in first:
+            before(tmp, monkeypatch)
+        monkeypatch.setenv(name, value.replace("TMP", str(tmp)))
+
+    return setup
+
+
+def garbage_idx(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TMP/garbage: the four Fashion-MNIST file names, gzipped garbage inside."""
+    (tmp / "garbage").mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (tmp / "garbage" / f"{name}.gz").write_bytes(b"\x8a not gzip" * 100)
+    monkeypatch.setenv("MASKBENCH_DATA", str(tmp / "garbage"))
+
+
 def resumed_to_full_numbers(out: Path, existing: Path) -> None:
     cfg = mae_run()
     mine = store.read_json(out / cfg.run_id / "summary.json")
@@ -150,6 +170,13 @@ def file_at_run_folder(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """TMP/fresh/<run id of mae seed 0>: a file where that run's folder goes."""
     (tmp / "fresh").mkdir()
     (tmp / "fresh" / mae_run().run_id).write_text("not a run folder")
+
+
+def one_line_text_file(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TMP/oneline/a.txt: a text file of one long line (no blank line: one paragraph)."""
+    monkeypatch.setenv("MASKBENCH_CACHE", str(tmp / "cache"))
+    (tmp / "oneline").mkdir()
+    (tmp / "oneline" / "a.txt").write_text("word " * 20000 + "\n")
 
 
 def reference_rows_only(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -267,6 +294,30 @@ ROWS = [
           ("run", "--methods", "mae", "--out", "OUT", "--dataset", "imagefolder:TMP/images",
            "--no-progress", "epochs=1", "batch_size=4", "strict_data=true"), 2,
           "train/a/0.png", setup=image_folder("corrupt")),
+    Fault("a huge one-line text file (`text-dir:`)", "split it into paragraphs (blank lines): "
+          "one paragraph is one text, and a split needs several",
+          ("run", "--methods", "mae", "--out", "OUT", "--dataset", "text-dir:TMP/oneline",
+           "--no-progress", "epochs=1"), 2,
+          "its only text went to the train split, so the test split is empty",
+          setup=one_line_text_file),
+    Fault("`MASKBENCH_DATA` pointing at garbage `.gz` files", "replace the files (or unset the "
+          "variable)", ("run", "--methods", "mae", "--out", "OUT", "--dataset", "fashion-mnist",
+                        "--no-progress"), 2,
+          "train-images-idx3-ubyte.gz: cannot be read (BadGzipFile", setup=garbage_idx),
+    Fault("`MASKBENCH_CACHE` naming a file", "point it at a folder",
+          ("run", "--methods", "mae", "--out", "OUT", "--dataset", "imagefolder:TMP/images",
+           "--no-progress", "epochs=1", "batch_size=4"), 2,
+          "MASKBENCH_CACHE=", setup=env("MASKBENCH_CACHE", "TMP/file", write("file", "x"), image_folder(None))),
+    Fault("`MASKBENCH_DATA_WORKERS=abc`", "a number of worker processes, 0 or more",
+          ("run", "--methods", "mae", "--out", "OUT", "--dataset", "imagefolder:TMP/images",
+           "--no-progress", "epochs=1", "batch_size=4"), 2,
+          "MASKBENCH_DATA_WORKERS='abc': expected a number of DataLoader worker processes",
+          setup=env("MASKBENCH_DATA_WORKERS", "abc", image_folder(None))),
+    Fault("`MASKBENCH_DATA_WORKERS=-3`", "a number of worker processes, 0 or more",
+          ("run", "--methods", "mae", "--out", "OUT", "--dataset", "imagefolder:TMP/images",
+           "--no-progress", "epochs=1", "batch_size=4"), 2,
+          "MASKBENCH_DATA_WORKERS='-3': expected a number of DataLoader worker processes",
+          setup=env("MASKBENCH_DATA_WORKERS", "-3", image_folder(None))),
     Fault("a checkpoint written on another device type", "resume it there, or move the "
           "folder aside", run_cmd(), 2, "was written on cuda and this run is on cpu",
           setup=cuda_checkpoint),
