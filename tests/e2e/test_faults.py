@@ -135,6 +135,8 @@ def image_folder(bad: str | None):
             (tmp / "images" / "train" / "a" / "0.png").write_bytes(b"\x89PNG broken")
         elif bad == "empty class":
             (tmp / "images" / "train" / "c").mkdir()
+        elif bad == "link loop":
+            (tmp / "images" / "train" / "a" / "loop").symlink_to("..")
 
     return setup
 
@@ -157,6 +159,18 @@ def garbage_idx(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                  "t10k-labels-idx1-ubyte"):
         (tmp / "garbage" / f"{name}.gz").write_bytes(b"\x8a not gzip" * 100)
     monkeypatch.setenv("MASKBENCH_DATA", str(tmp / "garbage"))
+
+
+def trained_on_the_folder_alone(out: Path, existing: Path) -> None:
+    """The run's data is the image folder without what the link leads to."""
+    from bench.data.streaming import load_imagefolder
+
+    images = out.parent / "images"
+    (config,) = [store.read_json(p) for p in out.glob("*/config.json")
+                 if store.read_json(p)["dataset"].startswith("imagefolder:")]
+    (images / "train" / "a" / "loop").unlink()
+    clean = load_imagefolder(str(images))
+    assert config["data_fingerprint"] == clean.fingerprint and clean.n_pretrain() == 6
 
 
 def resumed_to_full_numbers(out: Path, existing: Path) -> None:
@@ -289,6 +303,12 @@ ROWS = [
           ("run", "--methods", "mae", "--out", "OUT", "--dataset", "imagefolder:TMP/images",
            "--no-progress", "epochs=1", "batch_size=4"), 2, "holds no image",
           setup=image_folder("empty class")),
+    Fault("an image folder with a link loop (`train/a/loop -> ..`)", "nothing: links to "
+          "folders inside class folders are not followed, and said",
+          ("run", "--methods", "mae", "--out", "OUT", "--dataset", "imagefolder:TMP/images",
+           "--no-progress", "epochs=1", "batch_size=4", "protocols=knn"), 0,
+          "1 link(s) to folders inside class folders not followed (first: train/a/loop -> ..)",
+          setup=image_folder("link loop"), check=trained_on_the_folder_alone),
     Fault("an image folder with a corrupt file, `strict_data=true`",
           "replace the file, or drop strict_data to skip it",
           ("run", "--methods", "mae", "--out", "OUT", "--dataset", "imagefolder:TMP/images",
