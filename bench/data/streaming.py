@@ -30,7 +30,7 @@ from bench.data.fingerprint import fingerprint, stable_hash
 from bench.data.image_scan import unreadable
 from bench.data.images import StandardisedImages, apply_affine, crop_flip_params
 from bench.data.protocol import EvalSplit
-from bench.runtime import progress
+from bench.runtime import progress, stopping
 
 log = logging.getLogger(__name__)
 EVAL_DECODE_BATCH = 256
@@ -166,6 +166,7 @@ class StreamingImageData(StandardisedImages):
             collate_fn=_collate_images,
             pin_memory=self.pins,
             prefetch_factor=4 if self.workers else None,
+            worker_init_fn=stopping.ignore_in_worker,
         )
         for x in loader:
             yield self._prepare(x, generator, aug, index_batches.shape[1], rows)
@@ -181,6 +182,7 @@ class StreamingImageData(StandardisedImages):
                 batch_size=EVAL_DECODE_BATCH,
                 num_workers=self.workers,
                 collate_fn=_collate,
+                worker_init_fn=stopping.ignore_in_worker,
             )
             parts = list(progress.bar(loader, desc=f"decode {self.name} {split}", leave=False, unit="batch"))
             self.decoded[key] = EvalSplit(

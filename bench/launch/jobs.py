@@ -19,7 +19,7 @@ from bench.core.errors import DiskFullError
 from bench.core.files import ATTEMPTS
 from bench.launch.lock import Holder, RunLock
 from bench.launch.status import read_summary
-from bench.runtime import compiling, distributed
+from bench.runtime import compiling, distributed, stopping
 
 if TYPE_CHECKING:
     from bench.run.hooks import Hook
@@ -127,12 +127,27 @@ class RunJob(Checkpointable):
         except (RunInterrupted, DiskFullError) as err:  # no summary: `interrupted`, resumable
             log.warning("run %s %s", self.cfg.run_id, err)
             return summary_record(self.cfg, "interrupted", error=str(err))
-        except Exception as err:  # recorded in summary.json: reports list it, the sweep goes on
+        except Exception as err:
+            if stopping.requested() is not None:
+                return self._stopped(err)
+            # Recorded in summary.json: reports list it, the sweep goes on.
             log.error("run %s failed: %s", self.cfg.run_id, err)
             summary = write_failure(self.cfg, self.run_dir, err)
             if self.raise_errors:
                 raise
             return summary
+
+    def _stopped(self, err: Exception) -> dict[str, Any]:
+        """A signal asked this process to stop and something it reached first broke the run
+        (a DataLoader worker dead of the same signal sent to the process group): an
+        interruption however it arrived, resumable from the last checkpoint, never a failure
+        that a rerun would skip."""
+        from bench.run.records import summary_record
+
+        signal = stopping.requested()
+        log.warning("run %s stopped by %s (%s: %s); rerun to resume from its last checkpoint",
+                    self.cfg.run_id, signal, type(err).__name__, err)
+        return summary_record(self.cfg, "interrupted", error=f"stopped by {signal}")
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
         # Runs inside submitit's signal handler: nothing here may fail or take long.

@@ -504,6 +504,67 @@ def test_sigterm_checkpoints_at_the_next_step_and_exits_143(tmp_path):
             == store.read_json(tmp_path / "full" / cfg.run_id / "summary.json")["metrics"])
 
 
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] not in "ZX":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_sigterm_to_the_process_group_with_streamed_images_resumes(tmp_path):
+    """`timeout`, `docker stop`, scancel and a terminal signal the whole process group, so
+    the DataLoader workers that decode streamed images get SIGTERM too. They used to die
+    first: the run was recorded as failed ("DataLoader worker ... is killed by signal"), and
+    the rerun the message advised skipped it. Now the workers ignore it and the run stops at
+    its next step with a checkpoint; the rerun resumes there and ends with the numbers of an
+    uninterrupted run."""
+    from bench.data.samples import write_image_folder
+    from bench.launch.jobs import checkpoint_position
+    from bench.launch.status import run_states
+
+    images = write_image_folder(tmp_path / "images", counts=(("train", 8), ("val", 2)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASKBENCH_DATA_WORKERS": "2",
+           "MASKBENCH_CACHE": str(tmp_path / "cache")}
+    settings = ["--dataset", f"imagefolder:{images}", "--no-progress", "epochs=3",
+                "batch_size=2", "checkpoint_every_min=0", "protocols=knn", "decoder_dim=64",
+                "decoder_depth=1", "decoder_heads=2", "device=cpu", "eval_train_limit=12"]
+
+    def bench(out: str, **kw) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "bench", "run", "--methods", "mae",
+                                 "--out", str(tmp_path / out), *settings], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+    # 12 steps an epoch: more than the 2 workers prefetch (8 batches), so a dead worker shows
+    proc = bench("cut", start_new_session=True)  # its own process group, workers included
+    deadline = time.time() + 300
+    while not list((tmp_path / "cut").glob("*/checkpoint.pt")) and time.time() < deadline:
+        time.sleep(0.02)  # epoch 1 is done
+    while len(children(proc.pid)) < 2 and time.time() < deadline:
+        time.sleep(0.02)  # epoch 2's workers decode: the signal reaches them too
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143 and "failed" not in err, err[-2000:]
+    (state,) = run_states(tmp_path / "cut")
+    assert state.state == "interrupted", (state, err[-2000:])
+    run_dir = tmp_path / "cut" / state.run_id
+    position = checkpoint_position(run_dir)
+    assert position > (1, 0)  # written at the signal, inside epoch 2
+    rerun, full = bench("cut"), bench("full")
+    for p in (rerun, full):
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+    starts = [(a["start_epoch"], a["start_step"]) for a in store.read_jsonl(run_dir / "attempts.jsonl")]
+    assert starts == [(0, 0), position]
+    assert (store.read_json(run_dir / "summary.json")["metrics"]
+            == store.read_json(tmp_path / "full" / state.run_id / "summary.json")["metrics"])
+
+
 def test_files_keep_the_umask_mode(existing):
     """Atomic writes (temporary file + rename) used to leave mkstemp's 0600: colleagues on a
     shared cluster could not read config.json, summary.json or checkpoints."""
