@@ -507,13 +507,13 @@ def test_sigterm_checkpoints_at_the_next_step_and_exits_143(tmp_path):
 def children(pid: int) -> list[int]:
     """The live child processes of `pid` (from /proc)."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for proc_stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = proc_stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if int(fields[1]) == pid and fields[0] not in "ZX":
-            found.append(int(stat.parent.name))
+            found.append(int(proc_stat.parent.name))
     return found
 
 
