@@ -83,8 +83,10 @@ def launch(runs: Sequence[RunConfig], out: str | Path, *, launcher: str = "local
            show_plan: Callable[[Launch], None] | None = None) -> Launch:
     """Launch planned runs into `out` (see bench.launch.launchers.launch_runs): skip done ones, resume
     interrupted ones, and write `out/report` when the launcher waited for them."""
+    from bench.plan.sweep import option_defaults
+
     options = LaunchOptions(launcher, workers, retry_failed, dry_run, progress,
-                            dict(slurm or {}), job_name, report, baseline)
+                            dict(slurm or {}), job_name, report, baseline, option_defaults())
     return launch_runs(runs, Path(out), options, show_plan)
 
 
@@ -163,13 +165,14 @@ def report(dirs: Iterable[str | Path], *, baseline: str | None = None,
            out: str | Path | None = None) -> dict[str, Path]:
     """Write the comparison report of the runs under `dirs` (default into the first's
     report/ folder); returns the paths of report.html, report.md, tables.tex and runs.csv."""
+    from bench.plan.sweep import option_defaults
     from bench.report.build import write_report
 
     folders = [Path(d) for d in dirs]
     if not folders:
         raise ConfigError("no results folder given")
     target = Path(out) if out is not None else folders[0] / "report"
-    html = write_report(folders, target, baseline=baseline)
+    html = write_report(folders, target, baseline=baseline, option_defaults=option_defaults())
     return {"html": html, "markdown": target / "report.md", "latex": target / "tables.tex",
             "runs": target / "runs.csv"}
 

@@ -154,10 +154,12 @@ def notes():
 
 def launch_options(args: argparse.Namespace, slurm: dict[str, Any], job_name: str):
     from bench.launch.launchers import LaunchOptions
+    from bench.plan.sweep import option_defaults
 
     return LaunchOptions(launcher=args.launcher, workers=args.workers,
                          retry_failed=args.retry_failed, dry_run=args.dry_run,
-                         progress=not args.no_progress, slurm=slurm, job_name=job_name)
+                         progress=not args.no_progress, slurm=slurm, job_name=job_name,
+                         option_defaults=option_defaults())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -222,6 +224,7 @@ def print_plan(launch) -> None:
     """Count, run ids, state and what differs between the runs; `+` marks those launched now."""
     from bench.core.config import differing_keys
     from bench.launch.status import describe_run
+    from bench.plan.sweep import option_defaults
 
     runs, states, todo, out = launch.runs, launch.states, launch.todo, launch.out
     counts: dict[str, int] = {}
@@ -233,15 +236,18 @@ def print_plan(launch) -> None:
     keys = differing_keys(runs)
     print(f"runs differ in: {', '.join(keys) or 'nothing'}")
     launched = {r.run_id for r in todo}
+    defaults = option_defaults()
     for r in runs:
         mark = "+" if r.run_id in launched else " "
-        print(f"{mark} {r.run_id}  {states[r.run_id].state:<11}  {describe_run(r, keys)}")
+        print(f"{mark} {r.run_id}  {states[r.run_id].state:<11}  "
+              f"{describe_run(r, keys, defaults)}")
     if any(states[r.run_id].state in ("failed", "cancelled") for r in runs if r.run_id not in launched):
         print("failed and cancelled runs are kept as they are; rerun them with --retry-failed")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from bench.launch.status import format_status, run_states
+    from bench.plan.sweep import option_defaults
 
     if not args.dir.is_dir():
         raise BenchError(f"no such results folder: {args.dir}")
@@ -252,18 +258,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([vars(s) for s in states], indent=2, default=str))
     else:
-        print(format_status(states))
+        print(format_status(states, option_defaults()))
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from bench.plan.sweep import option_defaults
     from bench.report.build import write_report
 
     for d in args.dirs:
         if not d.is_dir():
             raise BenchError(f"no such results folder: {d}")
     out = args.out or args.dirs[0] / "report"
-    print(f"report: {write_report(args.dirs, out, baseline=args.baseline)}")
+    html = write_report(args.dirs, out, baseline=args.baseline, option_defaults=option_defaults())
+    print(f"report: {html}")
     return 0
 
 

@@ -262,6 +262,8 @@ class LaunchOptions:
     job_name: str = "maskbench"
     report: bool = True  # write OUT/report when the launcher waited for the runs
     baseline: str | None = None  # the report's (None: mae where it has runs)
+    option_defaults: dict[str, dict[str, Any]] | None = None  # by method: the report names
+    # the options that are not at these
 
 
 @dataclass
@@ -338,7 +340,8 @@ def launch_runs(runs: Sequence[RunConfig], out: Path, options: LaunchOptions,
     if launcher.waits and options.report and result.stopped is None and not result.interrupted:
         from bench.report.build import write_report
 
-        result.report = write_report([out], out / "report", baseline=options.baseline)
+        result.report = write_report([out], out / "report", baseline=options.baseline,
+                                     option_defaults=options.option_defaults)
     elif not launcher.waits and todo:
         result.job_id = launcher.jobs[0].job_id.split("_")[0]
     return result

@@ -198,14 +198,16 @@ def _last_error_line(path: Path | None) -> str | None:
     return (python or errors or lines or [None])[-1]
 
 
-def format_status(states: Sequence[RunState]) -> str:
-    """One line per run (state, job id, elapsed, attempts, what differs), then the log path
-    and last error line of every failed or cancelled run, then the counts."""
+def format_status(states: Sequence[RunState],
+                  option_defaults: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """One line per run (state, job id, elapsed, attempts, what differs and the options not
+    at `option_defaults`), then the log path and last error line of every failed or cancelled
+    run, then the counts."""
     configs = [RunConfig.from_dict(s.config) if s.config else None for s in states]
     keys = differing_keys([c for c in configs if c is not None])
     lines = [f"{'run':<12}  {'state':<11}  {'job':<12}  {'elapsed':>8}  {'tries':>5}  what"]
     for s, cfg in zip(states, configs):
-        what = describe_run(cfg, keys) if cfg else "?"
+        what = describe_run(cfg, keys, option_defaults) if cfg else "?"
         lines.append(f"{s.run_id:<12}  {s.state:<11}  {s.job_id or '-':<12}  "
                      f"{_hms(s.elapsed_s):>8}  {s.attempts:>5}  {what}")
         if s.state in RETRY_STATES:
@@ -218,11 +220,17 @@ def format_status(states: Sequence[RunState]) -> str:
     return "\n".join(lines)
 
 
-def describe_run(cfg: RunConfig, keys: Sequence[str]) -> str:
-    """`method=mae seed=1 mae.mask_ratio=0.6`: the run's values of the keys that differ."""
+def describe_run(cfg: RunConfig, keys: Sequence[str],
+                 option_defaults: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """`method=mae seed=1 mae.mask_ratio=0.6`: the run's values of the keys that differ, then
+    its options that are not at their defaults (`option_defaults`: by method), so every run
+    says how it was run, even where all runs of its method agree."""
     flat = {k: v for k, v in cfg.identity().items() if k != "options"}
     flat.update({f"{cfg.method}.{k}": v for k, v in cfg.options.items()})
-    shown = keys or ["method", "seed"]
+    shown = list(keys or ["method", "seed"])
+    defaults = (option_defaults or {}).get(cfg.method, {})
+    shown += [f"{cfg.method}.{k}" for k, v in cfg.options.items()
+              if k in defaults and defaults[k] != v and f"{cfg.method}.{k}" not in shown]
     return " ".join(f"{k}={flat[k]}" for k in shown if k in flat)
 
 

@@ -60,6 +60,12 @@ def method_options(name: str, raw: dict[str, Any]) -> MethodOptions:
         return imported_cards()[name].options(raw)
 
 
+def option_defaults() -> dict[str, dict[str, Any]]:
+    """Each method's options at their defaults: listings (the dry run, `bench status`, the
+    report) show a run's options where they depart from these."""
+    return {name: options_dict(method_options(name, {})) for name in known_methods().names()}
+
+
 def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """Separate run fields (`epochs`) from method options (`mae.mask_ratio`)."""
     top: dict[str, Any] = {}

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -102,9 +103,11 @@ class Analysis:
     rules: dict[str, str] = field(default_factory=dict)  # run_dir -> its weight-decay rule
 
 
-def analyse(dirs: Sequence[Path], baseline: str | None = None) -> Analysis:
+def analyse(dirs: Sequence[Path], baseline: str | None = None,
+            option_defaults: dict[str, dict[str, Any]] | None = None) -> Analysis:
     """Aggregate `dirs` and compute every table of the report. `baseline` None: mae, where
-    it has finished runs; a baseline named must be a row (ConfigError naming the rows)."""
+    it has finished runs; a baseline named must be a row (ConfigError naming the rows). Row
+    labels name the options not at `option_defaults` (by method; planning knows them)."""
     agg = collect(dirs)
     named, baseline = baseline is not None, baseline or DEFAULT_BASELINE
     with warnings.catch_warnings(record=True) as caught:
@@ -120,9 +123,9 @@ def analyse(dirs: Sequence[Path], baseline: str | None = None) -> Analysis:
     if ok.empty:
         notes.append("no finished run has a metric: there are no tables and no figures")
         empty = pd.DataFrame()
-        return Analysis(agg, ok, row_labels(ok, baseline), empty, empty, empty, empty, empty,
+        return Analysis(agg, ok, row_labels(ok, baseline, option_defaults), empty, empty, empty, empty, empty,
                         curve, prov, {}, baseline, None, notes)
-    cells = row_labels(ok, baseline)
+    cells = row_labels(ok, baseline, option_defaults)
     stats = cell_stats(ok, cells)
     if named and baseline not in set(ok.method):
         raise ConfigError(f"baseline {baseline!r} is not a row of this report; its rows: "
@@ -406,16 +409,17 @@ def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str],
     return blocks
 
 
-def write_report(dirs: Sequence[Path], out: Path, *, baseline: str | None = None) -> Path:
+def write_report(dirs: Sequence[Path], out: Path, *, baseline: str | None = None,
+                 option_defaults: dict[str, dict[str, Any]] | None = None) -> Path:
     """Aggregate every run under `dirs`, write the report into `out`, return report.html
-    (report.md beside it says the same). `baseline`: see `analyse`.
+    (report.md beside it says the same). `baseline`, `option_defaults`: see `analyse`.
 
     Nothing is written when there is nothing to report. Every file is built in a temporary
     folder inside `out` and moved into place one by one (os.replace), report.html last: a
     reader, or another report written at the same time, never sees a torn file."""
     out = Path(out)
     dirs = [Path(d) for d in dirs]
-    a = analyse(dirs, baseline)
+    a = analyse(dirs, baseline, option_defaults)
     if not a.agg.configs and not a.agg.problems:
         raise DataNotFoundError(
             f"no run folders (config.json or summary.json) under {', '.join(map(str, dirs))}")
