@@ -17,6 +17,7 @@ from bench.core import store
 from bench.core.config import RunConfig
 from bench.core.errors import DiskFullError
 from bench.core.files import ATTEMPTS
+from bench.core.runfolder import check_config
 from bench.launch.lock import Holder, RunLock
 from bench.launch.status import read_summary
 from bench.runtime import compiling, distributed, stopping
@@ -111,7 +112,9 @@ class RunJob(Checkpointable):
 
         summary = read_summary(self.run_dir)
         if summary is not None and summary.get("status") == "ok":
-            return summary  # finished meanwhile by another submission
+            if check_config(self.run_dir).state in ("broken", "missing"):
+                self._repair_config(data)
+            return summary  # finished (meanwhile by another submission, or config repaired)
         if self.threads:
             import torch
 
@@ -136,6 +139,20 @@ class RunJob(Checkpointable):
             if self.raise_errors:
                 raise
             return summary
+
+    def _repair_config(self, data: Any) -> None:
+        """A finished run whose config.json cannot be read (`bench status`: broken): rewrite
+        it (bench.run.records.repair_config); its numbers stand, nothing is trained."""
+        from bench.data import dataset_key, load_dataset
+        from bench.run.records import repair_config
+
+        if not distributed.current().is_main:
+            return
+        data = data if data is not None else load_dataset(*dataset_key(self.cfg))
+        kept = repair_config(self.run_dir, self.cfg, data)
+        log.warning("run %s: its config.json was unreadable or missing: rewritten from the "
+                    "planned configuration%s", self.cfg.run_id,
+                    f" (the old file is {kept.name})" if kept else "")
 
     def _stopped(self, err: Exception) -> dict[str, Any]:
         """A signal asked this process to stop and something it reached first broke the run

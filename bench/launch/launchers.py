@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from bench.core import store
 from bench.core.config import RunConfig
 from bench.core.errors import BenchError, ConfigError, OutputError, SchedulerError
+from bench.core.runfolder import check_config
 from bench.data import dataset_key
 from bench.launch.lock import Holder
 from bench.launch.slurm import (
@@ -76,13 +77,20 @@ def runs_to_do(
 
 def check_run_folders(runs: Sequence[RunConfig], out: Path) -> None:
     """Refuse, before anything is written (and in a dry run), what would stop a launch half
-    way: a results folder that cannot be made, a file where a run's folder goes."""
+    way or resume the wrong run: a results folder that cannot be made, a file where a run's
+    folder goes, a run folder whose config.json does not hash to its run id (edited by hand:
+    resuming would go on training under settings it does not state)."""
     store.check_can_create(out)
     for cfg in runs:
         path = out / cfg.run_id
         if path.exists() and not path.is_dir():
             raise OutputError(f"{path} is a file where the folder of run {cfg.run_id} "
                               f"({cfg.method} seed {cfg.seed}) goes; move it aside")
+        check = check_config(path)
+        if check.state == "mismatched":
+            raise OutputError(f"run folder {path} ({cfg.method} seed {cfg.seed}): "
+                              f"{check.reason}; restore its config.json or move the folder "
+                              "aside (nothing was resumed)")
 
 
 def _record(launcher: str, cfg: RunConfig, out: Path, **fields: Any) -> None:

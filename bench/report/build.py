@@ -30,6 +30,7 @@ from bench.core import store
 from bench.core.errors import ConfigError, DataNotFoundError
 from bench.core.exports import export_command, export_format
 from bench.core.references import REFERENCE_ROWS
+from bench.core.runfolder import MISMATCHED
 from bench.report import figures
 from bench.report.aggregate import Aggregate, collect, curves
 from bench.report.cells import (
@@ -114,6 +115,12 @@ def analyse(dirs: Sequence[Path], baseline: str | None = None,
         warnings.simplefilter("always")
         curve = curves(dirs)
     notes = [f"curves: {w.message}" for w in caught]
+    mismatched = [p for p in agg.problems if MISMATCHED in p.reason]
+    if mismatched:
+        notes.append(f"{len(mismatched)} run folder(s) left out: their config.json does not "
+                     f"hash to their run id, so it {MISMATCHED} (first: {mismatched[0].path}; "
+                     "see Skipped folders)")
+        log.warning(notes[-1])
     prov = describe_runs(agg.configs, agg.devices, REFERENCE_ROWS)
     table = agg.table.assign(variant=agg.table.run_dir.map(prov.variant).fillna("{}"))
     ok, dupes = dedupe_runs(table[table.status == "ok"])

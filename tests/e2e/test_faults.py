@@ -46,6 +46,15 @@ def mae_run():
     return cfg
 
 
+def finished_mae_run():
+    """The finished mae run of `existing` (seed 1, one epoch)."""
+    (cfg,) = api.plan(["mae"], seeds=[1], **{**SETTINGS, "epochs": 1})
+    return cfg
+
+
+CHANGES = {"mae": mae_run, "finished mae": finished_mae_run}  # Fault.changes: which run
+
+
 @pytest.fixture(scope="module")
 def existing(tmp_path_factory) -> Path:
     """A results folder as a user has it: finished runs (mae seed 1 for one epoch, raw-input)
@@ -191,6 +200,39 @@ def one_line_text_file(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MASKBENCH_CACHE", str(tmp / "cache"))
     (tmp / "oneline").mkdir()
     (tmp / "oneline" / "a.txt").write_text("word " * 20000 + "\n")
+
+
+def finished_config(how: str):
+    """The finished mae run's config.json truncated (a crash, a full disk) or edited by hand
+    (its mask ratio: the run id no longer matches)."""
+
+    def setup(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        path = tmp / "out" / finished_mae_run().run_id / "config.json"
+        if how == "truncated":
+            path.write_bytes(path.read_bytes()[:100])
+        else:
+            config = store.read_json(path)
+            config["options"]["mask_ratio"] = 0.9
+            store.write_json(path, config)
+
+    return setup
+
+
+def config_repaired(out: Path, existing: Path) -> None:
+    from bench.core.runfolder import check_config
+
+    run_dir = out / finished_mae_run().run_id
+    assert check_config(run_dir).state == "ok"
+    assert "repaired" in store.read_json(run_dir / "config.json")
+    assert (run_dir / "config.broken-1.json").read_bytes() == (
+        existing / "out" / run_dir.name / "config.json").read_bytes()[:100]
+    assert (store.read_json(run_dir / "summary.json")
+            == store.read_json(existing / "out" / run_dir.name / "summary.json"))
+
+
+def rows_without_the_edited_run(out: Path, existing: Path) -> None:
+    report = (out / "report" / "report.md").read_text()
+    assert "| mae |" not in report and "| raw-input |" in report  # the mae rows' only run
 
 
 def reference_rows_only(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -364,6 +406,28 @@ ROWS = [
           "grid.interp.mask_ratio sets an option of interp", setup=SWEEP_UNUSED_OPTION),
     Fault("`bench sweep` without a file", "give the sweep file", ("sweep",), 2,
           "the following arguments are required: spec"),
+    Fault("a finished run's `config.json` truncated: `bench status`", "rerun the command that "
+          "made it", ("status", "OUT"), 0, "broken", setup=finished_config("truncated")),
+    Fault("a finished run's `config.json` truncated: the rerun", "nothing: it is rewritten "
+          "(the old file kept as config.broken-1.json); nothing is trained",
+          ("run", "--methods", "mae,raw-input", "--seeds", "1", "--out", "OUT", *ARGS,
+           "--epochs", "1"), 0, "its config.json was unreadable or missing: rewritten",
+          setup=finished_config("truncated"), changes="finished mae", check=config_repaired),
+    Fault("a finished run's `config.json` edited by hand: `bench status`", "restore it, or "
+          "move the folder aside", ("status", "OUT"), 0, "mismatched",
+          setup=finished_config("edited")),
+    Fault("a finished run's `config.json` edited by hand: `bench report`", "restore it: the "
+          "run is left out of every table", ("report", "OUT"), 0,
+          "1 run folder(s) left out: their config.json does not hash to their run id",
+          setup=finished_config("edited"), check=rows_without_the_edited_run),
+    Fault("a run's `config.json` edited by hand: resuming it", "restore it, or move the "
+          "folder aside", ("run", "--methods", "mae,raw-input", "--seeds", "1", "--out", "OUT",
+                           *ARGS, "--epochs", "1"), 2,
+          "(mae seed 1): config.json hashes to", setup=finished_config("edited")),
+    Fault("a run's `config.json` edited by hand: a dry run", "restore it, or move the folder "
+          "aside", ("run", "--methods", "mae", "--seeds", "1", "--out", "OUT", "--dry-run",
+                    *ARGS, "--epochs", "1"), 2,
+          "(mae seed 1): config.json hashes to", setup=finished_config("edited")),
     Fault("`bench status` on a folder with no runs", "point it at a results folder",
           ("status", "TMP/empty"), 2, "no runs under", setup=folder("empty")),
     Fault("`bench status` on a missing folder", "check the path", ("status", "TMP/none"), 2,
@@ -407,7 +471,7 @@ def test_fault_catalogue(fault, existing, tmp_path, monkeypatch, capsys, caplog)
     if code == 2:
         lines = [line for line in err.strip().splitlines() if not line.startswith("note:")]
         assert len(lines) == 1, err
-    changing = mae_run().run_id if fault.changes else None
+    changing = CHANGES[fault.changes]().run_id if fault.changes else None
     after = _snapshot(out)
     for name, data in before.items():
         if changing is None or not name.startswith(changing):
