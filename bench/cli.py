@@ -210,6 +210,7 @@ def finish(launch) -> int:
         return EXIT_FAILED_RUNS
     if launch.report is not None:
         print(f"report: {launch.report}")
+        print(main_tables(launch.report))
     if launch.job_id is not None:
         print(f"submitted {len(launch.todo)} runs as SLURM job {launch.job_id}; follow them "
               f"with: python -m bench status {launch.out}")
@@ -218,6 +219,22 @@ def finish(launch) -> int:
               f"python -m bench status {launch.out}", file=sys.stderr)
         return EXIT_FAILED_RUNS
     return 0
+
+
+def main_tables(report_html: Path) -> str:
+    """The main table of each section, as report.md beside `report_html` has them (title,
+    rows, no notes): what a finished run or report shows on the terminal."""
+    lines = (report_html.parent / "report.md").read_text().splitlines()
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        if line.startswith("**") and line.endswith(": main table**"):
+            block = [line.strip("*")]
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                block.append(row)
+            out.append("\n".join(block))
+    return "\n\n".join(out)
 
 
 def print_plan(launch) -> None:
@@ -272,6 +289,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = args.out or args.dirs[0] / "report"
     html = write_report(args.dirs, out, baseline=args.baseline, option_defaults=option_defaults())
     print(f"report: {html}")
+    print(main_tables(html))
     return 0
 
 
@@ -345,7 +363,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from bench.export import export_run
 
-    done = export_run(args.run_dir, args.to, args.out)
+    done = export_run(args.run_dir, args.to, args.out, force=args.force)
     print(f"wrote {done.path} ({done.tensors} tensors); load it with:\n{done.load}")
     return 0
 
@@ -439,7 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", choices=("timm", "safetensors"), default="timm",
                    help="timm: the matching timm model's weights (ViT: VisionTransformer; CNN: its "
                         "timm trunk); safetensors: the encoder's own state dict (default timm)")
-    p.add_argument("--out", type=Path, help="file to write (default RUN_DIR/encoder-TO.safetensors)")
+    p.add_argument("--out", type=Path, help="file to write (default RUN_DIR/encoder-TO.safetensors, "
+                   "inside the run folder); never a file of a run folder")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite --out if it exists (never a file of a run folder)")
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("download", help="fetch a torchvision dataset (cifar10, cifar100, stl10)")

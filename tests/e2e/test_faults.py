@@ -75,7 +75,7 @@ def existing(tmp_path_factory) -> Path:
 @dataclass(frozen=True)
 class Fault:
     """One row: what the user does or meets, what happens. `argv` may name OUT (the results
-    folder, a copy of `existing`) and TMP (a scratch folder); `setup` prepares the fault and
+    folder, a copy of `existing`), FINISHED (its finished mae run) and TMP (a scratch folder); `setup` prepares the fault and
     `hooks` watch the training loop of the command's runs; `changes` is the one run folder the
     command may rewrite (the run it resumes)."""
 
@@ -428,6 +428,15 @@ ROWS = [
           "aside", ("run", "--methods", "mae", "--seeds", "1", "--out", "OUT", "--dry-run",
                     *ARGS, "--epochs", "1"), 2,
           "(mae seed 1): config.json hashes to", setup=finished_config("edited")),
+    Fault("`bench export RUN --out RUN/config.json`", "choose another --out (default: "
+          "RUN/encoder-timm.safetensors)", ("export", "FINISHED", "--out", "FINISHED/config.json",
+                                            "--force"), 2,
+          "bench export never overwrites a run's files"),
+    Fault("`bench export RUN --out` an existing folder", "name the file to write",
+          ("export", "FINISHED", "--out", "TMP"), 2, "is a folder; name the file to write"),
+    Fault("`bench export RUN --out` an existing file", "add `--force`, or choose another --out",
+          ("export", "FINISHED", "--out", "TMP/file"), 2, "exists; add --force to overwrite it",
+          setup=write("file", "x")),
     Fault("`bench status` on a folder with no runs", "point it at a results folder",
           ("status", "TMP/empty"), 2, "no runs under", setup=folder("empty")),
     Fault("`bench status` on a missing folder", "check the path", ("status", "TMP/none"), 2,
@@ -460,7 +469,9 @@ def test_fault_catalogue(fault, existing, tmp_path, monkeypatch, capsys, caplog)
     if fault.setup is not None:
         fault.setup(tmp_path, monkeypatch)
     before = _snapshot(out)
-    argv = [a.replace("OUT", str(out)).replace("TMP", str(tmp_path)) for a in fault.argv]
+    finished = str(out / finished_mae_run().run_id)
+    argv = [a.replace("FINISHED", finished).replace("OUT", str(out)).replace("TMP", str(tmp_path))
+            for a in fault.argv]
     with watching(*fault.hooks):
         code = main(argv)
     printed = capsys.readouterr()

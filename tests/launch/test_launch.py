@@ -162,6 +162,8 @@ def test_states_decide_what_is_launched_again(tmp_path):
         if summary is not None:
             record = {"run_id": cfg.run_id, "status": summary, "error": "ValueError: boom"}
             store.write_json(out / cfg.run_id / files.SUMMARY, record)
+            store.write_json(out / cfg.run_id / files.CONFIG, {**cfg.to_dict(),
+                                                               "run_id": cfg.run_id})
     states = {s.run_id: s for s in run_states(out, [c.run_id for c in cfgs],
                                               query=lambda ids: infos)}
     got = [states[c.run_id].state for c in cfgs]
