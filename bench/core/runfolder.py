@@ -31,12 +31,11 @@ class ConfigCheck:
 
 
 def expected_ids(folder_name: str, config: dict[str, Any]) -> set[str]:
-    """The run ids a config.json must hash to: its folder's name where that is a run id, and
-    the `run_id` it records (none for folders a person named, e.g. in tests)."""
-    ids = {folder_name} if RUN_ID.fullmatch(folder_name) else set()
-    if isinstance(config.get("run_id"), str):
-        ids.add(config["run_id"])
-    return ids
+    """The run ids a config.json must hash to: its folder's name and the `run_id` it records,
+    where they are run ids (12 hex digits; not in folders a person named and wrote, as tests
+    do)."""
+    recorded = config.get("run_id")
+    return {i for i in (folder_name, recorded) if isinstance(i, str) and RUN_ID.fullmatch(i)}
 
 
 def mismatch(folder_name: str, config: dict[str, Any]) -> str | None:
