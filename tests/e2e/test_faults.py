@@ -580,15 +580,19 @@ def test_sigterm_checkpoints_at_the_next_step_and_exits_143(tmp_path):
             == store.read_json(tmp_path / "full" / cfg.run_id / "summary.json")["metrics"])
 
 
-def children(pid: int) -> list[int]:
-    """The live child processes of `pid` (from /proc)."""
+def children(pid: int, since: float) -> list[int]:
+    """The live child processes of `pid` started after time `since` (a time.time(); /proc
+    gives start times in clock ticks since boot)."""
+    boot = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+    tick = os.sysconf("SC_CLK_TCK")
     found = []
     for proc_stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = proc_stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == pid and fields[0] not in "ZX":
+        started = boot + int(fields[19]) / tick
+        if int(fields[1]) == pid and fields[0] not in "ZX" and started >= since:
             found.append(int(proc_stat.parent.name))
     return found
 
@@ -619,10 +623,11 @@ def test_sigterm_to_the_process_group_with_streamed_images_resumes(tmp_path):
     # 12 steps an epoch: more than the 2 workers prefetch (8 batches), so a dead worker shows
     proc = bench("cut", start_new_session=True)  # its own process group, workers included
     deadline = time.time() + 300
-    while not list((tmp_path / "cut").glob("*/checkpoint.pt")) and time.time() < deadline:
+    while not (done := list((tmp_path / "cut").glob("*/checkpoint.pt"))) and time.time() < deadline:
         time.sleep(0.02)  # epoch 1 is done
-    while len(children(proc.pid)) < 2 and time.time() < deadline:
-        time.sleep(0.02)  # epoch 2's workers decode: the signal reaches them too
+    since = done[0].stat().st_mtime if done else 0.0
+    while len(children(proc.pid, since)) < 2 and time.time() < deadline:
+        time.sleep(0.02)  # epoch 2's workers (started after its checkpoint) decode
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 143 and "failed" not in err, err[-2000:]
