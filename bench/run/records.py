@@ -69,7 +69,7 @@ def repair_config(run_dir: Path, cfg: RunConfig, data) -> Path | None:
     kept = None
     if path.exists():
         n = 1
-        while (kept := run_dir / f"config.broken-{n}.json").exists():
+        while (kept := run_dir / files.BROKEN_CONFIG.format(n=n)).exists():
             n += 1
         path.replace(kept)
     store.write_json(path, {**config_record(cfg, data), "git_sha": None, "versions": None,
