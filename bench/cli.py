@@ -210,7 +210,7 @@ def finish(launch) -> int:
         return EXIT_FAILED_RUNS
     if launch.report is not None:
         print(f"report: {launch.report}")
-        print(main_tables(launch.report))
+        print(main_tables(launch.report), end="")
     if launch.job_id is not None:
         print(f"submitted {len(launch.todo)} runs as SLURM job {launch.job_id}; follow them "
               f"with: python -m bench status {launch.out}")
@@ -233,8 +233,8 @@ def main_tables(report_html: Path) -> str:
                 if not row.startswith("|"):
                     break
                 block.append(row)
-            out.append("\n".join(block))
-    return "\n\n".join(out)
+            out.append("\n".join(block) + "\n")
+    return "\n".join(out)
 
 
 def print_plan(launch) -> None:
@@ -289,7 +289,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = args.out or args.dirs[0] / "report"
     html = write_report(args.dirs, out, baseline=args.baseline, option_defaults=option_defaults())
     print(f"report: {html}")
-    print(main_tables(html))
+    print(main_tables(html), end="")
     return 0
 
 
