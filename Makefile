@@ -4,6 +4,8 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 # torch/torchvision pinned to the builds this project is tested with; override for your cluster.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# Another package index for TORCH_SPEC (e.g. PyTorch's CPU-only one); empty: PyPI's CUDA build.
+TORCH_INDEX ?=
 DEBIAN_DATA := dataset-fashion-mnist wordnet-base bible-kjv
 DEMO_OUT ?= results/demo
 DEMO_TEXT_OUT ?= results/demo-text
@@ -16,7 +18,7 @@ setup: $(VENV)/.installed data
 $(VENV)/.installed: pyproject.toml
 	test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
-	$(PYTHON) -m pip install -q $(TORCH_SPEC)
+	$(PYTHON) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(TORCH_SPEC)
 	$(PYTHON) -m pip install -q -e '.[dev]'
 	touch $@
 

@@ -79,12 +79,14 @@ def plan(methods: Sequence[str] = DEFAULT_METHODS, *, seeds: Iterable[int] = (0,
 def launch(runs: Sequence[RunConfig], out: str | Path, *, launcher: str = "local",
            workers: int = 1, retry_failed: bool = False, dry_run: bool = False,
            progress: bool = True, slurm: Mapping[str, Any] | None = None,
-           job_name: str = "maskbench", report: bool = True, baseline: str = "mae",
+           job_name: str = "maskbench", report: bool = True, baseline: str | None = None,
            show_plan: Callable[[Launch], None] | None = None) -> Launch:
     """Launch planned runs into `out` (see bench.launch.launchers.launch_runs): skip done ones, resume
     interrupted ones, and write `out/report` when the launcher waited for them."""
+    from bench.plan.sweep import option_defaults
+
     options = LaunchOptions(launcher, workers, retry_failed, dry_run, progress,
-                            dict(slurm or {}), job_name, report, baseline)
+                            dict(slurm or {}), job_name, report, baseline, option_defaults())
     return launch_runs(runs, Path(out), options, show_plan)
 
 
@@ -107,7 +109,7 @@ def results(launched: Launch) -> list[RunResult]:
 def run(methods: Sequence[str] = DEFAULT_METHODS, *, seeds: Iterable[int] = (0,),
         out: str | Path = "results/run", launcher: str = "local", workers: int = 1,
         retry_failed: bool = False, progress: bool = True, report: bool = True,
-        baseline: str = "mae", slurm: Mapping[str, Any] | None = None,
+        baseline: str | None = None, slurm: Mapping[str, Any] | None = None,
         options: Mapping[str, Mapping[str, Any]] | None = None,
         **settings: Any) -> list[RunResult]:
     """Plan, validate, train, evaluate and report `methods` x `seeds`, as `bench run` does;
@@ -141,7 +143,7 @@ def sweep(spec: str | Path | Mapping[str, Any], *, launcher: str = "local",
           out: str | Path | None = None, seeds: Iterable[int] | None = None,
           settings: Mapping[str, Any] | None = None, workers: int = 1,
           retry_failed: bool = False, progress: bool = True, report: bool = True,
-          baseline: str = "mae") -> list[RunResult]:
+          baseline: str | None = None) -> list[RunResult]:
     """Expand and launch a sweep (a sweep file or a dict of its content), as `bench sweep`."""
     loaded = load_sweep(spec, seeds=seeds, settings=settings)
     folder = Path(out) if out is not None else loaded.out or Path("results") / loaded.name
@@ -159,17 +161,18 @@ def collect(dirs: Iterable[str | Path]):
     return collect_runs([Path(d) for d in dirs]).table
 
 
-def report(dirs: Iterable[str | Path], *, baseline: str = "mae",
+def report(dirs: Iterable[str | Path], *, baseline: str | None = None,
            out: str | Path | None = None) -> dict[str, Path]:
     """Write the comparison report of the runs under `dirs` (default into the first's
     report/ folder); returns the paths of report.html, report.md, tables.tex and runs.csv."""
+    from bench.plan.sweep import option_defaults
     from bench.report.build import write_report
 
     folders = [Path(d) for d in dirs]
     if not folders:
         raise ConfigError("no results folder given")
     target = Path(out) if out is not None else folders[0] / "report"
-    html = write_report(folders, target, baseline=baseline)
+    html = write_report(folders, target, baseline=baseline, option_defaults=option_defaults())
     return {"html": html, "markdown": target / "report.md", "latex": target / "tables.tex",
             "runs": target / "runs.csv"}
 

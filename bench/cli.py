@@ -152,10 +152,12 @@ def notes():
 
 def launch_options(args: argparse.Namespace, slurm: dict[str, Any], job_name: str):
     from bench.launch.launchers import LaunchOptions
+    from bench.plan.sweep import option_defaults
 
     return LaunchOptions(launcher=args.launcher, workers=args.workers,
                          retry_failed=args.retry_failed, dry_run=args.dry_run,
-                         progress=not args.no_progress, slurm=slurm, job_name=job_name)
+                         progress=not args.no_progress, slurm=slurm, job_name=job_name,
+                         option_defaults=option_defaults())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -206,6 +208,7 @@ def finish(launch) -> int:
         return EXIT_FAILED_RUNS
     if launch.report is not None:
         print(f"report: {launch.report}")
+        print(main_tables(launch.report), end="")
     if launch.job_id is not None:
         print(f"submitted {len(launch.todo)} runs as SLURM job {launch.job_id}; follow them "
               f"with: python -m bench status {launch.out}")
@@ -216,10 +219,27 @@ def finish(launch) -> int:
     return 0
 
 
+def main_tables(report_html: Path) -> str:
+    """The main table of each section, as report.md beside `report_html` has them (title,
+    rows, no notes): what a finished run or report shows on the terminal."""
+    lines = (report_html.parent / "report.md").read_text().splitlines()
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        if line.startswith("**") and line.endswith(": main table**"):
+            block = [line.strip("*")]
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                block.append(row)
+            out.append("\n".join(block) + "\n")
+    return "\n".join(out)
+
+
 def print_plan(launch) -> None:
     """Count, run ids, state and what differs between the runs; `+` marks those launched now."""
     from bench.core.config import differing_keys
     from bench.launch.status import describe_run
+    from bench.plan.sweep import option_defaults
 
     runs, states, todo, out = launch.runs, launch.states, launch.todo, launch.out
     counts: dict[str, int] = {}
@@ -231,15 +251,18 @@ def print_plan(launch) -> None:
     keys = differing_keys(runs)
     print(f"runs differ in: {', '.join(keys) or 'nothing'}")
     launched = {r.run_id for r in todo}
+    defaults = option_defaults()
     for r in runs:
         mark = "+" if r.run_id in launched else " "
-        print(f"{mark} {r.run_id}  {states[r.run_id].state:<11}  {describe_run(r, keys)}")
+        print(f"{mark} {r.run_id}  {states[r.run_id].state:<11}  "
+              f"{describe_run(r, keys, defaults)}")
     if any(states[r.run_id].state in ("failed", "cancelled") for r in runs if r.run_id not in launched):
         print("failed and cancelled runs are kept as they are; rerun them with --retry-failed")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from bench.launch.status import format_status, run_states
+    from bench.plan.sweep import option_defaults
 
     if not args.dir.is_dir():
         raise BenchError(f"no such results folder: {args.dir}")
@@ -250,18 +273,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([vars(s) for s in states], indent=2, default=str))
     else:
-        print(format_status(states))
+        print(format_status(states, option_defaults()))
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from bench.plan.sweep import option_defaults
     from bench.report.build import write_report
 
     for d in args.dirs:
         if not d.is_dir():
             raise BenchError(f"no such results folder: {d}")
     out = args.out or args.dirs[0] / "report"
-    print(f"report: {write_report(args.dirs, out, baseline=args.baseline)}")
+    html = write_report(args.dirs, out, baseline=args.baseline, option_defaults=option_defaults())
+    print(f"report: {html}")
+    print(main_tables(html), end="")
     return 0
 
 
@@ -335,7 +361,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from bench.export import export_run
 
-    done = export_run(args.run_dir, args.to, args.out)
+    done = export_run(args.run_dir, args.to, args.out, force=args.force)
     print(f"wrote {done.path} ({done.tensors} tensors); load it with:\n{done.load}")
     return 0
 
@@ -379,8 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dirs", nargs="+", type=Path,
                    help="results folders; every run folder under them is read")
     p.add_argument("--out", type=Path, help="report folder (default: DIR/report of the first)")
-    p.add_argument("--baseline", default="mae",
-                   help="method every other row is compared with, paired by seed (default mae)")
+    p.add_argument("--baseline",
+                   help="method every other row is compared with, paired by seed (default: mae, "
+                        "where it has runs); a baseline named must be a row of the report")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_report)
 
@@ -428,7 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", choices=("timm", "safetensors"), default="timm",
                    help="timm: the matching timm model's weights (ViT: VisionTransformer; CNN: its "
                         "timm trunk); safetensors: the encoder's own state dict (default timm)")
-    p.add_argument("--out", type=Path, help="file to write (default RUN_DIR/encoder-TO.safetensors)")
+    p.add_argument("--out", type=Path, help="file to write (default RUN_DIR/encoder-TO.safetensors, "
+                   "inside the run folder); never a file of a run folder")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite --out if it exists (never a file of a run folder)")
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("download", help="fetch a torchvision dataset (cifar10, cifar100, stl10)")

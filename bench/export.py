@@ -30,7 +30,7 @@ from typing import Any
 
 from bench.core import files, store
 from bench.core.errors import ExportError
-from bench.core.exports import FORMATS, default_out
+from bench.core.exports import FORMATS, default_out, export_name, run_folder_of
 from bench.core.references import REFERENCE_ROWS
 
 # The timm architecture each ViT preset is spelled as (every size argument is passed anyway).
@@ -132,8 +132,29 @@ def _timm_cnn(encoder, spec, file: Path):
                                         "stage": encoder.stage}, load
 
 
-def export_run(run_dir: Path, to: str, out: Path | None = None) -> Exported:
-    """Write the run's encoder to `out` (default RUN_DIR/encoder-<to>.safetensors)."""
+def export_target(run_dir: Path, to: str, out: Path | None, force: bool) -> Path:
+    """The file to write, or ExportError: never a file of a run folder (this run's own export
+    file excepted: it is rewritten), nor into another run's folder; an existing file
+    elsewhere only with `force`."""
+    file = Path(out) if out is not None else default_out(run_dir, to)
+    if file.is_dir():
+        raise ExportError(f"--out {file} is a folder; name the file to write, e.g. "
+                          f"{file / export_name(to)}")
+    owner = run_folder_of(file)
+    if owner is not None and owner.resolve() != run_dir.resolve():
+        raise ExportError(f"{file} is inside the run folder {owner}, another run's; write the "
+                          f"export outside it (default: {default_out(run_dir, to)})")
+    if file.exists() and owner is not None and file.name != export_name(to):
+        raise ExportError(f"{file} is a file of the run folder {owner}: bench export never "
+                          "overwrites a run's files; choose another --out")
+    if file.exists() and owner is None and not force:
+        raise ExportError(f"{file} exists; add --force to overwrite it, or choose another --out")
+    return file
+
+
+def export_run(run_dir: Path, to: str, out: Path | None = None, force: bool = False) -> Exported:
+    """Write the run's encoder to `out` (default RUN_DIR/encoder-<to>.safetensors; see
+    `export_target` for what is never overwritten)."""
     from safetensors.torch import save
 
     if to not in FORMATS:
@@ -144,7 +165,7 @@ def export_run(run_dir: Path, to: str, out: Path | None = None) -> Exported:
     if to == "timm" and modality != "image":
         raise ExportError(f"run {run_dir} has a {modality} encoder, which has no timm "
                           "counterpart; export it with --to safetensors")
-    file = Path(out) if out is not None else default_out(run_dir, to)
+    file = export_target(run_dir, to, out, force)
     encoder, spec = _encoder(run_dir, config)
     meta: dict[str, Any] = {k: config.get(k) for k in
                             ("run_id", "method", "options", "dataset", "encoder", "seed",

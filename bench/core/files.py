@@ -8,6 +8,8 @@
       summary.json        written last: status, metrics, compute, setup, data
       reconstructions.pt  test images, the visible mask and the reconstruction (images)
       lock, job.json, attempts.jsonl   who trains the run, how it was launched, each start
+      config.broken-N.json  an unreadable config.json of a finished run, kept when rewritten
+      encoder-<format>.safetensors     `bench export`'s default output (bench.core.exports)
 """
 
 CONFIG = "config.json"
@@ -20,3 +22,4 @@ RECONSTRUCTIONS = "reconstructions.pt"
 LOCK = "lock"
 JOB = "job.json"
 ATTEMPTS = "attempts.jsonl"
+BROKEN_CONFIG = "config.broken-{n}.json"

@@ -130,6 +130,17 @@ def ensure_writable(folder: Path) -> Path:
     return folder
 
 
+def check_can_create(folder: Path) -> None:
+    """What `ensure_writable` would refuse, found without creating anything (a dry run): a
+    file where the folder or one of its parents goes, or a folder we may not write in."""
+    path = Path(folder).absolute()
+    found = next(p for p in (path, *path.parents) if p.exists())  # the root exists
+    if not found.is_dir():
+        raise OutputError(f"cannot write to {folder}: {found} is a file")
+    if not os.access(found, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write to {folder}: Permission denied")
+
+
 def git_sha() -> str | None:
     try:
         out = subprocess.run(

@@ -100,6 +100,23 @@ def make_corpus(
     )
 
 
+def check_splits(corpus: TextCorpus) -> None:
+    """Both splits hold a text, else a one-line error saying why (before any tokenizing): a
+    corpus of one text (a text-dir file without blank lines is one paragraph, so one text)
+    has nothing to evaluate on, whatever eval_test_limit says."""
+    n_train, n_test = len(corpus.train_texts), len(corpus.test_texts)
+    if n_train and n_test:
+        return
+    full, empty = ("train", "test") if n_train else ("test", "train")
+    texts = "its only text" if n_train + n_test == 1 else f"all {n_train + n_test} of its texts"
+    hint = ("; text-dir reads one text per paragraph (text between blank lines): add "
+            "paragraphs or files" if corpus.name.startswith(TEXT_DIR_PREFIX) else "")
+    raise DataNotFoundError(
+        f"{corpus.name}: {texts} went to the {full} split, so the "
+        f"{empty} split is empty (a text goes to test when a hash of it is 0 mod 10: about 1 "
+        f"in 10){hint}")
+
+
 # ---------------------------------------------------------------------------------------------
 # WordNet glosses
 

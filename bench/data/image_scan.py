@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bench.core import store
 from bench.data.fingerprint import stable_hash
-from bench.runtime import progress
+from bench.runtime import progress, stopping
 
 SCAN_FORMAT = 1  # part of the cache's file name: bump when the check changes
 
@@ -64,7 +64,7 @@ def unreadable(files: list[str], cache_dir: Path, workers: int, name: str) -> di
     todo = [f for f in files if known.get(f, [None])[0] != stamps[f]]
     if todo:
         loader = DataLoader(_Verdicts(todo), batch_size=64, num_workers=workers,
-                            collate_fn=list)
+                            collate_fn=list, worker_init_fn=stopping.ignore_in_worker)
         verdicts = [v for batch in progress.bar(loader, desc=f"check {name}", leave=False,
                                                 unit="batch") for v in batch]
         known.update({f: [stamps[f], v] for f, v in zip(todo, verdicts)})

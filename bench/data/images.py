@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zlib
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -81,15 +82,24 @@ class ImageData(StandardisedImages):
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped): big-endian dims after a magic number."""
+    """Read an IDX file (optionally gzipped): big-endian dims after a magic number. A file
+    that is not one (a broken download, garbage) raises ValueError saying what is wrong."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"{path}: cannot be read ({type(err).__name__}: {err})") from None
+    if len(data) < 4:
+        raise ValueError(f"{path}: {len(data)} bytes, too short for an IDX file")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code != 0x08:
         raise ValueError(f"{path}: not an unsigned-byte IDX file")
-    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    try:
+        dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    except (struct.error, ValueError):
+        raise ValueError(f"{path}: truncated IDX file (its header and size disagree)") from None
 
 
 def _find_file(folder: Path, stem: str) -> Path | None:
@@ -119,6 +129,16 @@ def find_idx_root(card: dict, data_root: str | None) -> Path:
     )
 
 
+def _found_through(card: dict, data_root: str | None, folder: Path) -> str:
+    """Which setting led `find_idx_root` to `folder`, as the user would write it."""
+    env = os.environ.get(card["env_var"])
+    if data_root:
+        return f"--data-root {data_root}"
+    if env and folder in (Path(env), Path(env) / card["torchvision_subdir"]):
+        return f"${card['env_var']}={env}"
+    return f"the default location {folder}"
+
+
 def _pad_to(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h, w = x.shape[-2:]
     top, left = (size[0] - h) // 2, (size[1] - w) // 2
@@ -128,14 +148,21 @@ def _pad_to(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 
-def idx_files(card: dict, folder: Path) -> dict[str, np.ndarray]:
-    """The card's IDX files in `folder`, read, by their key in the card's [files] table."""
-    return {k: read_idx(_find_file(folder, v)) for k, v in card["files"].items()}
+def idx_files(card: dict, data_root: str | None) -> dict[str, np.ndarray]:
+    """The card's IDX files, found as `find_idx_root` finds them and read, by their key in the
+    card's [files] table; a damaged file raises DataNotFoundError naming where it was found."""
+    folder = find_idx_root(card, data_root)
+    try:
+        return {k: read_idx(_find_file(folder, v)) for k, v in card["files"].items()}
+    except ValueError as err:
+        raise DataNotFoundError(f"{card['name']}: {err}; found through "
+                                f"{_found_through(card, data_root, folder)}: replace the file "
+                                f"(`{card['install']}` installs good ones)") from None
 
 
 def load_fashion_mnist(data_root: str | None = None) -> ImageData:
     card = load_card("fashion-mnist")
-    files = idx_files(card, find_idx_root(card, data_root))
+    files = idx_files(card, data_root)
     size = tuple(card["padded_size"])
     train_x = _pad_to(files["train_images"], size)[:, None]
     test_x = _pad_to(files["test_images"], size)[:, None]

@@ -21,7 +21,7 @@ from torch import Tensor
 from bench.data.cache import cache_root, cached_tensors
 from bench.data.cards import load_card
 from bench.data.fingerprint import fingerprint
-from bench.data.images import ImageData, find_idx_root, idx_files
+from bench.data.images import ImageData, idx_files
 
 MOSAIC_FORMAT = 1  # bump when the composition rule changes: the cache key holds it
 
@@ -125,7 +125,7 @@ def load_fashion_mosaic(data_root: str | None = None) -> DenseImageData:
     files, found as `fashion-mnist` finds them."""
     card, source = load_card("fashion-mosaic"), load_card("fashion-mnist")
     rule = MosaicRule.from_card(card)
-    files = idx_files(source, find_idx_root(source, data_root))
+    files = idx_files(source, data_root)
     key = fingerprint(files["train_labels"], files["test_labels"], files["train_images"][:64],
                       rule, card["n_train"], card["n_test"])
 

@@ -41,6 +41,7 @@ from bench.data.corpora import (
     text_hash,
 )
 from bench.data.fingerprint import digest, in_test_split, split_fingerprint
+from bench.data.grids import DEFAULT_SENTENCES
 from bench.data.packing import pad_ids
 from bench.data.protocol import EvalSplit
 from bench.data.text import PaddedTexts
@@ -51,7 +52,6 @@ DOCUMENT_SPLIT_RULE = (
     ".digest(), 'big') % 10 == 0, else train"
 )
 SENTENCE_CORPORA = ("kjv-verses", TEXT_DIR_PREFIX + "PATH")
-DEFAULT_SENTENCES = 16  # sentences per pretraining window: the grid (S,) of every method
 DEFAULT_SENTENCE_LENGTH = 64  # tokens per sentence: the token level's eval truncation length
 SENTENCE_TENSORS_FORMAT = 1  # part of the tensor cache's file name: bump when what it stores changes
 

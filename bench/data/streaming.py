@@ -30,7 +30,7 @@ from bench.data.fingerprint import fingerprint, stable_hash
 from bench.data.image_scan import unreadable
 from bench.data.images import StandardisedImages, apply_affine, crop_flip_params
 from bench.data.protocol import EvalSplit
-from bench.runtime import progress
+from bench.runtime import progress, stopping
 
 log = logging.getLogger(__name__)
 EVAL_DECODE_BATCH = 256
@@ -39,7 +39,12 @@ EVAL_DECODE_BATCH = 256
 def default_workers() -> int:
     """DataLoader workers: $MASKBENCH_DATA_WORKERS, else this process's CPUs (at most 16)."""
     env = os.environ.get("MASKBENCH_DATA_WORKERS")
-    return int(env) if env else min(16, len(os.sched_getaffinity(0)))
+    if not env:
+        return min(16, len(os.sched_getaffinity(0)))
+    if not env.strip().isdigit():
+        raise ConfigError(f"MASKBENCH_DATA_WORKERS={env!r}: expected a number of DataLoader "
+                          "worker processes, 0 or more (0: decode in the training process)")
+    return int(env)
 
 
 def square_image(img, size: int, mode: str = "RGB") -> Tensor:
@@ -161,6 +166,7 @@ class StreamingImageData(StandardisedImages):
             collate_fn=_collate_images,
             pin_memory=self.pins,
             prefetch_factor=4 if self.workers else None,
+            worker_init_fn=stopping.ignore_in_worker,
         )
         for x in loader:
             yield self._prepare(x, generator, aug, index_batches.shape[1], rows)
@@ -176,6 +182,7 @@ class StreamingImageData(StandardisedImages):
                 batch_size=EVAL_DECODE_BATCH,
                 num_workers=self.workers,
                 collate_fn=_collate,
+                worker_init_fn=stopping.ignore_in_worker,
             )
             parts = list(progress.bar(loader, desc=f"decode {self.name} {split}", leave=False, unit="batch"))
             self.decoded[key] = EvalSplit(
@@ -208,24 +215,10 @@ def _stable_order(paths: list[str]) -> list[int]:
 
 
 def _folder_split(
-    root: Path, folder: Path, class_to_idx: dict[str, int], size: int, bad: dict[str, str]
+    root: Path, samples: list[tuple[str, int]], size: int, bad: dict[str, str]
 ) -> tuple[FolderImages, list[str]]:
-    """The images under `folder/<class>/` in a stable mixed order, and their paths from root;
+    """A split's images (`_class_images`) in a stable mixed order, and their paths from root;
     the files in `bad` (they do not decode) are left out."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
-
-    for name in sorted(class_to_idx):
-        if not (folder / name).is_dir():
-            raise DataNotFoundError(f"imagefolder:{root}: {folder} has no {name}/ folder, which "
-                                    f"{root / 'train'} has; every split needs every class")
-    try:
-        samples = make_dataset(str(folder), class_to_idx, IMG_EXTENSIONS)
-    except FileNotFoundError:  # a class folder without images
-        empty = [n for n in sorted(class_to_idx) if not any(
-            f.lower().endswith(IMG_EXTENSIONS) for f in os.listdir(folder / n))]
-        raise DataNotFoundError(
-            f"imagefolder:{root}: class folder {folder / empty[0]} holds no image "
-            f"({', '.join(IMG_EXTENSIONS)}); add images or remove it") from None
     samples = [s for s in samples if s[0] not in bad]
     rel = [os.path.relpath(f, root) for f, _ in samples]
     order = _stable_order(rel)
@@ -233,11 +226,48 @@ def _folder_split(
     return images, [rel[i] for i in order]
 
 
-def _image_files(folder: Path, class_to_idx: dict[str, int]) -> list[str]:
+def _class_images(
+    root: Path, folder: Path, class_to_idx: dict[str, int]
+) -> tuple[list[tuple[str, int]], list[str]]:
+    """(path, class index) of every image under `folder/<class>/`, at any depth, and the links
+    to folders met inside the class folders, which are not followed ("train/a/loop -> .."): a
+    link that leaves the class folder or points back into the tree would add images from
+    elsewhere, count them twice or label them with the wrong class (a loop to the split
+    folder once made 24 images 1,464). A class folder may itself be a link (classes on
+    another disk), but not to a folder inside or above the image folder."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    return sorted(str(folder / c / f) for c in class_to_idx if (folder / c).is_dir()
-                  for f in os.listdir(folder / c) if f.lower().endswith(IMG_EXTENSIONS))
+    samples: list[tuple[str, int]] = []
+    links: list[str] = []
+    tree = root.resolve()
+    for name in sorted(class_to_idx):
+        if not (folder / name).is_dir():
+            raise DataNotFoundError(f"imagefolder:{root}: {folder} has no {name}/ folder, which "
+                                    f"{root / 'train'} has; every split needs every class")
+    for name in sorted(class_to_idx):
+        top = folder / name
+        target = top.resolve()
+        if top.is_symlink() and (target == tree or tree in target.parents
+                                 or target in tree.parents):
+            raise DataNotFoundError(
+                f"imagefolder:{root}: class folder {os.path.relpath(top, root)} links to "
+                f"{target}, inside or above the image folder: its images would be counted "
+                "twice or under the wrong class; remove the link")
+        found = 0
+        for here, dirs, names in os.walk(top):  # links to folders are listed, not entered
+            dirs.sort()
+            links += [f"{os.path.relpath(os.path.join(here, d), root)} -> "
+                      f"{os.readlink(os.path.join(here, d))}"
+                      for d in dirs if os.path.islink(os.path.join(here, d))]
+            for f in sorted(names):
+                if f.lower().endswith(IMG_EXTENSIONS):
+                    samples.append((os.path.join(here, f), class_to_idx[name]))
+                    found += 1
+        if not found:
+            raise DataNotFoundError(
+                f"imagefolder:{root}: class folder {top} holds no image "
+                f"({', '.join(IMG_EXTENSIONS)}); add images or remove it")
+    return samples, links
 
 
 def load_imagefolder(
@@ -262,14 +292,21 @@ def load_imagefolder(
             f"{root}/{{{','.join(card['test_dirs'])}}}/<class>/<image> ({card['layout']})"
         )
     classes, class_to_idx = find_classes(str(root / "train"))
-    files = [*_image_files(root / "train", class_to_idx), *_image_files(test_dir, class_to_idx)]
+    train_samples, train_links = _class_images(root, root / "train", class_to_idx)
+    test_samples, test_links = _class_images(root, test_dir, class_to_idx)
+    links = train_links + test_links
+    if links:
+        log.warning("imagefolder:%s: %d link(s) to folders inside class folders not followed "
+                    "(first: %s); move or copy those images in if they belong there", path,
+                    len(links), "; ".join(links[:3]))
+    files = sorted(f for f, _ in train_samples + test_samples)
     bad = unreadable(files, cache_root(), default_workers(), f"imagefolder:{path}")
     if bad:
         first = "; ".join(f"{os.path.relpath(f, root)} ({r})" for f, r in list(bad.items())[:3])
         log.warning("imagefolder:%s: %d unreadable image(s) skipped (first: %s)", path,
                     len(bad), first)
-    train, train_rel = _folder_split(root, root / "train", class_to_idx, size, bad)
-    test, test_rel = _folder_split(root, test_dir, class_to_idx, size, bad)
+    train, train_rel = _folder_split(root, train_samples, size, bad)
+    test, test_rel = _folder_split(root, test_samples, size, bad)
     return StreamingImageData(
         name=f"imagefolder:{path}",
         pretrain_set=train,

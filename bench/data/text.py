@@ -16,13 +16,13 @@ from torch import Tensor
 from bench.core.errors import ConfigError
 from bench.core.spec import DataSpec
 from bench.data.cache import cache_root, cached_tensors
-from bench.data.corpora import TextCorpus, hash_ordered, load_corpus
+from bench.data.corpora import TextCorpus, check_splits, hash_ordered, load_corpus
 from bench.data.fingerprint import digest
+from bench.data.grids import DEFAULT_BLOCK_LENGTH
 from bench.data.packing import bag_of_words, blocks_upto, pack_blocks, pad_ids, real_positions
 from bench.data.protocol import EvalSplit
 from bench.data.tokenizer import DEFAULT_VOCAB_SIZE, get_tokenizer, special_ids, tokenize
 
-DEFAULT_BLOCK_LENGTH = 64  # tokens per pretraining block, and the eval truncation length
 TENSORS_FORMAT = 1  # part of the tensor cache's file name: bump when what it stores changes
 
 
@@ -158,6 +158,7 @@ def text_data(
     if length <= 0:
         raise ConfigError(f"block_length must be positive, got {length}")
     cache_dir = cache_root() if cache_dir is None else cache_dir
+    check_splits(corpus)
     tokenizer = get_tokenizer(corpus, vocab_size, cache_dir)
     corpus = hash_ordered(corpus)
     tok_digest = digest(tokenizer.to_str())

@@ -3,6 +3,7 @@ vocabulary size, and the encoding of texts to token ids (padded, or in chunks)."
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,10 @@ if TYPE_CHECKING:
     from bench.data.corpora import TextCorpus
 
 ENCODE_CHUNK = 8192  # texts per tokenizer call: granularity of the progress bar
+# A text longer than this (characters) is trained on and encoded piece by piece, cut at
+# whitespace: the tokenizer splits words at whitespace anyway, so the ids are the same, and
+# memory stays bounded (a 50 MB one-line file took 7.5 GB in one piece).
+PIECE_CHARS = 1 << 20
 
 PAD, UNK, MASK, SEP = "[PAD]", "[UNK]", "[MASK]", "[SEP]"
 SPECIAL_TOKENS = (PAD, UNK, MASK, SEP)  # ids 0..3 in this order; [PAD] must be 0
@@ -50,8 +55,25 @@ def _train_tokenizer(texts: Sequence[str], vocab_size: int) -> Tokenizer:
     trainer = trainers.WordPieceTrainer(
         vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False
     )
-    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    tok.train_from_iterator((p for t in texts for p in pieces(t)), trainer=trainer,
+                            length=len(texts))
     return tok
+
+
+def pieces(text: str, size: int | None = None) -> list[str]:
+    """`text` cut at whitespace into pieces of about `size` characters (default PIECE_CHARS;
+    one piece when shorter). Words are never cut, so the tokenizer (which splits at
+    whitespace first) gives the pieces the ids it gives the whole text. A run of `size`
+    characters without whitespace is cut where it ends."""
+    size = size or PIECE_CHARS
+    out, start = [], 0
+    while len(text) - start > size:
+        cut = text.rfind(" ", start, start + size)
+        cut = cut if cut > start else start + size
+        out.append(text[start:cut])
+        start = cut
+    out.append(text[start:])
+    return out
 
 
 def tokenizer_path(corpus: TextCorpus, vocab_size: int, cache_dir: Path) -> Path:
@@ -86,10 +108,24 @@ def get_tokenizer(
 
 
 
-def tokenize(tokenizer: Tokenizer, texts: Sequence[str], desc: str) -> list[list[int]]:
+def tokenize(tokenizer: Tokenizer, texts: Sequence[str], desc: str) -> list[Sequence[int]]:
     """Token ids of each text, `ENCODE_CHUNK` texts per tokenizer call (the progress bar's
-    step)."""
-    seqs: list[list[int]] = []
+    step); a text longer than PIECE_CHARS is encoded piece by piece (`pieces`) into an int64
+    array, so its ids, not the tokenizer's encodings of it, are what is held."""
+    seqs: list[Sequence[int]] = []
     for i in progress.bar(range(0, len(texts), ENCODE_CHUNK), desc=desc, unit="chunk", leave=False):
-        seqs += [e.ids for e in tokenizer.encode_batch_fast(list(texts[i : i + ENCODE_CHUNK]))]
+        chunk = list(texts[i : i + ENCODE_CHUNK])
+        short = [t if len(t) <= PIECE_CHARS else "" for t in chunk]
+        encoded = [e.ids for e in tokenizer.encode_batch_fast(short)]
+        for j, text in enumerate(chunk):
+            if len(text) > PIECE_CHARS:
+                encoded[j] = _encode_long(tokenizer, text)
+        seqs += encoded
     return seqs
+
+
+def _encode_long(tokenizer: Tokenizer, text: str) -> array:
+    ids = array("q")
+    for piece in pieces(text):
+        ids.extend(tokenizer.encode(piece).ids)
+    return ids

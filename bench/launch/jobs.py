@@ -17,9 +17,10 @@ from bench.core import store
 from bench.core.config import RunConfig
 from bench.core.errors import DiskFullError
 from bench.core.files import ATTEMPTS
+from bench.core.runfolder import check_config
 from bench.launch.lock import Holder, RunLock
 from bench.launch.status import read_summary
-from bench.runtime import compiling, distributed
+from bench.runtime import compiling, distributed, stopping
 
 if TYPE_CHECKING:
     from bench.run.hooks import Hook
@@ -121,7 +122,9 @@ class RunJob(Checkpointable):
 
         summary = read_summary(self.run_dir)
         if summary is not None and summary.get("status") == "ok":
-            return summary  # finished meanwhile by another submission
+            if check_config(self.run_dir).state in ("broken", "missing"):
+                self._repair_config(data)
+            return summary  # finished (meanwhile by another submission, or config repaired)
         if self.threads:
             import torch
 
@@ -137,12 +140,41 @@ class RunJob(Checkpointable):
         except (RunInterrupted, DiskFullError) as err:  # no summary: `interrupted`, resumable
             log.warning("run %s %s", self.cfg.run_id, err)
             return summary_record(self.cfg, "interrupted", error=str(err))
-        except Exception as err:  # recorded in summary.json: reports list it, the sweep goes on
+        except Exception as err:
+            if stopping.requested() is not None:
+                return self._stopped(err)
+            # Recorded in summary.json: reports list it, the sweep goes on.
             log.error("run %s failed: %s", self.cfg.run_id, err)
             summary = write_failure(self.cfg, self.run_dir, err)
             if self.raise_errors:
                 raise
             return summary
+
+    def _repair_config(self, data: Any) -> None:
+        """A finished run whose config.json cannot be read (`bench status`: broken): rewrite
+        it (bench.run.records.repair_config); its numbers stand, nothing is trained."""
+        from bench.data import dataset_key, load_dataset
+        from bench.run.records import repair_config
+
+        if not distributed.current().is_main:
+            return
+        data = data if data is not None else load_dataset(*dataset_key(self.cfg))
+        kept = repair_config(self.run_dir, self.cfg, data)
+        log.warning("run %s: its config.json was unreadable or missing: rewritten from the "
+                    "planned configuration%s", self.cfg.run_id,
+                    f" (the old file is {kept.name})" if kept else "")
+
+    def _stopped(self, err: Exception) -> dict[str, Any]:
+        """A signal asked this process to stop and something it reached first broke the run
+        (a DataLoader worker dead of the same signal sent to the process group): an
+        interruption however it arrived, resumable from the last checkpoint, never a failure
+        that a rerun would skip."""
+        from bench.run.records import summary_record
+
+        signal = stopping.requested()
+        log.warning("run %s stopped by %s (%s: %s); rerun to resume from its last checkpoint",
+                    self.cfg.run_id, signal, type(err).__name__, err)
+        return summary_record(self.cfg, "interrupted", error=f"stopped by {signal}")
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
         # Runs inside submitit's signal handler: nothing here may fail or take long.

@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from bench.core import store
 from bench.core.config import RunConfig
-from bench.core.errors import BenchError, SchedulerError
+from bench.core.errors import BenchError, ConfigError, OutputError, SchedulerError
+from bench.core.runfolder import check_config
 from bench.data import dataset_key
 from bench.launch.lock import Holder
 from bench.launch.slurm import (
@@ -72,6 +73,24 @@ def runs_to_do(
         states = {s.run_id: s for s in run_states(out, [r.run_id for r in runs])}
     wanted = TODO_STATES | (RETRY_STATES if retry_failed else frozenset())
     return [cfg for cfg in runs if states[cfg.run_id].state in wanted]
+
+
+def check_run_folders(runs: Sequence[RunConfig], out: Path) -> None:
+    """Refuse, before anything is written (and in a dry run), what would stop a launch half
+    way or resume the wrong run: a results folder that cannot be made, a file where a run's
+    folder goes, a run folder whose config.json does not hash to its run id (edited by hand:
+    resuming would go on training under settings it does not state)."""
+    store.check_can_create(out)
+    for cfg in runs:
+        path = out / cfg.run_id
+        if path.exists() and not path.is_dir():
+            raise OutputError(f"{path} is a file where the folder of run {cfg.run_id} "
+                              f"({cfg.method} seed {cfg.seed}) goes; move it aside")
+        check = check_config(path)
+        if check.state == "mismatched":
+            raise OutputError(f"run folder {path} ({cfg.method} seed {cfg.seed}): "
+                              f"{check.reason}; restore its config.json or move the folder "
+                              "aside (nothing was resumed)")
 
 
 def _record(launcher: str, cfg: RunConfig, out: Path, **fields: Any) -> None:
@@ -250,7 +269,9 @@ class LaunchOptions:
     slurm: dict[str, Any] = field(default_factory=dict)  # the [slurm] table (bench.launch.slurm)
     job_name: str = "maskbench"
     report: bool = True  # write OUT/report when the launcher waited for the runs
-    baseline: str = "mae"
+    baseline: str | None = None  # the report's (None: mae where it has runs)
+    option_defaults: dict[str, dict[str, Any]] | None = None  # by method: the report names
+    # the options that are not at these
 
 
 @dataclass
@@ -289,6 +310,10 @@ def launch_runs(runs: Sequence[RunConfig], out: Path, options: LaunchOptions,
     """
     launcher = make_launcher(options.launcher, options.progress, options.workers,
                              slurm_settings(options.slurm), options.job_name)
+    if options.baseline is not None and options.baseline not in {r.method for r in runs}:
+        raise ConfigError(f"baseline {options.baseline!r} is not among the runs' methods: "
+                          f"{', '.join(sorted({r.method for r in runs}))}")
+    check_run_folders(runs, out)
     states = {s.run_id: s for s in run_states(out, [r.run_id for r in runs])}
     todo = runs_to_do(runs, out, options.retry_failed, states)
     if options.dry_run:  # no process group to join: planning reads names and files alone
@@ -323,7 +348,8 @@ def launch_runs(runs: Sequence[RunConfig], out: Path, options: LaunchOptions,
     if launcher.waits and options.report and result.stopped is None and not result.interrupted:
         from bench.report.build import write_report
 
-        result.report = write_report([out], out / "report", baseline=options.baseline)
+        result.report = write_report([out], out / "report", baseline=options.baseline,
+                                     option_defaults=options.option_defaults)
     elif not launcher.waits and todo:
         result.job_id = launcher.jobs[0].job_id.split("_")[0]
     return result

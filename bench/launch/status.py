@@ -21,6 +21,7 @@ from bench.core import files, store
 from bench.core.config import RunConfig, differing_keys
 from bench.core.errors import SchedulerError
 from bench.core.files import ATTEMPTS, JOB
+from bench.core.runfolder import check_config
 from bench.launch.lock import Holder, JobQuery, RunLock, holder_alive
 from bench.launch.slurm import RUNNING_STATES, JobInfo, query_jobs
 
@@ -72,9 +73,12 @@ def read_record(run_dir: Path) -> JobRecord | None:
 
 # pending / running / done / failed / cancelled; interrupted: stopped without a record (a
 # killed process, a job past its time limit): resubmitting resumes it from its checkpoint.
-# new: nothing on disk yet. unknown: its SLURM job could not be asked about.
+# new: nothing on disk yet. unknown: its SLURM job could not be asked about. broken: finished,
+# but its config.json is unreadable or gone: resubmitting rewrites it. mismatched: its
+# config.json does not hash to its run id (bench.core.runfolder): never resumed, never pooled.
 RETRY_STATES = frozenset({"failed", "cancelled"})
-TODO_STATES = frozenset({"new", "interrupted", "unknown"})
+TODO_STATES = frozenset({"new", "interrupted", "unknown", "broken"})
+CONFIG_STATES = frozenset({"broken", "mismatched"})
 
 
 @dataclass
@@ -125,9 +129,15 @@ def _state(run_dir: Path, record: JobRecord | None, holder: Holder | None,
     info = infos.get(record.job_id) if slurm and infos is not None else None
     st.job_id = record.job_id if record else None
     st.elapsed_s = info.elapsed_s if info else None
+    check = check_config(run_dir)
+    if check.state == "mismatched":
+        st.state, st.error = "mismatched", check.reason
+        return st
     if summary is not None and summary.get("status") == "ok":
-        st.state = "done"
+        st.state = "done" if check.state == "ok" else "broken"
         st.elapsed_s = st.elapsed_s or summary.get("compute", {}).get("wall_s")
+        if check.state != "ok":
+            st.error = f"{check.reason}; rerun the command that made it to rewrite it"
         return st
     if holder is not None and holder_alive(holder, _answered(infos)):
         st.state, st.job_id = "running", holder.job_id or st.job_id
@@ -198,18 +208,21 @@ def _last_error_line(path: Path | None) -> str | None:
     return (python or errors or lines or [None])[-1]
 
 
-def format_status(states: Sequence[RunState]) -> str:
-    """One line per run (state, job id, elapsed, attempts, what differs), then the log path
-    and last error line of every failed or cancelled run, then the counts."""
+def format_status(states: Sequence[RunState],
+                  option_defaults: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """One line per run (state, job id, elapsed, attempts, what differs and the options not
+    at `option_defaults`), then the log path and last error line of every failed or cancelled
+    run, then the counts."""
     configs = [RunConfig.from_dict(s.config) if s.config else None for s in states]
     keys = differing_keys([c for c in configs if c is not None])
     lines = [f"{'run':<12}  {'state':<11}  {'job':<12}  {'elapsed':>8}  {'tries':>5}  what"]
     for s, cfg in zip(states, configs):
-        what = describe_run(cfg, keys) if cfg else "?"
+        what = describe_run(cfg, keys, option_defaults) if cfg else "?"
         lines.append(f"{s.run_id:<12}  {s.state:<11}  {s.job_id or '-':<12}  "
                      f"{_hms(s.elapsed_s):>8}  {s.attempts:>5}  {what}")
         if s.state in RETRY_STATES:
             lines.append(f"{'':<14}log: {s.log or '-'}")
+        if s.state in RETRY_STATES | CONFIG_STATES:
             lines.append(f"{'':<14}error: {s.error or '-'}")
     counts: dict[str, int] = {}
     for s in states:
@@ -218,11 +231,17 @@ def format_status(states: Sequence[RunState]) -> str:
     return "\n".join(lines)
 
 
-def describe_run(cfg: RunConfig, keys: Sequence[str]) -> str:
-    """`method=mae seed=1 mae.mask_ratio=0.6`: the run's values of the keys that differ."""
+def describe_run(cfg: RunConfig, keys: Sequence[str],
+                 option_defaults: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """`method=mae seed=1 mae.mask_ratio=0.6`: the run's values of the keys that differ, then
+    its options that are not at their defaults (`option_defaults`: by method), so every run
+    says how it was run, even where all runs of its method agree."""
     flat = {k: v for k, v in cfg.identity().items() if k != "options"}
     flat.update({f"{cfg.method}.{k}": v for k, v in cfg.options.items()})
-    shown = keys or ["method", "seed"]
+    shown = list(keys or ["method", "seed"])
+    defaults = (option_defaults or {}).get(cfg.method, {})
+    shown += [f"{cfg.method}.{k}" for k, v in cfg.options.items()
+              if k in defaults and defaults[k] != v and f"{cfg.method}.{k}" not in shown]
     return " ".join(f"{k}={flat[k]}" for k in shown if k in flat)
 
 

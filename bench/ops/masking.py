@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bench.core.spec import grid_size
+from bench.core.spec import contiguous_block_shape, grid_size, visible_count  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -104,26 +104,6 @@ def gather_tokens(x: Tensor, index: Tensor) -> Tensor:
 def scatter_tokens(base: Tensor, index: Tensor, values: Tensor) -> Tensor:
     """Copy of `base [B, N, D]` with `values [B, K, D]` written at `index [B, K]`."""
     return base.scatter(1, index.unsqueeze(-1).expand(-1, -1, base.shape[-1]), values)
-
-
-def contiguous_block_shape(grid: tuple[int, ...], mask_ratio: float) -> tuple[int, ...]:
-    """Block whose area is about (1 - ratio) of the grid, same aspect: each side
-    `round(g * (1 - ratio) ** (1 / ndim))`, at least 1. 0.75 on (8, 8) -> (4, 4)."""
-    scale = (1 - mask_ratio) ** (1 / len(grid))
-    return tuple(min(g, max(1, round(g * scale))) for g in grid)
-
-
-def visible_count(grid: tuple[int, ...], mask_ratio: float) -> int:
-    """How many positions the encoder sees at `mask_ratio`: the area of the contiguous block
-    (`contiguous_block_shape`), for EVERY layout, so a random subset and a block show the encoder
-    exactly as many tokens (same encoder compute, same number of scored positions). Where the
-    ratio divides the grid evenly this is MAE's floor(n * (1 - ratio)) (8x8 or 14x14 at 0.75:
-    16 and 49); elsewhere the block's rounding decides (7x7 at 0.75: 16 of 49)."""
-    n = grid_size(grid)
-    keep = grid_size(contiguous_block_shape(grid, mask_ratio))
-    if keep >= n:
-        raise ValueError(f"mask_ratio {mask_ratio} hides nothing on a {grid} grid")
-    return keep
 
 
 def visible_for_ratio(

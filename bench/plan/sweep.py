@@ -20,7 +20,9 @@ from bench.core.errors import ConfigError, IncompatibleError
 from bench.core.options import MethodOptions, options_dict
 from bench.core.references import REFERENCE_ROWS
 from bench.core.registry import Registry
+from bench.core.spec import visible_count
 from bench.data import DATASETS, DatasetEntry, check_granularity, run_dataset_entry
+from bench.data.grids import planned_grid
 from bench.launch.slurm import slurm_settings
 from bench.models.presets import ENCODERS, encoders_of_kind
 from methods import method_cards
@@ -34,6 +36,12 @@ def known_methods() -> Registry[MethodCard]:
 def method_options(name: str, raw: dict[str, Any]) -> MethodOptions:
     """Method `name`'s typed options; bad keys or values raise ConfigError naming them."""
     return known_methods().get(name).options(raw)
+
+
+def option_defaults() -> dict[str, dict[str, Any]]:
+    """Each method's options at their defaults: listings (the dry run, `bench status`, the
+    report) show a run's options where they depart from these."""
+    return {name: options_dict(method_options(name, {})) for name in known_methods().names()}
 
 
 def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -51,8 +59,32 @@ def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
     return top, per_method
 
 
+# Seeds a run takes: its generators are seeded with seed * 1_000_003 + epoch
+# (bench.run.sampling), which must fit torch's 64-bit seeds.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed {seed} is out of range: seeds are integers from 0 to {MAX_SEED}")
+
+
+def check_mask_ratio(cfg: RunConfig, modality: str) -> None:
+    """The mask ratio hides something on the grid the run will have (where the dataset card
+    tells it; otherwise preflight checks it on the loaded data, bench.launch.preflight)."""
+    grid = planned_grid(cfg, modality)
+    if grid is None or "mask_ratio" not in cfg.options:
+        return
+    try:
+        visible_count(grid, cfg.options["mask_ratio"])
+    except ValueError as err:
+        raise ConfigError(f"{cfg.method}.mask_ratio: {err}") from None
+
+
 def resolve_run(cfg: RunConfig) -> RunConfig:
-    """Validate `cfg` and canonicalise it (every option spelled out) so its hash is stable."""
+    """Validate `cfg` and canonicalise it (every option spelled out) so its hash is stable.
+    Everything checked here is checked by a dry run too: it plans the same runs."""
+    check_seed(cfg.seed)
     entry = run_dataset_entry(cfg)
     check_granularity(cfg.dataset, cfg.granularity, block_length=cfg.block_length,
                       sentences=cfg.sentences, sentence_length=cfg.sentence_length)
@@ -76,7 +108,9 @@ def resolve_run(cfg: RunConfig) -> RunConfig:
     card.check(entry.modality, encoder.kind, cfg.encoder,
                encoders_of_kind(card.encoder_kinds, entry.modality))
     options = options_dict(method_options(cfg.method, cfg.options))
-    return dataclasses.replace(cfg, options=options)
+    resolved = dataclasses.replace(cfg, options=options)
+    check_mask_ratio(resolved, entry.modality)
+    return resolved
 
 
 def check_probes(cfg: RunConfig, entry: DatasetEntry, family: str) -> None:

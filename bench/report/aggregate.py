@@ -26,6 +26,7 @@ import pandas as pd
 
 from bench.core.errors import DataNotFoundError
 from bench.core.files import CONFIG, METRICS, SUMMARY
+from bench.core.runfolder import mismatch
 
 COMPUTE_PREFIX = "compute."
 SETUP_PREFIX = "setup."  # summary.json's setup record: what the fairness table compares
@@ -164,6 +165,9 @@ def _read_run(item: tuple[str, frozenset[str]]) -> _Run | Problem:
             raise _Unreadable(f"no {CONFIG} (option set unknown)")
         summary = _load_json(run_dir, SUMMARY)
         config = _load_json(run_dir, CONFIG)
+        wrong = mismatch(os.path.basename(run_dir), config)
+        if wrong is not None:
+            raise _Unreadable(f"{wrong}; left out of every cell")
         status = summary.get("status")
         if type(status) is not str:
             raise _Unreadable(f"{SUMMARY}: no 'status'")

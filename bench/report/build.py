@@ -9,24 +9,28 @@ on shared seeds (bench.report.stats).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import platform
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from bench.core import store
-from bench.core.errors import DataNotFoundError
+from bench.core.errors import ConfigError, DataNotFoundError
 from bench.core.exports import export_command, export_format
 from bench.core.references import REFERENCE_ROWS
+from bench.core.runfolder import MISMATCHED
 from bench.report import figures
 from bench.report.aggregate import Aggregate, collect, curves
 from bench.report.cells import (
@@ -78,6 +82,7 @@ log = logging.getLogger(__name__)
 TITLE = "Maskbench report"
 CURVE_METRICS = ("loss",)  # metrics.jsonl columns drawn besides the accuracy ones
 MAIN_TABLE_ID = "main-table"
+DEFAULT_BASELINE = "mae"  # compared against when no baseline is named, if it has runs
 
 
 @dataclass
@@ -101,13 +106,23 @@ class Analysis:
     rules: dict[str, str] = field(default_factory=dict)  # run_dir -> its weight-decay rule
 
 
-def analyse(dirs: Sequence[Path], baseline: str) -> Analysis:
-    """Aggregate `dirs` and compute every table of the report."""
+def analyse(dirs: Sequence[Path], baseline: str | None = None,
+            option_defaults: dict[str, dict[str, Any]] | None = None) -> Analysis:
+    """Aggregate `dirs` and compute every table of the report. `baseline` None: mae, where
+    it has finished runs; a baseline named must be a row (ConfigError naming the rows). Row
+    labels name the options not at `option_defaults` (by method; planning knows them)."""
     agg = collect(dirs)
+    named, baseline = baseline is not None, baseline or DEFAULT_BASELINE
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         curve = curves(dirs)
     notes = [f"curves: {w.message}" for w in caught]
+    mismatched = [p for p in agg.problems if MISMATCHED in p.reason]
+    if mismatched:
+        notes.append(f"{len(mismatched)} run folder(s) left out: their config.json does not "
+                     f"hash to their run id, so it {MISMATCHED} (first: {mismatched[0].path}; "
+                     "see Skipped folders)")
+        log.warning(notes[-1])
     prov = describe_runs(agg.configs, agg.devices, REFERENCE_ROWS)
     table = agg.table.assign(variant=agg.table.run_dir.map(prov.variant).fillna("{}"))
     ok, dupes = dedupe_runs(table[table.status == "ok"])
@@ -117,10 +132,13 @@ def analyse(dirs: Sequence[Path], baseline: str) -> Analysis:
     if ok.empty:
         notes.append("no finished run has a metric: there are no tables and no figures")
         empty = pd.DataFrame()
-        return Analysis(agg, ok, row_labels(ok, baseline), empty, empty, empty, empty, empty,
+        return Analysis(agg, ok, row_labels(ok, baseline, option_defaults), empty, empty, empty, empty, empty,
                         curve, prov, {}, baseline, None, notes)
-    cells = row_labels(ok, baseline)
+    cells = row_labels(ok, baseline, option_defaults)
     stats = cell_stats(ok, cells)
+    if named and baseline not in set(ok.method):
+        raise ConfigError(f"baseline {baseline!r} is not a row of this report; its rows: "
+                          f"{', '.join(sorted(set(ok.method)))}")
     if baseline not in set(ok.method):
         notes.append(f"baseline {baseline!r} has no finished runs, so there are no paired "
                      f"comparisons; methods present: {', '.join(sorted(set(ok.method)))}")
@@ -411,16 +429,17 @@ def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str],
     return blocks
 
 
-def write_report(dirs: Sequence[Path], out: Path, *, baseline: str = "mae") -> Path:
+def write_report(dirs: Sequence[Path], out: Path, *, baseline: str | None = None,
+                 option_defaults: dict[str, dict[str, Any]] | None = None) -> Path:
     """Aggregate every run under `dirs`, write the report into `out`, return report.html
-    (report.md beside it says the same).
+    (report.md beside it says the same). `baseline`, `option_defaults`: see `analyse`.
 
     Nothing is written when there is nothing to report. Every file is built in a temporary
     folder inside `out` and moved into place one by one (os.replace), report.html last: a
     reader, or another report written at the same time, never sees a torn file."""
     out = Path(out)
     dirs = [Path(d) for d in dirs]
-    a = analyse(dirs, baseline)
+    a = analyse(dirs, baseline, option_defaults)
     if not a.agg.configs and not a.agg.problems:
         raise DataNotFoundError(
             f"no run folders (config.json or summary.json) under {', '.join(map(str, dirs))}")
@@ -429,22 +448,70 @@ def write_report(dirs: Sequence[Path], out: Path, *, baseline: str = "mae") -> P
     return out / "report.html"
 
 
+STAGE_PREFIX = ".report-"  # OUT/.report-*: a report being written (see `_staged`)
+STAGE_LOCK = ".lock"  # inside a stage, flock()ed by the process writing it
+STAGE_GRACE_S = 30.0  # an unlocked stage younger than this may be one being set up
+
+
 @contextmanager
 def _staged(out: Path) -> Iterator[Path]:
     """A fresh folder inside `out` to write into; on success its files replace `out`'s (the
-    HTML page last), on error they are dropped, and so is `out` if this call created it."""
+    HTML page last), on error they are dropped, and so is `out` if this call created it.
+
+    The writing process holds an flock on the stage's lock file; the kernel drops it when the
+    process dies, so a stage whose lock is free was left by a killed report and is removed
+    here, while another report writing into the same folder keeps its stage."""
     created = not out.exists()
     store.ensure_writable(out)
-    stage = Path(tempfile.mkdtemp(dir=out, prefix=".report-"))
+    _remove_abandoned_stages(out)
+    stage = Path(tempfile.mkdtemp(dir=out, prefix=STAGE_PREFIX))
+    lock = os.open(stage / STAGE_LOCK, os.O_CREAT | os.O_RDWR, 0o644)
     try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         yield stage
-        files = sorted(stage.iterdir(), key=lambda f: (f.name == "report.html", f.name))
+        files = sorted((f for f in stage.iterdir() if f.name != STAGE_LOCK),
+                       key=lambda f: (f.name == "report.html", f.name))
         for f in files:
             os.replace(f, out / f.name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        os.close(lock)
         if created and not any(out.iterdir()):
             out.rmdir()
+
+
+def _remove_abandoned_stages(out: Path) -> None:
+    """Delete the staging folders of reports that were killed (see `_staged`)."""
+    for stage in out.glob(STAGE_PREFIX + "*"):
+        if stage.is_dir() and _abandoned(stage):
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _abandoned(stage: Path) -> bool:
+    """No live process holds the stage's lock, and it is not one just being set up (its lock,
+    or without one the folder, is older than STAGE_GRACE_S: stages of reports that predate the
+    lock have none)."""
+    path = stage / STAGE_LOCK
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return _age_s(stage) > STAGE_GRACE_S
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held: a report is writing there now
+        return False
+    finally:
+        os.close(fd)
+    return _age_s(path) > STAGE_GRACE_S
+
+
+def _age_s(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _write_files(a: Analysis, dirs: Sequence[Path], out: Path) -> None:

@@ -53,11 +53,12 @@ def usual_settings(ok: pd.DataFrame) -> dict[tuple[str, str], dict[str, str]]:
     return out
 
 
-def row_labels(ok: pd.DataFrame, baseline: str) -> pd.DataFrame:
+def row_labels(ok: pd.DataFrame, baseline: str,
+               option_defaults: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
     """One row per cell: CELL columns, `label` (method, then the options that differ between
-    its option sets in the section, then in brackets the settings that depart from the
-    section's usual ones), `is_reference`, in table order: baseline, other methods, reference
-    rows."""
+    its option sets in the section or from the method's `option_defaults`, then in brackets
+    the settings that depart from the section's usual ones), `is_reference`, in table order:
+    baseline, other methods, reference rows."""
     cells = ok[list(CELL)].drop_duplicates().reset_index(drop=True)
     parsed = {o: json.loads(o) for o in cells.options.unique()}
     usual = usual_settings(ok)
@@ -66,9 +67,11 @@ def row_labels(ok: pd.DataFrame, baseline: str) -> pd.DataFrame:
         same = cells[(cells.dataset == row.dataset) & (cells.encoder == row.encoder)
                      & (cells.method == row.method)]
         opts = parsed[row.options]
+        defaults = (option_defaults or {}).get(row.method, {})
         differing = sorted(
             k for k in opts
             if len({json.dumps(parsed[o].get(k), sort_keys=True) for o in same.options}) > 1
+            or (k in defaults and defaults[k] != opts[k])
         )
         parts = [row.method, *(f"{k}={opts[k]}" for k in differing)]
         common = usual[(row.dataset, row.encoder)]
@@ -270,6 +273,8 @@ def compute_matched(points: pd.DataFrame, ok: pd.DataFrame, cells: pd.DataFrame,
         return pd.DataFrame(columns=MATCHED_COLUMNS), pd.DataFrame(columns=GAP_COLUMNS)
     run_cell = ok.drop_duplicates("run_dir").set_index("run_dir")[list(CELL)]
     pts = points[~points.run_dir.map(run_cell.method).isin(REFERENCE_ROWS)]
+    if pts.empty:  # only reference rows: nothing was pretrained, no budget to match
+        return pd.DataFrame(columns=MATCHED_COLUMNS), pd.DataFrame(columns=GAP_COLUMNS)
     labels = cells.set_index(list(CELL)).label
     rows, gaps = [], []
     for axis in COMPUTE_AXES:

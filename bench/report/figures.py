@@ -376,7 +376,9 @@ def _strip(ax, images, title: str) -> None:
     ax.imshow(grid.transpose(1, 2, 0), vmin=0, vmax=1)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_ylabel(title, fontsize=7, rotation=0, ha="right", va="center")
+    # Above the strip, from its left edge: a label of any length fits (a label left of the
+    # strip, right-aligned, was clipped at the figure's edge: "igits · vit-micro").
+    ax.set_title(title, fontsize=7, loc="left", pad=2)
     for spine in ax.spines.values():
         spine.set_visible(False)
 
@@ -433,10 +435,10 @@ def reconstruction_figure(ok: pd.DataFrame, cells: pd.DataFrame, out: Path,
         return None
     rows = []
     for title, originals, samples in blocks:
-        rows.append((originals, f"{title}\noriginal"))
+        rows.append((originals, f"{title} · original"))
         for label, rec in samples:
             shown, pasted = visible_and_pasted(rec)
-            rows += [(shown, f"{label}\nvisible"), (pasted, f"{label}\nreconstruction")]
+            rows += [(shown, f"{label} · visible"), (pasted, f"{label} · reconstruction")]
     n = max(images.shape[0] for images, _ in rows)
     fig, axes = _grid(len(rows), 1, 1.2 * n, 1.25)
     for ax, (images, title) in zip(axes[:, 0], rows):

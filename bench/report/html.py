@@ -1,6 +1,7 @@
 """report.html: one self-contained file (figures embedded as data URIs, inline CSS, no network)
-that checks itself on load: `<body data-figures-loaded data-figures-total data-main-table>`
-say whether every figure decoded and the main table is there (read by the browser test)."""
+that checks itself on load: `<body data-figures-loaded data-figures-total data-main-table
+data-overflow>` say whether every figure decoded, the main table is there and whether the
+page is wider than the window (sideways scrolling; read by the browser test)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from bench.report.tables import to_html
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 80rem;
        padding: 0 1rem; color: #222; }
-table { border-collapse: collapse; margin: .5rem 0 .25rem; font-size: 13px; }
+table { border-collapse: collapse; margin: .5rem 0 .25rem; font-size: 13px; display: block;
+        max-width: 100%; overflow-x: auto; }
 caption { text-align: left; font-weight: 600; padding-bottom: .25rem; }
-th, td { padding: .2rem .6rem; border-bottom: 1px solid #ddd; text-align: right;
-         white-space: nowrap; }
+th, td { padding: .2rem .6rem; border-bottom: 1px solid #ddd; text-align: right; }
+td { overflow-wrap: anywhere; } td:first-child { overflow-wrap: break-word; }
+td.n { white-space: nowrap; overflow-wrap: normal; }
 th:first-child, td:first-child { text-align: left; }
 thead th { border-bottom: 2px solid #444; }
 .note { color: #555; font-size: 12px; margin-top: 0; }
@@ -34,6 +37,8 @@ window.addEventListener("load", function () {
   document.body.dataset.figuresTotal = imgs.length;
   document.body.dataset.figuresLoaded = ok.length;
   document.body.dataset.mainTable = main && main.tBodies[0].rows.length ? "present" : "missing";
+  var page = document.documentElement;
+  document.body.dataset.overflow = page.scrollWidth > page.clientWidth ? "sideways" : "none";
 });
 """
 

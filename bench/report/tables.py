@@ -189,13 +189,19 @@ def to_latex(table: Table) -> str:
     return "\n".join(lines)
 
 
+# A cell that holds a number (a value, "39.1 ± 2.3 (n=3)", "–"): kept on one line in HTML,
+# while text cells (labels, settings, commands, paths) wrap, so no table is wider than the page.
+NUMBER_CELL = re.compile(r"^[-−+–]?(\d|\.\d|–$|$)")
+
+
 def to_html(table: Table) -> str:
     escape = html.escape
     anchor = f' id="{escape(table.anchor)}"' if table.anchor else ""
 
     def cell(c: Cell, tag: str) -> str:
         text = escape(c.text)
-        return f"<{tag}>{'<strong>' + text + '</strong>' if c.bold else text}</{tag}>"
+        kind = ' class="n"' if tag == "td" and NUMBER_CELL.match(c.text) else ""
+        return f"<{tag}{kind}>{'<strong>' + text + '</strong>' if c.bold else text}</{tag}>"
 
     head = "".join(cell(Cell(c), "th") for c in table.columns)
     body = "".join("<tr>" + "".join(cell(c, "td") for c in row) + "</tr>" for row in table.rows)

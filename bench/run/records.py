@@ -3,6 +3,7 @@ summary.json (also for a failed run)."""
 
 from __future__ import annotations
 
+import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,20 +36,46 @@ class RunContext:
     hooks: list[Hook] = field(default_factory=list)
 
 
+def config_record(cfg: RunConfig, data) -> dict[str, Any]:
+    """config.json: the resolved config, its run id and what the code and data were."""
+    return {
+        **cfg.to_dict(),
+        "run_id": cfg.run_id,
+        "lr": cfg.lr,
+        "weight_decay_rule": WEIGHT_DECAY_RULE,
+        "git_sha": store.git_sha(),
+        "versions": store.package_versions(),
+        "data_fingerprint": getattr(data, "fingerprint", None),
+        "data_spec": data_spec_record(data),
+    }
+
+
 def write_config(run_dir: Path, cfg: RunConfig, data) -> None:
-    store.write_json(
-        run_dir / files.CONFIG,
-        {
-            **cfg.to_dict(),
-            "run_id": cfg.run_id,
-            "lr": cfg.lr,
-            "weight_decay_rule": WEIGHT_DECAY_RULE,
-            "git_sha": store.git_sha(),
-            "versions": store.package_versions(),
-            "data_fingerprint": getattr(data, "fingerprint", None),
-            "data_spec": data_spec_record(data),
-        },
-    )
+    store.write_json(run_dir / files.CONFIG, config_record(cfg, data))
+
+
+REPAIRED_NOTE = ("config.json was unreadable or missing after the run finished; rewritten from "
+                 "the planned configuration, whose hash is the run id, so the settings are the "
+                 "ones trained; data_spec and data_fingerprint are of the data at repair time; "
+                 "the code that trained the run (git_sha, versions) is unknown")
+
+
+def repair_config(run_dir: Path, cfg: RunConfig, data) -> Path | None:
+    """Rewrite a finished run's unreadable or missing config.json from `cfg` (planned with the
+    folder's run id, so its settings are certain), saying so under `repaired`; what it cannot
+    know (the git sha and package versions of the training) is None. The unreadable file is
+    kept as config.broken-N.json; returns where it went (None: there was none)."""
+    path = run_dir / files.CONFIG
+    kept = None
+    if path.exists():
+        n = 1
+        while (kept := run_dir / files.BROKEN_CONFIG.format(n=n)).exists():
+            n += 1
+        path.replace(kept)
+    store.write_json(path, {**config_record(cfg, data), "git_sha": None, "versions": None,
+                            "repaired": {"time": time.time(), "by_git_sha": store.git_sha(),
+                                         "note": REPAIRED_NOTE}})
+    return kept
 
 
 def data_spec_record(data) -> dict[str, Any]:

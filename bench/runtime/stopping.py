@@ -6,6 +6,11 @@ checkpoint stays).
 
 Inside a SLURM job submitit owns the signals (its timeout/preemption signal requeues the job),
 so only processes that call `handle_signals` (the CLI, local worker processes) react here.
+
+A signal sent to the whole process group (a terminal's Ctrl-C, `timeout`, `docker stop`,
+`kill -- -PGID`) also reaches DataLoader workers; they ignore it (`ignore_in_worker`, their
+`worker_init_fn`), so the training process stops them itself after its checkpoint instead
+of finding them dead mid-epoch.
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ def _handler(signum: int, frame) -> None:
     if name == "SIGINT" and requested() is not None:
         raise KeyboardInterrupt  # asked twice: stop now
     request(name)
+
+
+def ignore_in_worker(worker_id: int) -> None:
+    """A DataLoader `worker_init_fn`: the worker ignores SIGINT and SIGTERM, which ask the
+    training process to stop (it shuts its workers down); it still dies with its parent."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
 
 
 def install() -> dict:

@@ -10,7 +10,7 @@ import torch
 
 from bench.data import DATASETS, load_dataset
 from bench.data.cards import load_card
-from bench.data.images import channel_stats, find_idx_root, idx_files
+from bench.data.images import channel_stats, idx_files
 from bench.data.mosaic import MosaicRule, compose
 from tests.helpers import require_fashion_mnist, tiny_mosaic
 
@@ -76,7 +76,7 @@ def test_real_fashion_mosaic(tmp_path, monkeypatch):
     assert mean[0] == pytest.approx(card["mean"][0], abs=1e-4)
     assert std[0] == pytest.approx(card["std"][0], abs=1e-4)
     source = load_card("fashion-mnist")
-    files = idx_files(source, find_idx_root(source, None))
+    files = idx_files(source, None)
     rule = MosaicRule.from_card(card)
     test = compose(files["test_images"], files["test_labels"], card["n_test"], rule, 1)
     assert np.array_equal(data.test_x.numpy(), test["x"])  # test canvases: test garments

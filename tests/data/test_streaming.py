@@ -105,6 +105,36 @@ def test_imagefolder_errors_name_the_layout(tmp_path):
         load_dataset(f"imagefolder:{tmp_path}")
 
 
+def test_links_to_folders_are_not_followed(tmp_path, image_folder, monkeypatch, caplog):
+    """A link inside a class folder that loops back (`train/cat/loop -> ..`) once made 24
+    images 1,000s, class-dog images labelled cat; one that leaves the tree added images from
+    elsewhere. Neither is followed: the data is the folder's own, said in one warning line.
+    A class folder that links above or into the image folder is refused."""
+    import shutil
+
+    monkeypatch.setenv("MASKBENCH_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "images"
+    shutil.copytree(image_folder, root)
+    clean = S.load_imagefolder(str(root), image_size=32, patch_size=4)
+    (root / "train" / "cat" / "loop").symlink_to("..")
+    (root / "train" / "dog" / "away").symlink_to(image_folder / "val")
+    linked = S.load_imagefolder(str(root), image_size=32, patch_size=4)
+    assert linked.train_set.files == [f.replace(str(image_folder), str(root))
+                                      for f in data_files(image_folder)]
+    assert linked.fingerprint == clean.fingerprint and linked.n_pretrain() == 24
+    assert "2 link(s) to folders inside class folders not followed (first: train/cat/loop -> " \
+           ".." in caplog.text
+    (root / "train" / "cat" / "loop").unlink()
+    (root / "train" / "mouse").symlink_to(root / "train" / "dog")  # a class twice
+    with pytest.raises(DataNotFoundError, match="class folder train/mouse links to .* inside "
+                       "or above the image folder"):
+        S.load_imagefolder(str(root), image_size=32, patch_size=4)
+
+
+def data_files(folder) -> list[str]:
+    return S.load_imagefolder(str(folder), image_size=32, patch_size=4).train_set.files
+
+
 def test_unreadable_images_are_skipped_counted_or_refused(tmp_path, image_folder, monkeypatch, capsys):
     """A truncated JPEG and a file that is no image: left out of the data (the rest trains),
     counted in summary.json with their paths; `strict_data=true` refuses the run in one line

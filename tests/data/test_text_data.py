@@ -337,3 +337,34 @@ def test_the_split_and_fingerprint_hashes_keep_their_values():
     unlabelled = [S.Document((f"d{i}",)) for i in range(20)]
     assert S.make_documents("n", unlabelled, None).fingerprint == "6183ebe16c57054a10a3c13408c97d47"
     assert f"{stable_hash(chr(10).join(['a', 'b'])):016x}" == "a76de9f2d561975f"
+
+
+def test_a_one_paragraph_text_dir_says_the_test_split_is_empty(tmp_path: Path) -> None:
+    """A file without blank lines is one paragraph, so one text, and all of it goes to one
+    split. This used to tokenize it (7.5 GB for 50 MB) and then ask to raise
+    eval_test_limit; now it is a one-line error before any tokenizing, saying why."""
+    from bench.data.text import text_data
+
+    (tmp_path / "one.txt").write_text("word " * 5000 + "\n")
+    corpus = C.load_corpus(f"text-dir:{tmp_path}")
+    assert (len(corpus.train_texts), len(corpus.test_texts)) == (1, 0)  # by its hash
+    with pytest.raises(DataNotFoundError, match="its only text went to the train split, so "
+                       "the test split is empty .*add paragraphs or files"):
+        text_data(corpus, vocab_size=50, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()  # refused before a tokenizer was trained
+
+
+def test_a_long_text_is_encoded_in_pieces_with_the_same_ids(monkeypatch) -> None:
+    """A text longer than PIECE_CHARS is encoded piece by piece, cut at spaces (memory stays
+    bounded): the ids equal those of the whole text, and the pieces rejoin to it."""
+    corpus = tiny_text_corpus()
+    tok = Tok.get_tokenizer(corpus, 60)
+    long = " ".join(corpus.train_texts)
+    (whole,) = Tok.tokenize(tok, [long], "whole")
+    monkeypatch.setattr(Tok, "PIECE_CHARS", 50)
+    assert len(Tok.pieces(long)) > 100 and "".join(Tok.pieces(long)) == long
+    assert all(len(p) <= 50 for p in Tok.pieces(long))
+    cut, short = Tok.tokenize(tok, [long, corpus.train_texts[0]], "pieces")
+    assert list(cut) == list(whole)
+    assert short == tok.encode(corpus.train_texts[0]).ids
+    assert Tok.pieces("x" * 120, 50) == ["x" * 50, "x" * 50, "x" * 20]  # no space: cut anyway

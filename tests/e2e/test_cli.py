@@ -33,6 +33,30 @@ def test_run_end_to_end(tmp_path, capsys):
     assert mtimes == {d: (d / "summary.json").stat().st_mtime_ns for d in dirs}
 
 
+def test_every_row_says_its_options(tmp_path, capsys):
+    """Options not at their defaults (mae 0.6, qbheat yx) are shown for every run in the dry
+    run, in `bench status` and in the report's rows, even where all runs of a method share
+    them (they used to show only where a method's runs differed); the run prints the main
+    table after the report's path."""
+    out = tmp_path / "opts"
+    argv = ["run", "--methods", "mae,qbheat,raw-input", "--out", str(out), *TINY, "--epochs", "1",
+            "mae.mask_ratio=0.6", "qbheat.order=yx"]
+    assert main([*argv, "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "method=mae mae.mask_ratio=0.6" in plan and "method=qbheat qbheat.order=yx" in plan
+    assert "raw-input" in plan and not out.exists()
+    assert main(argv) == 0
+    printed = capsys.readouterr().out  # ends with the report and its main table, row by row
+    assert "report: " in printed and "digits · vit-micro: main table" in printed
+    assert printed.splitlines()[-3].startswith("| mae mask_ratio=0.6 | ")
+    assert main(["status", str(out)]) == 0
+    status = capsys.readouterr().out
+    assert "method=mae mae.mask_ratio=0.6" in status and "method=qbheat qbheat.order=yx" in status
+    rows = [line.split(" | ")[0] for line in (out / "report" / "report.md").read_text().splitlines()
+            if line.startswith("| ")]
+    assert {"| mae mask_ratio=0.6", "| qbheat order=yx", "| raw-input"} <= set(rows)
+
+
 def test_no_progress_silences_every_bar(tmp_path, capsys):
     """`--no-progress` reaches the bars inside training, feature extraction and probes; without
     it they are drawn (to stderr)."""

@@ -140,3 +140,49 @@ def test_unfinished_failed_and_reference_runs_are_refused(runs, tmp_path, capsys
     store.write_json(text / files.SUMMARY, {"status": "ok"})
     (text / files.CHECKPOINT).symlink_to(runs["vit"] / files.CHECKPOINT)
     assert "no timm counterpart" in refused(text, "--to", "timm")
+
+
+def test_export_never_overwrites_a_run_and_asks_before_overwriting_elsewhere(runs, tmp_path,
+                                                                            capsys):
+    """`--out RUN/config.json` used to overwrite the run's config (exit 0: the run dropped out
+    of every report) and `--out FOLDER` was a traceback. A run folder's files are never
+    overwritten (not even with --force), nor is anything written into another run's folder;
+    the default file, inside the run folder, is rewritten on a second export; an existing
+    file elsewhere needs --force."""
+    run_dir, other = runs["vit"], runs["cnn"]
+    before = {f.name: f.read_bytes() for f in (*run_dir.iterdir(), *other.iterdir()) if f.is_file()}
+
+    def refused(*argv: str) -> str:
+        assert main(["export", str(run_dir), *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1
+        return err
+
+    assert "never overwrites a run's files" in refused("--out", str(run_dir / "config.json"),
+                                                       "--force")
+    assert "is a folder; name the file to write" in refused("--out", str(tmp_path))
+    assert "another run's" in refused("--out", str(other / "mine.safetensors"))
+    for _ in range(2):  # the default: this run's own export file, rewritten
+        assert main(["export", str(run_dir)]) == 0
+        assert capsys.readouterr().out.startswith(f"wrote {run_dir / 'encoder-timm.safetensors'}")
+    elsewhere = tmp_path / "taken.safetensors"
+    elsewhere.write_text("someone's file")
+    assert "add --force to overwrite it" in refused("--out", str(elsewhere))
+    assert elsewhere.read_text() == "someone's file"
+    assert main(["export", str(run_dir), "--out", str(elsewhere), "--force"]) == 0
+    assert {f.name: f.read_bytes() for f in (*run_dir.iterdir(), *other.iterdir())
+            if f.is_file() and f.name in before} == before
+
+
+def test_export_commands_in_the_report_are_relative_and_quoted(tmp_path, monkeypatch):
+    """The report lists commands a user pastes: relative to the current folder where the
+    run is under it, shell-quoted (a results folder with a space), writing the default file."""
+    from bench.core.exports import export_command
+
+    run_dir = tmp_path / "my results" / "abc123"
+    monkeypatch.chdir(tmp_path)
+    assert export_command(run_dir, "timm") == "python -m bench export 'my results/abc123' --to timm"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # not under it: the absolute path
+    assert export_command(run_dir, "timm") == (f"python -m bench export "
+                                               f"'{tmp_path}/my results/abc123' --to timm")

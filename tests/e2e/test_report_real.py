@@ -105,7 +105,7 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def page_state(page: Path, profile: Path) -> dict[str, str]:
+def page_state(page: Path, profile: Path, width: int = 1024) -> dict[str, str]:
     """The data attributes report.html's script sets on <body> after load, as Chromium sees."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
@@ -114,7 +114,8 @@ def page_state(page: Path, profile: Path) -> dict[str, str]:
         pytest.skip("chromium not installed (apt-get install chromium)")
     cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
            "--disable-component-update", "--disable-sync", "--no-first-run",
-           f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", page.as_uri()]
+           f"--user-data-dir={profile}", f"--window-size={width},800", "--virtual-time-budget=10000",
+           "--dump-dom", page.as_uri()]
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
     body = re.search(r"<body([^>]*)>", dom).group(1)
     return dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body))
@@ -122,9 +123,13 @@ def page_state(page: Path, profile: Path) -> dict[str, str]:
 
 @pytest.mark.browser
 def test_report_opens_in_headless_chromium(real_report, tmp_path):
-    """Every figure decodes and the main table has rows; a corrupted figure is caught."""
+    """Every figure decodes, the main table has rows and the page does not scroll sideways
+    (at 1024 or 640 px: wide tables wrap their text cells or scroll in their own box); a
+    corrupted figure is caught."""
     state = page_state(real_report / "report.html", tmp_path / "profile")
-    assert state == {"figures-total": "4", "figures-loaded": "4", "main-table": "present"}
+    assert state == {"figures-total": "4", "figures-loaded": "4", "main-table": "present",
+                     "overflow": "none"}
+    assert page_state(real_report / "report.html", tmp_path / "profile", 640)["overflow"] == "none"
     broken = tmp_path / "broken.html"
     page = (real_report / "report.html").read_text()
     broken.write_text(page.replace("data:image/png;base64,iVBOR", "data:image/png;base64,AAAA", 1))

@@ -26,8 +26,8 @@ from bench.launch.lock import LOCK_WRITE_GRACE_S, Holder, RunLock, process_start
 from bench.launch.slurm import JobInfo, SlurmSettings, parse_sacct, slurm_settings
 from bench.launch.status import JobRecord, format_status, read_record, run_states, write_record
 from bench.plan.sweep import resolve_run
-from bench.run.hooks import StopAfterEpoch
-from bench.runtime import compiling
+from bench.run.hooks import Hook, StepAt, StopAfterEpoch
+from bench.runtime import compiling, stopping
 from tests.helpers import tiny_config
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -162,6 +162,8 @@ def test_states_decide_what_is_launched_again(tmp_path):
         if summary is not None:
             record = {"run_id": cfg.run_id, "status": summary, "error": "ValueError: boom"}
             store.write_json(out / cfg.run_id / files.SUMMARY, record)
+            store.write_json(out / cfg.run_id / files.CONFIG, {**cfg.to_dict(),
+                                                               "run_id": cfg.run_id})
     states = {s.run_id: s for s in run_states(out, [c.run_id for c in cfgs],
                                               query=lambda ids: infos)}
     got = [states[c.run_id].state for c in cfgs]
@@ -339,6 +341,31 @@ def test_an_interrupted_run_stays_resumable(tmp_path, digits):
     full = RunJob(cfg, tmp_path / "full").run(digits)
     assert resumed["status"] == "ok" and resumed["metrics"] == full["metrics"]
     assert [s.state for s in run_states(tmp_path, [cfg.run_id])] == ["done"]
+
+
+class DiesAfterAStopSignal(Hook):
+    """At step 3: a SIGTERM arrives and the next batch finds its DataLoader worker dead (what
+    a signal to the whole process group did before workers ignored it)."""
+
+    def on_step_start(self, at: StepAt) -> None:
+        if at.step == 3:
+            stopping.request("SIGTERM")
+            raise RuntimeError("DataLoader worker (pid 123) is killed by signal: Terminated.")
+
+
+def test_an_error_after_a_stop_signal_is_an_interruption(tmp_path, digits):
+    """However a termination signal arrives, the run is interrupted (resumable, relaunched
+    without --retry-failed), never recorded as failed."""
+    cfg = resolve_run(tiny_config(epochs=2, protocols="knn"))
+    run_dir = tmp_path / cfg.run_id
+    try:
+        result = RunJob(cfg, run_dir, hooks=[DiesAfterAStopSignal()]).run(digits)
+    finally:
+        stopping.clear()
+    assert result["status"] == "interrupted" and result["error"] == "stopped by SIGTERM"
+    assert not (run_dir / files.SUMMARY).exists()
+    assert [s.state for s in run_states(tmp_path, [cfg.run_id])] == ["interrupted"]
+    assert runs_to_do([cfg], tmp_path, retry_failed=False) == [cfg]
 
 
 def test_summary_records_processes_and_device_type_and_resume_checks_it(tmp_path, digits, capsys):

@@ -190,3 +190,39 @@ def test_qbheat_readings_dry_run(tmp_path, capsys):
     assert all(sorted(seeds) == [0, 1, 2] for seeds in cells.values())
     assert {(r.dataset, r.encoder, r.epochs) for r in runs} == {("fashion-mnist", "vit-micro", 20)}
     assert not out.exists()
+
+
+def test_a_dry_run_checks_the_grid_the_run_trains_on(tmp_path, monkeypatch):
+    """Planning (a dry run too) checks the mask ratio against `planned_grid`, read from the
+    dataset cards and the text defaults without loading data: it is the grid of the loaded
+    data (images: the encoder's; text: the token block, or the window of sentences)."""
+    from bench.core.config import RunConfig
+    from bench.data import dataset_key, load_dataset
+    from bench.data.grids import planned_grid
+
+    monkeypatch.setenv("MASKBENCH_CACHE", str(tmp_path / "cache"))
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for i in range(30):
+        (texts / f"{i}.txt").write_text(f"Doc {i} has words. It has more words here.\n\n"
+                                        f"A second part {i}. It ends now.\n")
+    cases = [RunConfig(dataset="digits"),
+             RunConfig(dataset=f"text-dir:{texts}", vocab_size=60),
+             RunConfig(dataset=f"text-dir:{texts}", vocab_size=60, block_length=16),
+             RunConfig(dataset=f"text-dir:{texts}", vocab_size=60, granularity="sentence",
+                       sentences=3, sentence_length=8)]
+    for cfg in cases:
+        data = load_dataset(*dataset_key(cfg))
+        grid = (data.sentences,) if cfg.granularity == "sentence" else data.spec.grid
+        assert planned_grid(cfg, data.spec.modality) == grid, cfg.dataset
+
+
+def test_seeds_out_of_range_are_refused_when_planning():
+    """Seeds beyond what the run's generators take failed inside the real run (an overflow
+    naming no seed) and passed a dry run; planning refuses them, naming the seed."""
+    from bench import api
+
+    for seed in (-1, 2**32, 10**20):
+        with pytest.raises(ConfigError, match=f"seed {seed} is out of range"):
+            api.plan(["mae"], seeds=[seed], dataset="digits")
+    assert api.plan(["mae"], seeds=[2**32 - 1], dataset="digits")[0].seed == 2**32 - 1

@@ -238,11 +238,18 @@ def test_only_failed_runs_still_report_and_no_runs_is_an_error(tmp_path, capsys)
 
 
 def test_cli_report_several_dirs_and_unknown_baseline(synthetic, tmp_path, capsys):
+    """A baseline named that is not a row is a one-line error naming the rows (it used to
+    write a report without comparisons); without --baseline, a folder without mae runs is
+    reported with a note."""
     out = tmp_path / "r"
-    assert main(["report", *map(str, synthetic), "--baseline", "nope", "--out", str(out)]) == 0
+    assert main(["report", *map(str, synthetic), "--baseline", "nope", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("error: baseline 'nope' is not a row of this report; its rows: "
+                           "interp, mae, qbheat, random-init, raw-input") and not out.exists()
+    assert main(["report", *map(str, synthetic), "--baseline", "qbheat", "--out", str(out)]) == 0
     assert f"report: {out / 'report.html'}" in capsys.readouterr().out
     md = (out / "report.md").read_text()
-    assert "baseline 'nope' has no finished runs" in md and "paired difference" not in md
+    assert "paired difference to the baseline qbheat" in md
     assert "24 finished runs" in md  # both folders
     assert main(["report", str(tmp_path / "missing")]) == 2
 
@@ -493,3 +500,38 @@ def test_fill_by_distance_for_every_method_and_qbheats_own_table(synthetic_repor
     write_report([tmp_path], out, baseline="mae")
     md = (out / "report.md").read_text()
     assert md.index("## The fill by distance") < md.index("## QB-Heat: the learned operators")
+
+
+def test_a_killed_reports_staging_folder_is_removed_by_the_next_report(lean, tmp_path):
+    """A report killed while writing (SIGKILL: no cleanup ran) leaves OUT/.report-*; the next
+    report removes it, and never the stage of a report still writing (its process holds the
+    stage's lock), nor one just being set up (younger than STAGE_GRACE_S)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from bench.report.build import STAGE_GRACE_S, STAGE_LOCK, _remove_abandoned_stages
+
+    out = tmp_path / "report"
+    code = ("import sys, time\nfrom pathlib import Path\nfrom bench.report.build import _staged\n"
+            "with _staged(Path(sys.argv[1])) as stage:\n"
+            "    (stage / 'runs.csv').write_text('x')\n    print(stage, flush=True)\n"
+            "    time.sleep(120)\n")
+    writer = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE,
+                              text=True, cwd=Path(__file__).resolve().parents[2])
+    stage = Path(writer.stdout.readline().strip())
+    old = os.stat(stage).st_mtime - 2 * STAGE_GRACE_S
+    os.utime(stage / STAGE_LOCK, (old, old))
+    _remove_abandoned_stages(out)
+    assert stage.is_dir()  # its writer is alive
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    young = tmp_path / "report" / ".report-young"  # no lock yet: being set up, or pre-lock
+    young.mkdir()
+    write_report([lean], out)
+    assert not stage.exists() and young.is_dir()
+    os.utime(young, (old, old))
+    write_report([lean], out)
+    assert not young.exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
