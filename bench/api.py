@@ -160,16 +160,17 @@ def collect(dirs: Iterable[str | Path]):
 
 
 def report(dirs: Iterable[str | Path], *, baseline: str = "mae",
-           out: str | Path | None = None) -> dict[str, Path]:
+           out: str | Path | None = None, primary: str | None = None) -> dict[str, Path]:
     """Write the comparison report of the runs under `dirs` (default into the first's
-    report/ folder); returns the paths of report.html, report.md, tables.tex and runs.csv."""
+    report/ folder); `primary`: the headline verdict's metric (default: the runs'
+    primary_metric). Returns the paths of report.html, report.md, tables.tex and runs.csv."""
     from bench.report.build import write_report
 
     folders = [Path(d) for d in dirs]
     if not folders:
         raise ConfigError("no results folder given")
     target = Path(out) if out is not None else folders[0] / "report"
-    html = write_report(folders, target, baseline=baseline)
+    html = write_report(folders, target, baseline=baseline, primary=primary)
     return {"html": html, "markdown": target / "report.md", "latex": target / "tables.tex",
             "runs": target / "runs.csv"}
 

@@ -263,7 +263,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not d.is_dir():
             raise BenchError(f"no such results folder: {d}")
     out = args.out or args.dirs[0] / "report"
-    print(f"report: {write_report(args.dirs, out, baseline=args.baseline)}")
+    print(f"report: {write_report(args.dirs, out, baseline=args.baseline, primary=args.primary)}")
     return 0
 
 
@@ -383,6 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="report folder (default: DIR/report of the first)")
     p.add_argument("--baseline", default="mae",
                    help="method every other row is compared with, paired by seed (default mae)")
+    p.add_argument("--primary", metavar="METRIC",
+                   help="the metric the headline verdict speaks of (default: the runs' "
+                   "primary_metric, linear_top1 unless set); the others are secondary")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_report)
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 import torch
 
 from bench.core.config import RunConfig
+from bench.core.outcomes import Outcome, examples_key
 from bench.eval.probes import extract_features, knn_top1, probe_metrics
-from bench.eval.sentences import next_sentence_top1
+from bench.eval.sentences import next_sentence_scores, same_document_scores
 from bench.eval.supervised import encoder_protocols
 
 
@@ -22,22 +23,40 @@ def split_features(cfg: RunConfig, data, encoder, split, device: torch.device, d
     return extract_features(encoder, data, split, cfg.eval_batch_size, device, desc)
 
 
-def next_sentence_metrics(cfg: RunConfig, data, encoder, device: torch.device
-                          ) -> dict[str, float]:
-    """`next_sentence_top1` on the test documents (the first ones, up to eval_test_limit
-    sentences), seeded by the run's seed."""
+def next_sentence_metrics(cfg: RunConfig, data, encoder, device: torch.device,
+                          outcomes: dict[str, Outcome] | None = None) -> dict[str, float]:
+    """The next-sentence checks (bench.eval.sentences) on the test documents (the first ones,
+    up to eval_test_limit sentences), seeded by the run's seed: other-document distractors,
+    same-document ones, and the same-document check in the reverse direction. `outcomes`
+    receives each check's per-anchor scores."""
     split = data.document_split(cfg.eval_test_limit)
     features = split_features(cfg, data, encoder, split, device, "features documents")
-    return {"next_sentence_top1": next_sentence_top1(features, split.y.to(device), cfg.seed)}
+    document = split.y.to(device)
+    scores = {"next_sentence_top1": next_sentence_scores(features, document, cfg.seed)}
+    if (document.unique(return_counts=True)[1] >= 3).any():
+        scores["next_sentence_same_doc_top1"] = same_document_scores(features, document, cfg.seed)
+        scores["previous_sentence_same_doc_top1"] = same_document_scores(
+            features, document, cfg.seed, reverse=True)
+    if outcomes is not None:
+        outcomes.update(as_outcomes(scores, split.y))
+    return {name: s.mean().item() for name, s in scores.items()}
+
+
+def as_outcomes(scores: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, Outcome]:
+    """Per-example scores as `Outcome`s keyed by the labels of the examples they scored."""
+    key = examples_key(labels.cpu().numpy())
+    return {name: Outcome(s.detach().double().cpu().numpy(), key) for name, s in scores.items()}
 
 
 def evaluate_encoder(cfg: RunConfig, data, encoder, device: torch.device,
-                     protocols: tuple[str, ...], knn_only: bool = False) -> dict[str, float]:
+                     protocols: tuple[str, ...], knn_only: bool = False,
+                     outcomes: dict[str, Outcome] | None = None) -> dict[str, float]:
     """`protocols` on `encoder` (None: the input's own features): the feature probes, tran1 and
-    fine-tuning, and at the sentence level the next-sentence check; `knn_only`: the kNN probe
-    alone (the --eval-every points)."""
+    fine-tuning, and at the sentence level the next-sentence checks; `knn_only`: the kNN probe
+    alone (the --eval-every points). `outcomes`, when given, receives each metric's
+    per-example scores on the test split (bench.core.outcomes records them)."""
     documents = ({} if knn_only or cfg.granularity != "sentence"
-                 else next_sentence_metrics(cfg, data, encoder, device))
+                 else next_sentence_metrics(cfg, data, encoder, device, outcomes))
     if data.classes is None:  # unlabelled text (text-dir): nothing to probe
         return documents
     train = data.eval_split("train", cfg.eval_train_limit)
@@ -47,9 +66,13 @@ def evaluate_encoder(cfg: RunConfig, data, encoder, device: torch.device,
     if knn_only:
         return {"knn_top1": knn_top1(train_f, train.y.to(device), test_f, test.y.to(device),
                                      cfg.knn_k, cfg.knn_temperature)}
-    metrics = probe_metrics(train_f, train.y, test_f, test.y, cfg, protocols)
+    correct: dict[str, torch.Tensor] = {}
+    metrics = probe_metrics(train_f, train.y, test_f, test.y, cfg, protocols, correct)
     if encoder is not None:
-        metrics.update(encoder_protocols(encoder, data, train, test, cfg, device, protocols))
+        metrics.update(encoder_protocols(encoder, data, train, test, cfg, device, protocols,
+                                         correct))
+    if outcomes is not None:
+        outcomes.update(as_outcomes(correct, test.y))
     return {**metrics, **documents}
 
 

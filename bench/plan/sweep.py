@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.cards import MethodCard
-from bench.core.config import RunConfig, apply_overrides, run_config_fields
+from bench.core.config import RunConfig, apply_overrides, protocol_list, run_config_fields
 from bench.core.errors import ConfigError, IncompatibleError
 from bench.core.options import MethodOptions, options_dict
 from bench.core.references import REFERENCE_ROWS
@@ -23,6 +23,7 @@ from bench.core.registry import Registry
 from bench.data import check_granularity, run_dataset_entry
 from bench.launch.slurm import slurm_settings
 from bench.models.presets import ENCODERS, encoders_of_kind
+from bench.report.metrics import DEFAULT_PRIMARY, check_primary
 from methods import method_cards
 
 
@@ -54,6 +55,8 @@ def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
 def resolve_run(cfg: RunConfig) -> RunConfig:
     """Validate `cfg` and canonicalise it (every option spelled out) so its hash is stable."""
     entry = run_dataset_entry(cfg)
+    if cfg.primary_metric != DEFAULT_PRIMARY:  # the default falls back where it is not run
+        check_primary(cfg.primary_metric, protocol_list(cfg.protocols), cfg.granularity)
     check_granularity(cfg.dataset, cfg.granularity, block_length=cfg.block_length,
                       sentences=cfg.sentences, sentence_length=cfg.sentence_length)
     encoder = ENCODERS.get(cfg.encoder)
