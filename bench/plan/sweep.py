@@ -78,6 +78,11 @@ def resolve_run(cfg: RunConfig) -> RunConfig:
     card.check(entry.modality, encoder.kind, cfg.encoder,
                encoders_of_kind(card.encoder_kinds, entry.modality))
     options = options_dict(method_options(cfg.method, cfg.options))
+    if options.get("visible") == "random" and encoder.kind == "dense":
+        raise IncompatibleError(
+            f"{cfg.method}.visible=random shows the encoder a scattered subset, which a dense "
+            f"(CNN) encoder cannot take ({cfg.encoder!r}); use visible=block or a token encoder: "
+            + ", ".join(encoders_of_kind(frozenset({"token"}), entry.modality)))
     return dataclasses.replace(cfg, options=options)
 
 
