@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from bench.core.outcomes import Outcome, encode, examples_key, read_outcomes, write_outcomes
+from bench.data.protocol import EvalSplit
 from bench.eval import probes
 from bench.eval.probes import L2_GRID, ProbeRecipe, fit_linear_probe
 from bench.eval.sentences import next_sentence_top1, same_document_scores
@@ -146,3 +147,26 @@ def test_same_document_distractors_never_the_pair_itself():
     assert len(scores) == 2 + 3 and torch.allclose(scores, torch.full((5,), 0.25))
     x = torch.eye(9)  # orthogonal: the target scores 0 like every distractor -> a tie
     assert math.isclose(same_document_scores(x, document, seed=0, distractors=3).mean(), 0.25)
+
+
+def test_tran1_and_finetune_lrs_scale_with_their_own_batch(monkeypatch):
+    """The README's rule: the lr keys are stated at batch 256 and the recipe trains at
+    lr x batch / 256 (MAE's convention), with the recipe's own batch, not the pretraining's."""
+    from bench.eval import supervised
+    from tests.helpers import tiny_config
+
+    seen = {}
+
+    def record(model, data, train, test, recipe, device, seed, desc):
+        seen[desc] = recipe.lr
+        return torch.ones(len(test), dtype=torch.bool)
+
+    monkeypatch.setattr(supervised, "train_classifier", record)
+    cfg = tiny_config(tran1_batch_size=64, finetune_batch_size=512, batch_size=32)
+    split = EvalSplit(torch.zeros(2, 1), torch.tensor([0, 1]))
+    for name in ("Tran1Probe", "FinetuneClassifier"):
+        monkeypatch.setattr(supervised, name, lambda encoder, classes: torch.nn.Linear(1, 1))
+    supervised.encoder_protocols(torch.nn.Linear(1, 1), None, split, split, cfg,
+                                 torch.device("cpu"), ("tran1", "finetune"))
+    assert seen == {"tran1": pytest.approx(1e-3 * 64 / 256),
+                    "finetune": pytest.approx(5e-4 * 512 / 256)}
