@@ -142,13 +142,15 @@ def reference_stats(ok: pd.DataFrame, cells: pd.DataFrame, primary: dict[tuple[s
                     outcomes: Outcomes) -> pd.DataFrame:
     """Each strategy row minus each reference row of its section on the section's primary
     metric, paired by seed (`paired_rows`): what the verdict's reference line reads."""
-    frames = []
+    by_metric: dict[str, list] = {}  # one pass over the runs per primary metric
     for section, group in cells.groupby(["dataset", "encoder"], sort=False):
         refs = group[group.is_reference]
-        pairs = [(row, ref) for row in group[~group.is_reference].itertuples(index=False)
-                 for ref in refs.itertuples(index=False)]
-        if pairs and section in primary:
-            frames.append(paired_rows(ok, pairs, outcomes, [primary[section]]))
+        if section in primary:
+            by_metric.setdefault(primary[section], []).extend(
+                (row, ref) for row in group[~group.is_reference].itertuples(index=False)
+                for ref in refs.itertuples(index=False))
+    frames = [paired_rows(ok, pairs, outcomes, [metric])
+              for metric, pairs in by_metric.items() if pairs]
     return (pd.concat(frames, ignore_index=True) if frames
             else pd.DataFrame(columns=PAIRED_COLUMNS))
 

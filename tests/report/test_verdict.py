@@ -184,3 +184,60 @@ def test_reference_rows_are_not_in_the_family():
                            "raw-input": [0.795, 0.796, 0.794]})
     paired = adjust_families(paired_stats(ok, row_labels(ok, "mae"), "mae"))
     assert paired.set_index("method").family.to_dict() == {"qbheat": 1, "raw-input": 0}
+
+
+def _write(root, name: str, method: str, seed: int, metrics: dict, **config) -> None:
+    import json
+
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({
+        "method": method, "options": {} if method == "raw-input" else {"mask_ratio": 0.75},
+        "dataset": "fashion-mnist", "encoder": "vit-micro", "seed": seed, **config}))
+    (run / "summary.json").write_text(json.dumps({
+        "run_id": name, "method": method, "dataset": "fashion-mnist", "encoder": "vit-micro",
+        "seed": seed, "status": "ok", "metrics": metrics, "compute": {}}))
+
+
+def test_primary_from_the_runs_and_from_bench_report(tmp_path, capsys):
+    """The runs' primary_metric decides the headline; `bench report --primary` overrides it;
+    an unknown one is a one-line error (exit 2) and nothing is written."""
+    from bench.cli import main
+
+    for s, (a, b) in enumerate(((0.80, 0.70), (0.82, 0.71), (0.81, 0.69))):
+        _write(tmp_path / "res", f"mae{s}", "mae", s, {"linear_top1": a, "knn_top1": b},
+               primary_metric="knn_top1")
+        _write(tmp_path / "res", f"qb{s}", "qbheat", s, {"linear_top1": a + 0.001 * s,
+                                                         "knn_top1": b + 0.05},
+               primary_metric="knn_top1")
+    assert main(["report", str(tmp_path / "res"), "--out", str(tmp_path / "a")]) == 0
+    md = (tmp_path / "a" / "report.md").read_text()
+    assert "primary metric: kNN top-1 (secondary: linear top-1)" in md
+    assert main(["report", str(tmp_path / "res"), "--out", str(tmp_path / "b"),
+                 "--primary", "linear_top1"]) == 0
+    assert "primary metric: linear top-1 (secondary: kNN top-1)" in (
+        tmp_path / "b" / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "res"), "--out", str(tmp_path / "c"),
+                 "--primary", "recon_loss"]) == 2
+    assert "primary metric 'recon_loss' is not an accuracy metric" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_primary_metric_is_a_report_setting_not_part_of_the_run():
+    """Set in a run or a sweep file, checked at planning, and never in the run id (runs that
+    differ only in it are the same run) nor in the settings a report splits cells by."""
+    from bench.core.config import RunConfig
+    from bench.core.errors import ConfigError
+    from bench.plan.sweep import expand, spec_from_dict
+    from bench.report.provenance import NOT_SETTINGS
+
+    base = RunConfig(dataset="digits")
+    assert RunConfig(dataset="digits", primary_metric="knn_top1").run_id == base.run_id
+    assert "primary_metric" in NOT_SETTINGS
+    (run,) = spec_from_dict("s", {"dataset": "digits", "primary_metric": "knn_top1"}).runs()
+    assert run.primary_metric == "knn_top1" and run.run_id == expand({"dataset": "digits"})[0].run_id
+    with pytest.raises(ConfigError, match="needs the tran1 protocol"):
+        expand({"dataset": "digits", "primary_metric": "tran1_top1"})
+    with pytest.raises(ConfigError, match="not an accuracy metric"):
+        expand({"dataset": "digits", "primary_metric": "pretrain_loss"})
