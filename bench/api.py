@@ -162,9 +162,10 @@ def collect(dirs: Iterable[str | Path]):
 
 
 def report(dirs: Iterable[str | Path], *, baseline: str | None = None,
-           out: str | Path | None = None) -> dict[str, Path]:
+           out: str | Path | None = None, primary: str | None = None) -> dict[str, Path]:
     """Write the comparison report of the runs under `dirs` (default into the first's
-    report/ folder); returns the paths of report.html, report.md, tables.tex and runs.csv."""
+    report/ folder); `primary`: the headline verdict's metric (default: the runs'
+    primary_metric). Returns the paths of report.html, report.md, tables.tex and runs.csv."""
     from bench.plan.sweep import option_defaults
     from bench.report.build import write_report
 
@@ -172,7 +173,8 @@ def report(dirs: Iterable[str | Path], *, baseline: str | None = None,
     if not folders:
         raise ConfigError("no results folder given")
     target = Path(out) if out is not None else folders[0] / "report"
-    html = write_report(folders, target, baseline=baseline, option_defaults=option_defaults())
+    html = write_report(folders, target, baseline=baseline, primary=primary,
+                        option_defaults=option_defaults())
     return {"html": html, "markdown": target / "report.md", "latex": target / "tables.tex",
             "runs": target / "runs.csv"}
 

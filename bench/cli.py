@@ -285,7 +285,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not d.is_dir():
             raise BenchError(f"no such results folder: {d}")
     out = args.out or args.dirs[0] / "report"
-    html = write_report(args.dirs, out, baseline=args.baseline, option_defaults=option_defaults())
+    html = write_report(args.dirs, out, baseline=args.baseline, primary=args.primary,
+                        option_defaults=option_defaults())
     print(f"report: {html}")
     print(main_tables(html), end="")
     return 0
@@ -408,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline",
                    help="method every other row is compared with, paired by seed (default: mae, "
                         "where it has runs); a baseline named must be a row of the report")
+    p.add_argument("--primary", metavar="METRIC",
+                   help="the metric the headline verdict speaks of (default: the runs' "
+                   "primary_metric, linear_top1 unless set); the others are secondary")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(fn=cmd_report)
 

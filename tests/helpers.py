@@ -199,7 +199,9 @@ CASES = [
     (name, modality, {})
     for name in method_cards().names()
     for modality in sorted(method_cards().get(name).modalities)
-] + [("qbheat", "image", {**READING, "commute": 0.1})]  # 1-D readings: test_qbheat.py
+] + [("qbheat", "image", {**READING, "commute": 0.1})] + [  # 1-D readings: test_qbheat.py
+    ("qbheat", modality, {"visible": "random"}) for modality in ("image", "text")
+] + [("interp", "image", {"rule": "axes"})]
 
 
 D = 16  # decoder width

@@ -139,7 +139,8 @@ def tracker_list(text: str) -> tuple[str, ...]:
 
 @dataclass
 class RunConfig:
-    """Everything that decides a run's numbers. Its hash (minus `LOCATION_KEYS`) is the run id."""
+    """Everything that decides a run's numbers. Its hash (minus `LOCATION_KEYS` and
+    `REPORT_KEYS`) is the run id."""
 
     method: str = "mae"
     options: dict[str, Any] = field(default_factory=dict)
@@ -188,10 +189,10 @@ class RunConfig:
     eval_batch_size: int = 256  # feature extraction, reconstruction and masked-token metrics
     tran1_epochs: int = 10  # tran1: one transformer block + linear head on frozen tokens
     tran1_batch_size: int = 256
-    tran1_lr: float = 1e-3
+    tran1_lr: float = 1e-3  # at batch 256: trains at tran1_lr x tran1_batch_size / 256
     finetune_epochs: int = 5  # finetune: end to end, linear head on pooled features
     finetune_batch_size: int = 256
-    finetune_lr: float = 5e-4  # MAE's fine-tuning base lr at batch 256
+    finetune_lr: float = 5e-4  # MAE's fine-tuning base lr at batch 256 (x batch / 256)
     finetune_layer_decay: float = 0.75  # lr x decay^(depth - layer) per ViT block (1: none)
     fewshot_k: int = 5  # fewshot: labelled examples per class of the k-shot probes
     fewshot_draws: int = 5  # fewshot: seeded draws of each labelled subset, scores averaged
@@ -201,6 +202,9 @@ class RunConfig:
     hf_text: str | None = None
     hf_image: str | None = None
     hf_label: str | None = None
+    # What the report's headline verdict speaks of (other metrics are secondary): a report
+    # setting, not part of the run's numbers (REPORT_KEYS).
+    primary_metric: str = "linear_top1"
 
     # A resumed run ends as an uninterrupted one, so checkpointing is not part of the identity.
     # Precision and compilation are speed knobs like the device (whose default they follow).
@@ -208,6 +212,9 @@ class RunConfig:
                      "checkpoint_every_min", "checkpoint_poll_steps", "log_to", "strict_data")
     # Identity keys added after runs were recorded: hashed only where they differ from their
     # default, so the run ids of earlier runs (which are at the default) stay what they were.
+    # How a report reads the run, not what it computes: never part of the identity (runs that
+    # differ only here are the same run) nor of the settings a report splits cells by.
+    REPORT_KEYS = ("primary_metric",)
     HASHED_UNLESS_DEFAULT = ("hf_text", "hf_image", "hf_label", "granularity", "sentences",
                              "sentence_length", "fewshot_k", "fewshot_draws", "probe_layers")
 
@@ -251,7 +258,7 @@ class RunConfig:
 
     def identity(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        for key in self.LOCATION_KEYS:
+        for key in (*self.LOCATION_KEYS, *self.REPORT_KEYS):
             d.pop(key)
         for key in self.HASHED_UNLESS_DEFAULT:
             if d[key] == _FIELD_DEFAULTS[key]:

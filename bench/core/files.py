@@ -7,6 +7,7 @@
       checkpoint.pt       the newest checkpoint; checkpoint.prev.pt the one before
       summary.json        written last: status, metrics, compute, setup, data
       reconstructions.pt  test images, the visible mask and the reconstruction (images)
+      outcomes.npz        each probe's per-example scores on the test split (bench.core.outcomes)
       lock, job.json, attempts.jsonl   who trains the run, how it was launched, each start
       config.broken-N.json  an unreadable config.json of a finished run, kept when rewritten
       encoder-<format>.safetensors     `bench export`'s default output (bench.core.exports)
@@ -19,6 +20,7 @@ CHECKPOINT = "checkpoint.pt"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 SUMMARY = "summary.json"
 RECONSTRUCTIONS = "reconstructions.pt"
+OUTCOMES = "outcomes.npz"
 LOCK = "lock"
 JOB = "job.json"
 ATTEMPTS = "attempts.jsonl"

@@ -23,10 +23,12 @@ class MethodOptions:
 @dataclass
 class LayoutOptions(MethodOptions):
     """Options of a method whose encoder sees a random subset by default, or QB-Heat's one
-    contiguous block (`visible=block`: the mask-shape half of the 2 x 2 ablation)."""
+    contiguous block (`visible=block`: the mask-shape factor of sweeps/factorial.toml). The
+    block follows QB-Heat's placement rule by default, a corner quadrant (`block_position`,
+    as `qbheat.position`), so a mask-shape x fill comparison changes one factor at a time."""
 
     visible: Literal["random", "block"] = "random"
-    block_position: Literal["random", "center", "quadrant"] = "random"
+    block_position: Literal["quadrant", "random", "center"] = "quadrant"
 
 
 def options_dict(options: MethodOptions) -> dict[str, Any]:

@@ -82,10 +82,12 @@ def _test_confusion(reader: PositionFeatures, head: LinearHead, x: Tensor, masks
     return conf
 
 
-def dense_metrics(cfg, data, encoder, device: torch.device) -> dict[str, float]:
+def dense_metrics(cfg, data, encoder, device: torch.device, l2: float | None = None
+                  ) -> dict[str, float]:
     """`dense_miou` and `dense_pixel_acc` of the per-token linear probe on `encoder` (None:
     the raw input's patch pixels), trained on the first `eval_train_limit` training images
-    and scored on the first `eval_test_limit` test images; seeded by the run's seed."""
+    and scored on the first `eval_test_limit` test images; seeded by the run's seed; at
+    penalty `l2` (None: chosen on a share of the training tokens)."""
     reader = PositionFeatures.of(encoder, data)
     labels = len(data.dense_classes)
     train, test = data.dense_split("train", cfg.eval_train_limit), data.dense_split(
@@ -93,7 +95,7 @@ def dense_metrics(cfg, data, encoder, device: torch.device) -> dict[str, float]:
     with frozen(reader):
         feats, ys = _train_tokens(reader, train.x, train.masks, labels, cfg.eval_batch_size,
                                   device, cfg.seed)
-        head = linear_head(feats, ys, labels, cfg.seed, ProbeRecipe(steps=cfg.probe_steps))
+        head = linear_head(feats, ys, labels, cfg.seed, ProbeRecipe(steps=cfg.probe_steps, l2=l2))
         conf = _test_confusion(reader, head, test.x, test.masks, labels, cfg.eval_batch_size,
                                device)
     return scores(conf)

@@ -68,7 +68,9 @@ def recon_loss_by_distance(model: MaskedPretrainer, batches: Iterable[Tensor],
 
 def fill_diagnostics(model: MaskedPretrainer, data, limit: int | None, batch_size: int,
                      device: torch.device, seed: int) -> dict[str, float]:
-    """The method's `diagnostics()` and `recon_loss_by_distance` on the held-out inputs."""
+    """The method's `diagnostics()` and `recon_loss_by_distance` on the held-out inputs (that
+    first: it draws masks, so a method whose figures depend on its grid has seen it, even in
+    a run resumed after its last epoch)."""
     batches = heldout_batches(model, data, limit, batch_size, device)
-    return {**model.method.diagnostics(),
-            **recon_loss_by_distance(model, batches, device, seed)}
+    by_distance = recon_loss_by_distance(model, batches, device, seed)
+    return {**model.method.diagnostics(), **by_distance}

@@ -59,8 +59,10 @@ def best_layer(train: list[Tensor], y: Tensor, seed: int, recipe: ProbeRecipe) -
 
 
 def layer_metrics(cfg, data, encoder: Encoder, train: EvalSplit, test: EvalSplit,
-                  device: torch.device) -> dict[str, float]:
-    recipe = ProbeRecipe(steps=cfg.probe_steps)
+                  device: torch.device, l2: float | None = None) -> dict[str, float]:
+    """Each block's linear probe at penalty `l2` (None: each chooses its own), and the best
+    layer chosen on a share of the training split."""
+    recipe = ProbeRecipe(steps=cfg.probe_steps, l2=l2)
     train_f = layer_features(encoder, data, train, cfg.eval_batch_size, device, "layers train")
     test_f = layer_features(encoder, data, test, cfg.eval_batch_size, device, "layers test")
     train_y, test_y = train.y.to(device), test.y.to(device)

@@ -1,6 +1,6 @@
 """A run's evaluation of an encoder: the protocols its config selects (kNN and linear probes on
 frozen features, their few-shot versions, the dense probe, tran1, fine-tuning, the per-layer
-probe of `probe_layers=all`), at the sentence level the next-sentence check, and always the
+probe of `probe_layers=all`), at the sentence level the next-sentence checks, and always the
 linear predictability of neighbouring features; each on the features the row reads (the
 encoder's, or the raw input's)."""
 
@@ -9,12 +9,13 @@ from __future__ import annotations
 import torch
 
 from bench.core.config import RunConfig
+from bench.core.outcomes import Outcome, examples_key
 from bench.eval.dense import dense_metrics
 from bench.eval.fewshot import fewshot_metrics
 from bench.eval.layers import has_layers, layer_metrics
 from bench.eval.linpred import linpred_metrics
 from bench.eval.probes import extract_features, knn_top1, probe_metrics
-from bench.eval.sentences import next_sentence_top1
+from bench.eval.sentences import next_sentence_scores, same_document_scores
 from bench.eval.supervised import encoder_protocols
 
 
@@ -28,27 +29,47 @@ def split_features(cfg: RunConfig, data, encoder, split, device: torch.device, d
     return extract_features(encoder, data, split, cfg.eval_batch_size, device, desc)
 
 
-def next_sentence_metrics(cfg: RunConfig, data, encoder, device: torch.device
-                          ) -> dict[str, float]:
-    """`next_sentence_top1` on the test documents (the first ones, up to eval_test_limit
-    sentences), seeded by the run's seed."""
+def next_sentence_metrics(cfg: RunConfig, data, encoder, device: torch.device,
+                          outcomes: dict[str, Outcome] | None = None) -> dict[str, float]:
+    """The next-sentence checks (bench.eval.sentences) on the test documents (the first ones,
+    up to eval_test_limit sentences), seeded by the run's seed: other-document distractors,
+    same-document ones, and the same-document check in the reverse direction. `outcomes`
+    receives each check's per-anchor scores."""
     split = data.document_split(cfg.eval_test_limit)
     features = split_features(cfg, data, encoder, split, device, "features documents")
-    return {"next_sentence_top1": next_sentence_top1(features, split.y.to(device), cfg.seed)}
+    document = split.y.to(device)
+    scores = {"next_sentence_top1": next_sentence_scores(features, document, cfg.seed)}
+    if (document.unique(return_counts=True)[1] >= 3).any():
+        scores["next_sentence_same_doc_top1"] = same_document_scores(features, document, cfg.seed)
+        scores["previous_sentence_same_doc_top1"] = same_document_scores(
+            features, document, cfg.seed, reverse=True)
+    if outcomes is not None:
+        outcomes.update(as_outcomes(scores, split.y))
+    return {name: s.mean().item() for name, s in scores.items()}
+
+
+def as_outcomes(scores: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, Outcome]:
+    """Per-example scores as `Outcome`s keyed by the labels of the examples they scored."""
+    key = examples_key(labels.cpu().numpy())
+    return {name: Outcome(s.detach().double().cpu().numpy(), key) for name, s in scores.items()}
 
 
 def evaluate_encoder(cfg: RunConfig, data, encoder, device: torch.device,
                      protocols: tuple[str, ...], knn_only: bool = False,
+                     outcomes: dict[str, Outcome] | None = None,
                      steps: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
     """`protocols` on `encoder` (None: the input's own features): the feature probes, tran1 and
-    fine-tuning, and at the sentence level the next-sentence check, with the linear
+    fine-tuning, at the sentence level the next-sentence checks, and the linear
     predictability of neighbouring features (`steps`: the fill's one-step maps, compared with
-    the fitted ones); `knn_only`: the kNN probe alone (the --eval-every points)."""
+    the fitted ones); `knn_only`: the kNN probe alone (the --eval-every points). `outcomes`,
+    when given, receives each metric's per-example scores on the test split
+    (bench.core.outcomes records them). The few-shot, per-layer and dense probes reuse the
+    penalty the linear probe chose on this encoder's training features (`linear_l2`)."""
     extra = {}
     if not knn_only:
         extra = linpred_metrics(cfg, data, encoder, device, steps)
         if cfg.granularity == "sentence":
-            extra.update(next_sentence_metrics(cfg, data, encoder, device))
+            extra.update(next_sentence_metrics(cfg, data, encoder, device, outcomes))
     if data.classes is None:  # unlabelled text (text-dir): nothing to probe
         return extra
     train = data.eval_split("train", cfg.eval_train_limit)
@@ -58,15 +79,20 @@ def evaluate_encoder(cfg: RunConfig, data, encoder, device: torch.device,
     if knn_only:
         return {"knn_top1": knn_top1(train_f, train.y.to(device), test_f, test.y.to(device),
                                      cfg.knn_k, cfg.knn_temperature)}
-    metrics = probe_metrics(train_f, train.y, test_f, test.y, cfg, protocols)
+    correct: dict[str, torch.Tensor] = {}
+    metrics = probe_metrics(train_f, train.y, test_f, test.y, cfg, protocols, correct)
+    l2 = metrics.get("linear_l2")  # None: each auxiliary probe chooses its own
     if "fewshot" in protocols:
-        metrics.update(fewshot_metrics(train_f, train.y, test_f, test.y, cfg))
+        metrics.update(fewshot_metrics(train_f, train.y, test_f, test.y, cfg, l2))
     if "dense" in protocols:
-        metrics.update(dense_metrics(cfg, data, encoder, device))
+        metrics.update(dense_metrics(cfg, data, encoder, device, l2))
     if cfg.probe_layers == "all" and has_layers(encoder):
-        metrics.update(layer_metrics(cfg, data, encoder, train, test, device))
+        metrics.update(layer_metrics(cfg, data, encoder, train, test, device, l2))
     if encoder is not None:
-        metrics.update(encoder_protocols(encoder, data, train, test, cfg, device, protocols))
+        metrics.update(encoder_protocols(encoder, data, train, test, cfg, device, protocols,
+                                         correct))
+    if outcomes is not None:
+        outcomes.update(as_outcomes(correct, test.y))
     return {**metrics, **extra}
 
 

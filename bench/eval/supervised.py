@@ -24,13 +24,20 @@ class SupervisedRecipe:
     batches of `batch_size`, cosine decay to zero over every step, no warm-up, no
     augmentation; the score is the final epoch's test top-1. Its own batch size and lr, stated
     as run keys (`tran1_*`, `finetune_*`), so how a run is evaluated never depends on how it
-    was pretrained (pretraining batch, number of processes)."""
+    was pretrained (pretraining batch, number of processes). The run keys give the lr at
+    batch 256 and it scales linearly with the recipe's own batch (`scaled_lr`), MAE's and
+    BEiT's fine-tuning convention: a recipe run at another batch keeps its step per sample."""
 
     epochs: int
     lr: float
     batch_size: int
     weight_decay: float = 0.05
     layer_decay: float = 1.0  # lr x layer_decay^(depth + 1 - layer) (BEiT / MAE fine-tuning)
+
+
+def scaled_lr(lr_at_256: float, batch_size: int) -> float:
+    """The lr a recipe trains at: its run key's lr (stated at batch 256) x batch / 256."""
+    return lr_at_256 * batch_size / 256
 
 
 def _num_classes(train: EvalSplit, test: EvalSplit) -> int:
@@ -123,14 +130,15 @@ def _batch(data, split: EvalSplit, idx: Tensor, device: torch.device):
 
 
 @torch.no_grad()
-def _test_top1(model: nn.Module, data, split: EvalSplit, batch_size: int, device) -> float:
+def _test_correct(model: nn.Module, data, split: EvalSplit, batch_size: int, device) -> Tensor:
+    """Whether `model` classifies each example of `split` right (bool `[N]`)."""
     model.eval()
-    correct = 0
+    correct = []
     for i in range(0, len(split), batch_size):
         x, pad, y = _batch(data, split, torch.arange(i, min(i + batch_size, len(split))), device)
         with precision.autocast(device):
-            correct += (model(x, pad).argmax(1) == y).sum().item()
-    return correct / len(split)
+            correct.append(model(x, pad).argmax(1) == y)
+    return torch.cat(correct)
 
 
 def train_classifier(
@@ -142,8 +150,9 @@ def train_classifier(
     device: torch.device,
     seed: int,
     desc: str,
-) -> float:
-    """Train `model` on `train` with `recipe` (seeded batch order), then its test top-1."""
+) -> Tensor:
+    """Train `model` on `train` with `recipe` (seeded batch order), then whether it classifies
+    each test example right (bool `[N]`; its mean is the test top-1)."""
     lr, batch_size = recipe.lr, recipe.batch_size
     opt = torch.optim.AdamW(model.param_groups(recipe, lr), lr=lr, betas=(0.9, 0.999))
     steps = recipe.epochs * math.ceil(len(train) / batch_size)
@@ -160,21 +169,23 @@ def train_classifier(
             loss.backward()
             opt.step()
             schedule.step()
-    return _test_top1(model, data, test, batch_size, device)
+    return _test_correct(model, data, test, batch_size, device)
 
 
 def encoder_protocols(
     encoder: Encoder, data, train: EvalSplit, test: EvalSplit, cfg, device: torch.device,
-    selected: tuple[str, ...],
+    selected: tuple[str, ...], outcomes: dict[str, Tensor] | None = None,
 ) -> dict[str, float]:
     """The protocols that train on top of (tran1) or through (finetune) the encoder, as the
-    run's `protocols` select; seeded by the run's seed. The encoder itself is not changed."""
+    run's `protocols` select; seeded by the run's seed. The encoder itself is not changed.
+    `outcomes`, when given, receives each protocol's per-example test correctness."""
     builders = {
-        "tran1": (Tran1Probe, SupervisedRecipe(cfg.tran1_epochs, cfg.tran1_lr,
-                                               cfg.tran1_batch_size)),
+        "tran1": (Tran1Probe, SupervisedRecipe(
+            cfg.tran1_epochs, scaled_lr(cfg.tran1_lr, cfg.tran1_batch_size),
+            cfg.tran1_batch_size)),
         "finetune": (FinetuneClassifier, SupervisedRecipe(
-            cfg.finetune_epochs, cfg.finetune_lr, cfg.finetune_batch_size,
-            layer_decay=cfg.finetune_layer_decay)),
+            cfg.finetune_epochs, scaled_lr(cfg.finetune_lr, cfg.finetune_batch_size),
+            cfg.finetune_batch_size, layer_decay=cfg.finetune_layer_decay)),
     }
     out = {}
     with evaluating(encoder):  # back in its mode afterwards, whatever the probes set
@@ -184,7 +195,8 @@ def encoder_protocols(
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(cfg.seed)
                 model = cls(encoder, _num_classes(train, test)).to(device)
-            out[f"{name}_top1"] = train_classifier(
-                model, data, train, test, recipe, device, cfg.seed, name
-            )
+            correct = train_classifier(model, data, train, test, recipe, device, cfg.seed, name)
+            out[f"{name}_top1"] = correct.float().mean().item()
+            if outcomes is not None:
+                outcomes[f"{name}_top1"] = correct
     return out

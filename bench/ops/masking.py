@@ -16,12 +16,16 @@ class Visible:
 
     `index` holds sorted flat positions `[B, K]`. Contiguous strategies also give the block
     geometry: `origin` `[B, ndim]` (top-left corner, per sample) and `shape` (block extent),
-    so a fill rule can work on the block as a dense array instead of a token list.
+    so a fill rule can work on the block as a dense array instead of a token list. A linear
+    fill whose weights depend on the mask alone may give them here, `fill_weights [B, N, K]`
+    (what each position takes from each visible one), computed when the mask is drawn: then
+    no data-dependent host work happens inside a compiled step.
     """
 
     index: Tensor
     origin: Tensor | None = None
     shape: tuple[int, ...] | None = None
+    fill_weights: Tensor | None = None
 
     @property
     def batch(self) -> int:
@@ -38,8 +42,8 @@ class Visible:
 
     def to(self, device: torch.device | str) -> Visible:
         origin = None if self.origin is None else self.origin.to(device)
-        return Visible(self.index.to(device), origin, self.shape)
-
+        weights = None if self.fill_weights is None else self.fill_weights.to(device)
+        return Visible(self.index.to(device), origin, self.shape, weights)
 
 
 def random_visible(batch: int, n: int, keep: int, generator: torch.Generator) -> Visible:
@@ -94,6 +98,27 @@ def block_visible(
     )
     index = (pos * strides).sum(-1)  # row-major order inside the block is already sorted
     return Visible(index, origin=origin, shape=tuple(shape))
+
+
+def grid_coords(grid: tuple[int, ...], device: torch.device | str = "cpu") -> Tensor:
+    """`[N, ndim]` integer coordinates of every position of `grid`, in flat (row-major) order."""
+    axes = torch.meshgrid(*[torch.arange(g, device=device) for g in grid], indexing="ij")
+    return torch.stack([a.reshape(-1) for a in axes], dim=-1)
+
+
+def nearest_visible(visible: Tensor, grid: tuple[int, ...]) -> Tensor:
+    """`[B, N]` flat index of the visible position nearest to each position (Euclidean on
+    the grid; ties: lowest flat index), for `visible [B, N]` with at least one True per row.
+
+    Exact integer keys `d^2 * N + index` make one argmin resolve distance and ties at once.
+    """
+    n = grid_size(grid)
+    coords = grid_coords(grid, visible.device)
+    d2 = (coords[:, None] - coords[None]).square().sum(-1)
+    flat = torch.arange(n, device=visible.device)
+    key = (d2 * n + flat[None]).to(torch.int32)  # [N, N]; < 2^31 for grids up to 180 x 180
+    hidden_key = torch.iinfo(torch.int32).max
+    return torch.where(visible[:, None, :], key, hidden_key).argmin(dim=-1)
 
 
 def gather_tokens(x: Tensor, index: Tensor) -> Tensor:

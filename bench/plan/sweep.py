@@ -25,6 +25,7 @@ from bench.data import DATASETS, DatasetEntry, check_granularity, run_dataset_en
 from bench.data.grids import planned_grid
 from bench.launch.slurm import slurm_settings
 from bench.models.presets import ENCODERS, encoders_of_kind
+from bench.report.metrics import DEFAULT_PRIMARY, check_primary
 from methods import method_cards
 
 
@@ -86,6 +87,8 @@ def resolve_run(cfg: RunConfig) -> RunConfig:
     Everything checked here is checked by a dry run too: it plans the same runs."""
     check_seed(cfg.seed)
     entry = run_dataset_entry(cfg)
+    if cfg.primary_metric != DEFAULT_PRIMARY:  # the default falls back where it is not run
+        check_primary(cfg.primary_metric, protocol_list(cfg.protocols), cfg.granularity)
     check_granularity(cfg.dataset, cfg.granularity, block_length=cfg.block_length,
                       sentences=cfg.sentences, sentence_length=cfg.sentence_length)
     encoder = ENCODERS.get(cfg.encoder)
@@ -108,6 +111,11 @@ def resolve_run(cfg: RunConfig) -> RunConfig:
     card.check(entry.modality, encoder.kind, cfg.encoder,
                encoders_of_kind(card.encoder_kinds, entry.modality))
     options = options_dict(method_options(cfg.method, cfg.options))
+    if options.get("visible") == "random" and encoder.kind == "dense":
+        raise IncompatibleError(
+            f"{cfg.method}.visible=random shows the encoder a scattered subset, which a dense "
+            f"(CNN) encoder cannot take ({cfg.encoder!r}); use visible=block or a token encoder: "
+            + ", ".join(encoders_of_kind(frozenset({"token"}), entry.modality)))
     resolved = dataclasses.replace(cfg, options=options)
     check_mask_ratio(resolved, entry.modality)
     return resolved

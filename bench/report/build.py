@@ -10,6 +10,7 @@ on shared seeds (bench.report.stats).
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import platform
@@ -29,17 +30,22 @@ import pandas as pd
 from bench.core import store
 from bench.core.errors import ConfigError, DataNotFoundError
 from bench.core.exports import export_command, export_format
+from bench.core.outcomes import read_outcomes
 from bench.core.references import REFERENCE_ROWS
 from bench.core.runfolder import MISMATCHED
 from bench.report import figures
 from bench.report.aggregate import Aggregate, collect, curves
 from bench.report.cells import (
     COMPUTE_AXES,
+    PAIRED_COLUMNS,
     POINT_COLUMNS,
+    Outcomes,
     cell_stats,
     compute_curves,
     compute_matched,
     dedupe_runs,
+    no_outcomes,
+    paired_rows,
     paired_stats,
     row_labels,
     sections,
@@ -54,12 +60,15 @@ from bench.report.document import (
     TableBlock,
     render_markdown,
 )
+from bench.report.factorial import EFFECT_COLUMNS, section_factorial
 from bench.report.html import render_html
 from bench.report.metrics import (
     CELL,
+    DEFAULT_PRIMARY,
     MAIN_COMPUTE,
     METRICS,
     NOT_COMPARABLE,
+    check_primary,
     metric_order,
 )
 from bench.report.provenance import UNRECORDED, Provenance, describe_runs
@@ -104,13 +113,64 @@ class Analysis:
     compute_metric: str | None
     notes: list[str] = field(default_factory=list)
     rules: dict[str, str] = field(default_factory=dict)  # run_dir -> its weight-decay rule
+    primary: dict[tuple[str, str], str] = field(default_factory=dict)  # per section
+    references: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PAIRED_COLUMNS))
+    outcomes: Outcomes = no_outcomes
+
+
+def primary_metrics(ok: pd.DataFrame, configs: dict[str, dict], chosen: str | None,
+                    notes: list[str]) -> dict[tuple[str, str], str]:
+    """Per section, the metric its headline verdict speaks of: `chosen` (bench report
+    --primary), else the primary_metric its runs name (the most common; a note where they
+    differ), else linear_top1. Where the section has no value of it, its first accuracy
+    metric, with a note."""
+    out = {}
+    for section, group in ok.groupby(["dataset", "encoder"]):
+        runs = group.run_dir.unique()
+        named = pd.Series([chosen] if chosen is not None else [
+            configs.get(d, {}).get("primary_metric") or DEFAULT_PRIMARY for d in runs
+        ]).value_counts()
+        out[section] = str(named.index[0])
+        where = " · ".join(section)
+        if len(named) > 1:
+            notes.append(f"{where}: runs name different primary metrics "
+                         f"({', '.join(named.index)}); the verdict uses the most common, "
+                         f"{out[section]} (bench report --primary chooses)")
+        present = metric_order(group.metric.unique(), "accuracy")
+        if present and out[section] not in present:
+            notes.append(f"{where}: no run reports the primary metric {out[section]}; the "
+                         f"verdict takes {present[0]} as primary")
+            out[section] = present[0]
+    return out
+
+
+def reference_stats(ok: pd.DataFrame, cells: pd.DataFrame, primary: dict[tuple[str, str], str],
+                    outcomes: Outcomes) -> pd.DataFrame:
+    """Each strategy row minus each reference row of its section on the section's primary
+    metric, paired by seed (`paired_rows`): what the verdict's reference line reads."""
+    by_metric: dict[str, list] = {}  # one pass over the runs per primary metric
+    for section, group in cells.groupby(["dataset", "encoder"], sort=False):
+        refs = group[group.is_reference]
+        if section in primary:
+            by_metric.setdefault(primary[section], []).extend(
+                (row, ref) for row in group[~group.is_reference].itertuples(index=False)
+                for ref in refs.itertuples(index=False))
+    frames = [paired_rows(ok, pairs, outcomes, [metric])
+              for metric, pairs in by_metric.items() if pairs]
+    return (pd.concat(frames, ignore_index=True) if frames
+            else pd.DataFrame(columns=PAIRED_COLUMNS))
 
 
 def analyse(dirs: Sequence[Path], baseline: str | None = None,
-            option_defaults: dict[str, dict[str, Any]] | None = None) -> Analysis:
+            option_defaults: dict[str, dict[str, Any]] | None = None,
+            primary: str | None = None) -> Analysis:
     """Aggregate `dirs` and compute every table of the report. `baseline` None: mae, where
     it has finished runs; a baseline named must be a row (ConfigError naming the rows). Row
-    labels name the options not at `option_defaults` (by method; planning knows them)."""
+    labels name the options not at `option_defaults` (by method; planning knows them).
+    `primary`: the headline verdict's metric for every section (default: what the runs
+    name)."""
+    if primary is not None:
+        check_primary(primary)
     agg = collect(dirs)
     named, baseline = baseline is not None, baseline or DEFAULT_BASELINE
     with warnings.catch_warnings(record=True) as caught:
@@ -135,7 +195,8 @@ def analyse(dirs: Sequence[Path], baseline: str | None = None,
         return Analysis(agg, ok, row_labels(ok, baseline, option_defaults), empty, empty, empty, empty, empty,
                         curve, prov, {}, baseline, None, notes)
     cells = row_labels(ok, baseline, option_defaults)
-    stats = cell_stats(ok, cells)
+    outcomes = functools.lru_cache(maxsize=512)(read_outcomes)  # a cell's runs, the baseline's
+    stats = cell_stats(ok, cells, outcomes)
     if named and baseline not in set(ok.method):
         raise ConfigError(f"baseline {baseline!r} is not a row of this report; its rows: "
                           f"{', '.join(sorted(set(ok.method)))}")
@@ -143,7 +204,8 @@ def analyse(dirs: Sequence[Path], baseline: str | None = None,
         notes.append(f"baseline {baseline!r} has no finished runs, so there are no paired "
                      f"comparisons; methods present: {', '.join(sorted(set(ok.method)))}")
         log.warning(notes[-1])
-    paired = paired_stats(ok, cells, baseline)
+    paired = paired_stats(ok, cells, baseline, outcomes)
+    primaries = primary_metrics(ok, agg.configs, primary, notes)
     accuracy = metric_order(ok.metric.unique(), "accuracy")
     compute_metric = "knn_top1" if "knn_top1" in accuracy else (accuracy or [None])[0]
     points = (compute_curves(ok, curve, compute_metric) if compute_metric is not None
@@ -154,7 +216,8 @@ def analyse(dirs: Sequence[Path], baseline: str | None = None,
                      "the time axis of the compute view compare hardware as well as methods")
     rules = {d: str(c.get("weight_decay_rule") or "") for d, c in agg.configs.items()}
     return Analysis(agg, ok, cells, stats, paired, points, matched, gaps, curve, prov,
-                    usual_settings(ok), baseline, compute_metric, notes, rules)
+                    usual_settings(ok), baseline, compute_metric, notes, rules, primaries,
+                    reference_stats(ok, cells, primaries, outcomes), outcomes)
 
 
 @dataclass
@@ -167,6 +230,7 @@ class Section:
     fill: Table | None = None  # the reconstruction by distance of the rows that report it
     # each method's own diagnostics (its card's), by method name
     methods: dict[str, Table] = field(default_factory=dict)
+    effects: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EFFECT_COLUMNS))
 
     @property
     def tables(self) -> list[Table]:
@@ -178,6 +242,7 @@ def _section(a: Analysis, dataset: str, encoder: str, first: bool) -> Section:
     verdict and its fairness warnings."""
     where = lambda f: f[(f.dataset == dataset) & (f.encoder == encoder)]  # noqa: E731
     cells, stats = where(a.cells), where(a.stats)
+    primary = a.primary.get((dataset, encoder), DEFAULT_PRIMARY)
     metrics = list(stats.metric.unique())
     accuracy = metric_order(metrics, "accuracy")
     name = section_name(a, dataset, encoder)
@@ -199,13 +264,20 @@ def _section(a: Analysis, dataset: str, encoder: str, first: bool) -> Section:
     elif paired.empty:
         said = [f"no verdict: the baseline {a.baseline!r} has no finished run in this section"]
     else:
-        said = verdict(paired, a.baseline)
+        said = verdict(paired, a.baseline, primary, where(a.references))
     if not paired.empty:
         tables.append(paired_table(
             paired, f"{name}: paired difference to the baseline {paired.baseline.iloc[0]}",
             "Mean of (row - baseline) over the seeds both have ± half-width of its 95 % t CI "
-            "(n = shared seeds), p from a paired t-test (two-sided, not corrected for multiple "
-            "comparisons); fewer than 3 shared seeds: no test."))
+            "(n = shared seeds; with per-example outcomes the CI and test also hold the test "
+            "set's variance), p from a paired t-test (two-sided), Holm p: adjusted over the "
+            "section's family (non-reference rows x metrics with a test), the p the verdict "
+            "reads; fewer than 3 shared seeds: no test."))
+    factorial, effects = section_factorial(a.ok, cells, stats, primary, a.outcomes, name)
+    tables += factorial
+    l2 = probe_l2_table(a.ok, cells, f"{name}: linear-probe L2 chosen on a validation split")
+    if l2 is not None:
+        tables.append(l2)
     matched = where(a.matched)
     if not matched.empty:
         tables.append(matched_table(
@@ -236,7 +308,27 @@ def _section(a: Analysis, dataset: str, encoder: str, first: bool) -> Section:
         if method in method_cards() and (figures_ := metric_order(metrics, f"method:{method}")):
             title = method_cards().get(method).diagnostics_title or f"{method}: diagnostics"
             own[method] = stat_table(stats, cells, figures_, f"{name}: {title}", CI_NOTE)
-    return Section(tables, said, warnings, fill, own)
+    return Section(tables, said, warnings, fill, own, effects)
+
+
+def probe_l2_table(ok: pd.DataFrame, cells: pd.DataFrame, title: str) -> Table | None:
+    """Per row, the linear probe's L2 penalty each seed's run chose (summary.json
+    `linear_l2`): the value and how many seeds chose it."""
+    chosen = ok[ok.metric == "linear_l2"].merge(cells[[*CELL, "label"]], on=list(CELL))
+    if chosen.empty:
+        return None
+    rows = []
+    for label in cells.label:
+        values = chosen[chosen.label == label].value
+        if len(values):
+            counts = values.value_counts().sort_index()
+            rows.append((label, ", ".join(f"{v:.0e} ({n} seed{'s' * (n > 1)})"
+                                          for v, n in counts.items())))
+    return list_table(pd.DataFrame(rows, columns=["row", "L2 (seeds)"]), title,
+                      "Each run fits the probe at every L2 of 1e-6 .. 1e-1 on its training "
+                      "split less a seeded 20 % validation share, keeps the best on that share "
+                      "(ties: the larger), refits on the whole training split, and only then "
+                      "scores the test split.")
 
 
 THROUGHPUT_NOTE = ("samples/s and seconds were measured on each run's machine under the load "
@@ -383,9 +475,13 @@ def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str],
     ]
     if section_of:
         blocks += [Heading("Verdict", 2, "verdict"), Paragraph(
-            f"Per section and protocol, each row against the baseline {a.baseline!r}, paired by "
-            f"seed (95 % t CI of the mean difference; at least 3 shared seeds; not corrected "
-            "for multiple comparisons).")]
+            f"Per section, each row against the baseline {a.baseline!r}, paired by seed, first "
+            "on the primary metric, then on the secondary ones. A row beats or trails the "
+            "baseline where its Holm-adjusted p is below 0.05: Holm-Bonferroni over the "
+            "section's family (its non-reference rows x metrics with at least 3 shared seeds), "
+            "so the chance of any false claim in a section is at most 5 %. The smallest "
+            "difference the primary comparisons could detect (80 % power) is stated beside "
+            "them.")]
         blocks.append(Bullets(tuple(f"{dataset} · {encoder}: {line}"
                                     for (dataset, encoder), s in section_of.items()
                                     for line in s.verdict)))
@@ -430,7 +526,8 @@ def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str],
 
 
 def write_report(dirs: Sequence[Path], out: Path, *, baseline: str | None = None,
-                 option_defaults: dict[str, dict[str, Any]] | None = None) -> Path:
+                 option_defaults: dict[str, dict[str, Any]] | None = None,
+                 primary: str | None = None) -> Path:
     """Aggregate every run under `dirs`, write the report into `out`, return report.html
     (report.md beside it says the same). `baseline`, `option_defaults`: see `analyse`.
 
@@ -439,7 +536,7 @@ def write_report(dirs: Sequence[Path], out: Path, *, baseline: str | None = None
     reader, or another report written at the same time, never sees a torn file."""
     out = Path(out)
     dirs = [Path(d) for d in dirs]
-    a = analyse(dirs, baseline, option_defaults)
+    a = analyse(dirs, baseline, option_defaults, primary)
     if not a.agg.configs and not a.agg.problems:
         raise DataNotFoundError(
             f"no run folders (config.json or summary.json) under {', '.join(map(str, dirs))}")
@@ -517,11 +614,15 @@ def _age_s(path: Path) -> float:
 def _write_files(a: Analysis, dirs: Sequence[Path], out: Path) -> None:
     a.agg.to_csv(out / "runs.csv")
     stats_cols = ["dataset", "encoder", "label", "method", "options", "variant", "metric",
-                  "mean", "std", "n", "ci_low", "ci_high"]
+                  "mean", "std", "n", "ci_low", "ci_high", "test_var", "test_examples"]
     a.stats.reindex(columns=stats_cols).to_csv(out / "stats.csv", index=False)
     a.paired.to_csv(out / "paired.csv", index=False)
+    a.references.to_csv(out / "references.csv", index=False)
     a.matched.to_csv(out / "compute_matched.csv", index=False)
     section_of = {sec: _section(a, *sec, first=i == 0) for i, sec in enumerate(sections(a.cells))}
+    effects = [s.effects for s in section_of.values() if not s.effects.empty]
+    if effects:
+        pd.concat(effects, ignore_index=True).to_csv(out / "factorial.csv", index=False)
     tables = [t for s in section_of.values() for t in s.tables]
     tables += [s.fill for s in section_of.values() if s.fill is not None]
     tables += [t for s in section_of.values() for t in s.methods.values()]

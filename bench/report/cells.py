@@ -10,15 +10,24 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from bench.core.outcomes import Outcome
 from bench.core.references import REFERENCE_ROWS
 from bench.report.metrics import CELL, SECTION, metric_order
-from bench.report.stats import Summary, paired_difference, summarize
+from bench.report.stats import (
+    ExampleVariance,
+    Summary,
+    example_variance,
+    holm,
+    paired_difference,
+    summarize,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Rows: cells, their labels and their order
@@ -101,14 +110,83 @@ def summary_of(row: Any) -> Summary:
     return Summary(row.mean, row.std, int(row.n), row.ci_low, row.ci_high)
 
 
-def cell_stats(ok: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+# A run folder -> its per-example outcomes by metric (bench.core.outcomes; {} when none).
+Outcomes = Callable[[str], Mapping[str, Outcome]]
+
+
+def no_outcomes(run_dir: str) -> Mapping[str, Outcome]:
+    return {}
+
+
+def cell_key(row: Any) -> tuple:
+    return tuple(getattr(row, k) for k in CELL)
+
+
+def seed_runs(ok: pd.DataFrame) -> dict[tuple, dict[int, str]]:
+    """Per cell, its run folder of each seed."""
+    out: dict[tuple, dict[int, str]] = {}
+    runs = ok.drop_duplicates("run_dir")
+    for *cell, seed, run_dir in zip(*(runs[k] for k in (*CELL, "seed", "run_dir"))):
+        out.setdefault(tuple(cell), {})[seed] = run_dir
+    return out
+
+
+def seed_values(ok: pd.DataFrame) -> dict[tuple, dict[int, float]]:
+    """(cell, metric) -> {seed: value}."""
+    by_seed: dict[tuple, dict[int, float]] = {}
+    for *cell, metric, seed, value in zip(*(ok[k] for k in (*CELL, "metric", "seed", "value"))):
+        by_seed.setdefault((tuple(cell), metric), {})[seed] = value
+    return by_seed
+
+
+def per_example(run_dirs: Sequence[str], metric: str, outcomes: Outcomes) -> np.ndarray | None:
+    """`[runs, N]`: the runs' per-example scores of `metric`, or None unless every run recorded
+    them on the same examples."""
+    found = [outcomes(d).get(metric) for d in run_dirs]
+    if not found or any(o is None for o in found):
+        return None
+    if len({(o.key, len(o.scores)) for o in found}) != 1:
+        return None
+    return np.stack([o.scores for o in found])
+
+
+def contrast_variance(terms: Sequence[tuple[float, Sequence[str]]], metric: str,
+                      outcomes: Outcomes) -> ExampleVariance | None:
+    """The test set's share of the variance of a per-seed contrast sum_k c_k x_k(seed) (a
+    cell: one term; a paired difference: +1, -1), from the per-example scores of each term's
+    runs (one per shared seed, in seed order); None unless every run scored the same
+    examples."""
+    total = None
+    key = None
+    for coef, runs in terms:
+        x = per_example(runs, metric, outcomes)
+        if x is None:
+            return None
+        this = (outcomes(runs[0])[metric].key, x.shape)
+        if key is not None and this != key:
+            return None
+        key = this
+        total = coef * x if total is None else total + coef * x
+    return None if total is None else example_variance(total)
+
+
+def cell_stats(ok: pd.DataFrame, cells: pd.DataFrame,
+               outcomes: Outcomes = no_outcomes) -> pd.DataFrame:
     """Mean, std, n and Student-t CI of every cell x metric: CELL + label + is_reference +
-    metric, mean, std, n, ci_low, ci_high (unscaled units)."""
+    metric, mean, std, n, ci_low, ci_high (unscaled units), test_var and test_examples (the
+    test set's share of the variance where the runs recorded per-example outcomes, then in
+    the CI; NaN / 0 where not)."""
+    runs = seed_runs(ok)
     rows = []
     for key, group in ok.groupby([*CELL, "metric"], sort=False):
-        s = summarize(group.value.to_numpy())
-        rows.append((*key, s.mean, s.std, s.n, s.ci_low, s.ci_high))
-    stats = pd.DataFrame(rows, columns=[*CELL, "metric", "mean", "std", "n", "ci_low", "ci_high"])
+        cell, metric = tuple(key[:-1]), key[-1]
+        seeds = sorted(group.seed)
+        test = contrast_variance([(1.0, [runs[cell][s] for s in seeds])], metric, outcomes)
+        s = summarize(group.sort_values("seed").value.to_numpy(), test=test)
+        rows.append((*key, s.mean, s.std, s.n, s.ci_low, s.ci_high,
+                     math.nan if test is None else test.var, 0 if test is None else test.examples))
+    stats = pd.DataFrame(rows, columns=[*CELL, "metric", "mean", "std", "n", "ci_low", "ci_high",
+                                        "test_var", "test_examples"])
     return cells.merge(stats, on=list(CELL), how="inner")
 
 
@@ -125,27 +203,61 @@ def baseline_cells(cells: pd.DataFrame, ok: pd.DataFrame, baseline: str) -> dict
     return {k: row for k, (row, _) in out.items()}
 
 
-def paired_stats(ok: pd.DataFrame, cells: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """Every non-baseline cell minus its section's baseline cell, per accuracy metric, on the
-    seeds both have: mean difference, its t CI, paired t-test p (None when n < 3)."""
-    base = baseline_cells(cells, ok, baseline)
-    by_seed: dict[tuple, dict[int, float]] = {}  # (cell, metric) -> {seed: value}
-    for *cell, metric, seed, value in zip(*(ok[k] for k in (*CELL, "metric", "seed", "value"))):
-        by_seed.setdefault((tuple(cell), metric), {})[seed] = value
+PAIRED_COLUMNS = [*CELL, "label", "baseline", "baseline_method", "metric", "mean_diff", "ci_low", "ci_high", "n",
+                  "p_value", "too_few", "seeds", "seed_sd", "test_var", "test_examples"]
+
+
+def paired_rows(ok: pd.DataFrame, pairs: Sequence[tuple[Any, Any]],
+                outcomes: Outcomes = no_outcomes, metrics: Sequence[str] | None = None
+                ) -> pd.DataFrame:
+    """Each (row, other) cell pair: row minus other per accuracy metric (or `metrics`) on the
+    seeds both have: mean difference, its t CI and p (None when n < 3), with the test set's
+    share of the variance where both recorded per-example outcomes on the same examples
+    (PAIRED_COLUMNS)."""
+    by_seed, runs = seed_values(ok), seed_runs(ok)
     rows = []
-    for row in cells.itertuples(index=False):
-        b = base.get((row.dataset, row.encoder))
-        if b is None or b == row:
-            continue
-        mine, theirs = tuple(getattr(row, k) for k in CELL), tuple(getattr(b, k) for k in CELL)
-        for metric in metric_order([m for c, m in by_seed if c == mine], "accuracy"):
-            p = paired_difference(by_seed[mine, metric], by_seed.get((theirs, metric), {}))
-            rows.append((*(getattr(row, k) for k in CELL), row.label, b.label, metric,
-                         p.mean_diff, p.ci_low, p.ci_high, p.n, p.p_value, p.too_few,
-                         " ".join(map(str, p.seeds))))
-    columns = [*CELL, "label", "baseline", "metric", "mean_diff", "ci_low", "ci_high", "n",
-               "p_value", "too_few", "seeds"]
-    return pd.DataFrame(rows, columns=columns)
+    for row, b in pairs:
+        mine, theirs = cell_key(row), cell_key(b)
+        present = [m for c, m in by_seed if c == mine]
+        chosen = [m for m in metrics if m in present] if metrics is not None else metric_order(
+            present, "accuracy")
+        for metric in chosen:
+            a_seeds, b_seeds = by_seed[mine, metric], by_seed.get((theirs, metric), {})
+            shared = sorted(set(a_seeds) & set(b_seeds))
+            test = contrast_variance([(1.0, [runs[mine][s] for s in shared]),
+                                      (-1.0, [runs[theirs][s] for s in shared])], metric,
+                                     outcomes) if shared else None
+            p = paired_difference(a_seeds, b_seeds, test=test)
+            rows.append((*mine, row.label, b.label, b.method, metric, p.mean_diff, p.ci_low, p.ci_high,
+                         p.n, p.p_value, p.too_few, " ".join(map(str, p.seeds)), p.std,
+                         math.nan if test is None else test.var,
+                         0 if test is None else test.examples))
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def paired_stats(ok: pd.DataFrame, cells: pd.DataFrame, baseline: str,
+                 outcomes: Outcomes = no_outcomes) -> pd.DataFrame:
+    """Every non-baseline cell minus its section's baseline cell, per accuracy metric, on the
+    seeds both have (`paired_rows`), with each section's family adjustment (`adjust_families`)."""
+    base = baseline_cells(cells, ok, baseline)
+    pairs = [(row, b) for row in cells.itertuples(index=False)
+             if (b := base.get((row.dataset, row.encoder))) is not None and b != row]
+    return adjust_families(paired_rows(ok, pairs, outcomes))
+
+
+def adjust_families(paired: pd.DataFrame) -> pd.DataFrame:
+    """`paired` with `family` (how many comparisons the section judges: its non-reference rows
+    x accuracy metrics with a test, i.e. at least MIN_PAIRED_FOR_TEST shared seeds) and
+    `p_adjusted` (Holm-Bonferroni over that family; NaN for rows not judged: reference rows,
+    too few seeds)."""
+    out = paired.assign(family=0, p_adjusted=math.nan)
+    if out.empty:
+        return out
+    judged = ~out.method.isin(REFERENCE_ROWS) & ~out.too_few.astype(bool) & out.p_value.notna()
+    for _, index in out[judged].groupby(list(SECTION)).groups.items():
+        out.loc[index, "p_adjusted"] = holm(out.loc[index, "p_value"].tolist())
+        out.loc[index, "family"] = len(index)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

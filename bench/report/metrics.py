@@ -8,11 +8,16 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from bench.core.config import PROTOCOLS
+from bench.core.errors import ConfigError
 from methods import method_cards
 
 SECTION = ("dataset", "encoder")
 CELL = (*SECTION, "method", "options", "variant")
 NOT_COMPARABLE = "not comparable across methods: each method solves a different task"
+DEFAULT_PRIMARY = "linear_top1"  # RunConfig.primary_metric's default
+SENTENCE_METRICS = ("next_sentence_top1", "next_sentence_same_doc_top1",
+                    "previous_sentence_same_doc_top1")  # reported at granularity=sentence
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,11 @@ METRICS: dict[str, MetricInfo] = {
     "tran1_top1": MetricInfo("tran1 top-1 %", 100.0, True, "accuracy"),
     "finetune_top1": MetricInfo("fine-tune top-1 %", 100.0, True, "accuracy"),
     "next_sentence_top1": MetricInfo("next-sentence top-1 %", 100.0, True, "accuracy"),
+    "next_sentence_same_doc_top1": MetricInfo("next-sentence, same-doc distractors top-1 %",
+                                              100.0, True, "accuracy"),
+    "previous_sentence_same_doc_top1": MetricInfo(
+        "previous-sentence, same-doc distractors top-1 %", 100.0, True, "accuracy"),
+    "linear_l2": MetricInfo("linear-probe L2 (chosen on validation)", 1.0, None, "probe"),
     "compute.pretrain_flops_per_sample": MetricInfo("GFLOPs/sample", 1e-9, False, "compute"),
     "compute.train_samples_per_s": MetricInfo("samples/s", 1.0, True, "compute"),
     "compute.train_s": MetricInfo("pretrain s", 1.0, False, "compute"),
@@ -136,3 +146,20 @@ def metric_order(metrics: Sequence[str], group: str) -> list[str]:
     rest = [m for m in present if m not in catalogue and metric_info(m).group == group]
     patterned = sorted((m for m in rest if _pattern(m)), key=_pattern_key)
     return known + patterned + sorted(m for m in rest if not _pattern(m))
+
+
+def check_primary(metric: str, protocols: Sequence[str] | None = None,
+                  granularity: str | None = None) -> str:
+    """`metric` if it can be a primary metric: an accuracy metric of the catalogue, and (when
+    given) one that runs with `protocols` at `granularity` report; else ConfigError."""
+    accuracy = [m for m, info in METRICS.items() if info.group == "accuracy"]
+    if metric not in accuracy:
+        raise ConfigError(f"primary metric {metric!r} is not an accuracy metric; valid: "
+                          f"{', '.join(accuracy)}")
+    protocol = metric.removesuffix("_top1")
+    if protocols is not None and protocol in PROTOCOLS and protocol not in protocols:
+        raise ConfigError(f"primary_metric={metric} needs the {protocol} protocol: add it to "
+                          f"protocols (now {','.join(protocols)})")
+    if granularity is not None and metric in SENTENCE_METRICS and granularity != "sentence":
+        raise ConfigError(f"primary_metric={metric} is reported at granularity=sentence only")
+    return metric

@@ -17,7 +17,8 @@ from bench.core.config import RunConfig
 # method, options, seed); the rest of config.json decides a run's numbers.
 NOT_SETTINGS = frozenset(
     {"run_id", "seed", "method", "options", "dataset", "encoder", "git_sha", "versions",
-     "data_fingerprint", "data_spec", "lr", "repaired", *RunConfig.LOCATION_KEYS}
+     "data_fingerprint", "data_spec", "lr", "repaired", *RunConfig.LOCATION_KEYS,
+     *RunConfig.REPORT_KEYS}
 )
 REFERENCE_ONLY_FIXED = frozenset({"epochs"})  # reference rows pretrain nothing: epochs is 0
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)

@@ -108,7 +108,10 @@ def format_paired(r: Any, scale: float) -> str:
     text = format_summary(diff, scale, signed=True)
     if r.too_few:
         return f"{text}, n < 3: no test"
-    return f"{text}, p = {r.p_value:.2g}" if not math.isnan(r.p_value) else f"{text}, p undefined"
+    if math.isnan(r.p_value):
+        return f"{text}, p undefined"
+    holm = getattr(r, "p_adjusted", math.nan)
+    return f"{text}, p = {r.p_value:.2g}" + ("" if math.isnan(holm) else f", Holm p = {holm:.2g}")
 
 
 def paired_table(paired: pd.DataFrame, title: str, note: str) -> Table:

@@ -1,6 +1,10 @@
 """What a reader wants first: who wins (the verdict, from the paired comparisons) and whether
 the comparison was fair (the setup every row ran with, and a warning where compared rows
-differ). Both per (dataset, encoder) section."""
+differ). Both per (dataset, encoder) section.
+
+The verdict cannot cry wolf: it speaks first of one declared primary metric, corrects every
+claim it words for the section's family of comparisons (Holm-Bonferroni), states the smallest
+difference it could have detected, and says plainly when no strategy beats a reference row."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import pandas as pd
 from bench.core.references import REFERENCE_ROWS
 from bench.report.cells import summary_of
 from bench.report.metrics import metric_info, metric_order
-from bench.report.stats import MIN_PAIRED_FOR_TEST
+from bench.report.stats import ALPHA, MIN_PAIRED_FOR_TEST, ExampleVariance, detectable_difference
 from bench.report.tables import Cell, Table, format_summary
 
 # Setup that must be equal for a comparison to be fair, and what differs by the strategy
@@ -23,44 +27,165 @@ SETUP_BY_DESIGN = ("setup.method_params", "compute.pretrain_flops_per_sample")
 RULE_COLUMN = "weight-decay rule"
 
 
-def verdict(paired: pd.DataFrame, baseline: str) -> list[str]:
-    """One sentence per protocol of a section: the rows whose paired difference to the
-    baseline excludes 0 on at least MIN_PAIRED_FOR_TEST seeds, in words, or that nothing is
-    distinguishable at this n. Reference rows are not judged (they are not strategies)."""
+def verdict(paired: pd.DataFrame, baseline: str, primary: str,
+            references: pd.DataFrame | None = None) -> list[str]:
+    """What a section's comparisons say, in words: the family and how its claims are
+    corrected, the primary metric's claims (or that no row is distinguishable, and the
+    smallest difference that could have been seen), one line per secondary metric, and a
+    line when no strategy beats a reference row (`references`: `reference_lines`'s input).
+
+    A row "beats" / "trails" the baseline where its Holm-adjusted p (over the section's
+    family: non-reference rows x accuracy metrics with at least MIN_PAIRED_FOR_TEST shared
+    seeds, `cells.adjust_families`) is below ALPHA. Reference rows are not judged (they are
+    not strategies)."""
     rows = paired[~paired.method.isin(REFERENCE_ROWS)]
     if rows.empty:
         return [f"no verdict: no strategy besides the baseline {baseline} in this section "
                 "(reference rows are not judged)"]
-    lines = []
-    for metric in metric_order(rows.metric.unique(), "accuracy"):
-        info = metric_info(metric)
-        group = rows[rows.metric == metric]
-        tested = group[group.n >= MIN_PAIRED_FOR_TEST]
-        clear = [r for r in tested.itertuples(index=False)
-                 if r.ci_low > 0 or r.ci_high < 0]
-        if clear:
-            parts = []
-            for r in clear:
-                word = "beats" if r.mean_diff > 0 else "trails"
-                scale = info.scale
-                parts.append(
-                    f"{r.label} {word} {baseline} on {info.title.removesuffix(' %')} by "
-                    f"{abs(r.mean_diff) * scale:.1f} points, 95 % CI [{r.ci_low * scale:.1f}, "
-                    f"{r.ci_high * scale:.1f}], {r.n} seeds")
-            others = len(group) - len(clear)
-            rest = (f"; {others} other row(s) not distinguishable from {baseline}" if others
-                    else "")
-            lines.append("; ".join(parts) + rest + ".")
-        elif tested.empty:
-            n = int(group.n.max()) if len(group) else 0
-            lines.append(f"{info.title.removesuffix(' %')}: no verdict: at most {n} seed(s) "
-                         f"shared with {baseline}, a test needs {MIN_PAIRED_FOR_TEST} "
-                         "(--seeds 0,1,2).")
-        else:
-            lines.append(f"{info.title.removesuffix(' %')}: no row is distinguishable from "
-                         f"{baseline} at this n ({', '.join(sorted({str(n) for n in tested.n}))}"
-                         " seeds; 95 % CIs of the paired differences include 0).")
+    metrics = metric_order(rows.metric.unique(), "accuracy")
+    lines = [family_line(rows, primary, metrics)]
+    for metric in sorted(metrics, key=lambda m: m != primary):  # the primary first
+        lines.append(_metric_line(rows[rows.metric == metric], baseline, metric,
+                                  secondary=metric != primary,
+                                  family=max(int(rows.family.max()), 1)))
+    if references is not None:
+        lines += reference_lines(references, primary)
     return lines
+
+
+def family_line(rows: pd.DataFrame, primary: str, metrics: list[str]) -> str:
+    """Which metric is primary, how many comparisons the claims are corrected over and which
+    variance the intervals hold."""
+    title = _title(primary)
+    secondary = [_title(m) for m in metrics if m != primary]
+    said = (f"primary metric: {title}" + (f" (secondary: {', '.join(secondary)})"
+                                          if secondary else ""))
+    if primary not in metrics:
+        said = (f"primary metric {title}: not reported in this section"
+                + (f" (secondary: {', '.join(secondary)})" if secondary else ""))
+    family = int(rows.family.max()) if len(rows) else 0
+    judged = rows[rows.family > 0]
+    if family:
+        n_rows, n_metrics = judged.label.nunique(), judged.metric.nunique()
+        said += (f"; claims corrected by Holm-Bonferroni over a family of {family} comparisons "
+                 f"({n_rows} row(s) x {n_metrics} metric(s)), family-wise error 5 %")
+    else:
+        said += f"; no comparison has {MIN_PAIRED_FOR_TEST} shared seeds, so no claim is tested"
+    return said + "; " + variance_words(rows) + "."
+
+
+def variance_words(rows: pd.DataFrame) -> str:
+    """Which chance the intervals hold: seeds only, or seeds and the test set."""
+    with_test = rows.test_examples > 0
+    if with_test.all():
+        n = int(rows.test_examples.max())
+        return ("intervals hold seed and test-set variance (paired per-example differences on "
+                f"the {n} test examples both runs scored)")
+    if with_test.any():
+        return ("intervals hold seed and test-set variance where both runs recorded per-example "
+                "outcomes, seed variance alone elsewhere")
+    return ("intervals hold seed variance only (no per-example outcomes recorded: the test "
+            "set's own sampling error is not in them)")
+
+
+def _title(metric: str) -> str:
+    return metric_info(metric).title.removesuffix(" %")
+
+
+def _metric_line(group: pd.DataFrame, baseline: str, metric: str, secondary: bool,
+                 family: int) -> str:
+    info = metric_info(metric)
+    title = _title(metric)
+    head = f"secondary, {title}: " if secondary else f"{title} (primary): "
+    tested = group[(group.n >= MIN_PAIRED_FOR_TEST) & group.p_adjusted.notna()]
+    clear = [r for r in tested.itertuples(index=False) if r.p_adjusted < ALPHA]
+    scale = info.scale
+    if clear:
+        parts = [f"{r.label} {'beats' if r.mean_diff > 0 else 'trails'} {baseline} by "
+                 f"{abs(r.mean_diff) * scale:.1f} points, 95 % CI [{r.ci_low * scale:.1f}, "
+                 f"{r.ci_high * scale:.1f}], Holm-adjusted p = {r.p_adjusted:.2g}, {r.n} seeds"
+                 for r in clear]
+        others = len(group) - len(clear)
+        rest = f"; {others} other row(s) not distinguishable from {baseline}" if others else ""
+        line = head + "; ".join(parts) + rest + "."
+    elif tested.empty:
+        n = int(group.n.max()) if len(group) else 0
+        line = (head + f"no verdict: at most {n} seed(s) shared with {baseline}, a test needs "
+                f"{MIN_PAIRED_FOR_TEST} (--seeds 0,1,2).")
+    else:
+        seeds = ", ".join(sorted({str(n) for n in tested.n}))
+        line = (head + f"no row is distinguishable from {baseline} ({seeds} seeds; no "
+                "Holm-adjusted p below 0.05).")
+    if secondary:
+        return line
+    return line.removesuffix(".") + "; " + power_words(group, family, scale) + "."
+
+
+def power_words(group: pd.DataFrame, family: int, scale: float) -> str:
+    """The smallest difference the primary comparisons could detect with 80 % power at the
+    first Holm step (alpha / family), from the rows' pooled per-seed spread and test-set
+    variance: at the seeds run, and at 8 (or twice as many)."""
+    spread = group[group.n >= 2]
+    n = int(group.n.max()) if len(group) else 0
+    if spread.empty or spread.seed_sd.isna().all():
+        return (f"at {n} seed(s) nothing can be told apart: the spread over seeds is unknown "
+                "(run at least 3 seeds: --seeds 0,1,2)")
+    std = math.sqrt(float((spread.seed_sd ** 2).mean()))
+    tested = spread[spread.test_examples > 0]
+    test = (ExampleVariance(float(tested.test_var.mean()), int(tested.test_examples.min()))
+            if len(tested) == len(spread) else None)
+    n = int(spread.n.max())
+    more = 8 if n < 8 else 2 * n
+    now = detectable_difference(std, max(n, MIN_PAIRED_FOR_TEST), test, family) * scale
+    then = detectable_difference(std, more, test, family) * scale
+    where = (f"at {n} seeds a difference under {now:.1f} points cannot be told apart"
+             if n >= MIN_PAIRED_FOR_TEST else
+             f"at {n} seeds no test is made; with the spread seen, {MIN_PAIRED_FOR_TEST} seeds "
+             f"would show {now:.1f} points")
+    return (f"{where} (80 % power at 5 %/{family}, the first Holm step); {more} seeds would "
+            f"show {then:.1f} points")
+
+
+REFERENCE_WORDS = {"raw-input": "the input itself", "random-init": "the untrained encoder"}
+
+
+def reference_lines(references: pd.DataFrame, primary: str) -> list[str]:
+    """One line when every strategy trails `raw-input`, or none beats `random-init`, on the
+    primary metric. `references`: each strategy row minus each reference row on the primary
+    metric (`cells.paired_rows`; `baseline` names the reference row). "Trails" with at least
+    MIN_PAIRED_FOR_TEST seeds: every strategy's 95 % CI lies below 0 (an intersection-union
+    test: the claim that ALL trail is false only if one of its k tests is, so each at 5 %
+    keeps it at 5 % without a correction); with fewer seeds, every mean lies below and the
+    line says it was not tested."""
+    refs = references[references.metric == primary]
+    if refs.empty:
+        return []
+    scale = metric_info(primary).scale
+    parts = []
+    order = {"raw-input": 0, "random-init": 1}  # the stronger statement first
+    grouped = sorted(refs.groupby(["baseline_method", "baseline"], sort=False),
+                     key=lambda g: order.get(g[0][0], 2))
+    for (method, ref), group in grouped:
+        best = group.loc[group.mean_diff.idxmax()]
+        tested = bool((group.n >= MIN_PAIRED_FOR_TEST).all())
+        where = (f"best {best.label} {best.mean_diff * scale:+.1f} points, 95 % CI "
+                 f"[{best.ci_low * scale:.1f}, {best.ci_high * scale:.1f}]" if tested else
+                 f"best {best.label} {best.mean_diff * scale:+.1f} points; "
+                 f"{int(group.n.min())} seed(s): not tested")
+        if method == "raw-input":
+            if (tested and (group.ci_high < 0).all()) or (not tested and (group.mean_diff < 0).all()):
+                verb = "trails" if tested else "scores below"
+                parts.append(f"every strategy {verb} {ref} ({REFERENCE_WORDS['raw-input']}) "
+                             f"on {_title(primary)} ({where})")
+        elif method == "random-init":
+            if (tested and not (group.ci_low > 0).any()) or (not tested and (group.mean_diff <= 0).all()):
+                verb = "is shown to beat" if tested else "scores above"
+                parts.append(f"no strategy {verb} {ref} ({REFERENCE_WORDS['random-init']}) on "
+                             f"{_title(primary)} ({where})")
+    if not parts:
+        return []
+    text = "; ".join(parts)
+    return [f"⚠ {text[0].upper()}{text[1:]}."]
 
 
 def fairness(stats: pd.DataFrame, cells: pd.DataFrame, rules: Mapping[str, str],

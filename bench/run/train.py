@@ -17,6 +17,7 @@ import torch
 
 from bench.core import files, store
 from bench.core.config import RunConfig, protocol_list
+from bench.core.outcomes import Outcome, write_outcomes
 from bench.core.references import REFERENCE_ROWS, ReferenceRow
 from bench.core.spec import DataSpec
 from bench.data import dataset_key, load_dataset
@@ -85,10 +86,12 @@ def _train_and_evaluate(
         "processes": dist.world,  # data-parallel ranks: samples/s is theirs together
     }
     selected = protocol_list(cfg.protocols)
+    outcomes: dict[str, Outcome] = {}  # per-example test scores, beside summary.json
     if reference is not None:
         encoder = reference_encoder(reference, cfg, data.spec, device)
         setup = setup_record(cfg, data.spec, encoder=encoder)
-        metrics = evaluate_encoder(cfg, data, encoder, device, reference.reports(selected))
+        metrics = evaluate_encoder(cfg, data, encoder, device, reference.reports(selected),
+                                   outcomes=outcomes)
     else:
         ctx = RunContext(cfg, run_dir, device, data, tracker, hooks)
         model = prepare_model(build_model(cfg, data.spec, getattr(data, "sentences", None)),
@@ -103,7 +106,7 @@ def _train_and_evaluate(
         if not dist.is_main:
             return summary_record(cfg, "ok", rank=dist.rank)
         metrics = {
-            **evaluate_encoder(cfg, data, model.encoder, device, selected,
+            **evaluate_encoder(cfg, data, model.encoder, device, selected, outcomes=outcomes,
                                steps=model.method.neighbour_maps()),
             **pretext_metrics(cfg, model, data, device),
             **fill_diagnostics(model, data, cfg.eval_test_limit, cfg.eval_batch_size, device,
@@ -115,6 +118,7 @@ def _train_and_evaluate(
     compute["wall_s"] = time.perf_counter() - wall_start
     summary = summary_record(cfg, "ok", metrics=metrics, compute=compute, setup=setup,
                              data=data_record(data))
+    write_outcomes(run_dir, outcomes)  # before summary.json: a finished run has both
     store.write_json(run_dir / files.SUMMARY, summary)
     tracker.log_result(summary)
     return summary

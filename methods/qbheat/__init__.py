@@ -32,6 +32,10 @@ class QBHeatOptions(MethodOptions):
     where it is open is an option."""
 
     position: Literal["quadrant", "random", "center"] = "quadrant"  # the paper's corner quarter
+    # What the encoder sees: the paper's one block, or a random subset (the mask-shape factor
+    # of sweeps/factorial.toml), each hidden position then propagated from its nearest
+    # visible one by the same unit steps (method.py, `propagate_from_nearest`).
+    visible: Literal["block", "random"] = "block"
     at: Literal["encoder", "decoder"] = "encoder"  # propagate the encoder's features
     order: Order = "xy"
     step: Step = "token"  # one step per token, or per block extent
@@ -42,6 +46,8 @@ class QBHeatOptions(MethodOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         parse_param(self.param)
+        if self.visible == "random" and self.step == "block":
+            raise ValueError("step=block steps by the block's extent: it needs visible=block")
         if not (self.commute >= 0 and math.isfinite(self.commute)):
             raise ValueError(f"commute must be a finite weight >= 0, got {self.commute}")
 

@@ -1,5 +1,7 @@
 """QB-Heat (Chen et al., 2022, arXiv 2211.13228): the encoder sees one contiguous block and
 the rest of the grid is extrapolated from it by the discretised steady heat (Laplace) system.
+(`visible=random`: a random subset instead, each hidden position propagated from its nearest
+visible one by the same steps: the heat fill in the mask-shape x fill factorial.)
 
 With column vectors the paper's unit steps are z(x+1, y) = (I + A) z(x, y) and
 z(x, y+1) = (I + B) z(x, y) (x: column index, y: row index). Features here are ROW vectors
@@ -22,7 +24,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.core.errors import ConfigError
-from bench.ops.masking import Visible, contiguous_block_shape, grid_size
+from bench.ops.masking import (
+    Visible,
+    contiguous_block_shape,
+    grid_coords,
+    grid_size,
+    nearest_visible,
+    scatter_tokens,
+)
 from methods.base import MaskingMethod, register_method
 from methods.qbheat import CARD, Order, QBHeatOptions, Step, parse_param
 
@@ -178,6 +187,59 @@ def propagate(
     raise ValueError(f"order {order!r}; known: avg, xy, yx")
 
 
+def propagate_from_nearest(
+    latent: Tensor,
+    index: Tensor,
+    grid: tuple[int, ...],
+    ops: tuple[Tensor, ...],
+    order: Order = "xy",
+    norm: bool = False,
+) -> Tensor:
+    """QB-Heat's unit steps from a random subset: `latent [N, K, D]` at the sorted flat
+    positions `index [N, K]` -> `[N, prod(grid), D]`. Each position starts from its nearest
+    visible one (Euclidean, ties: lowest flat index) and takes the unit steps between them:
+    along x (the last axis) with `ops[-1]` (A: I + A forward, I - A backward), then along y
+    with `ops[0]` (B) for `order="xy"`; `"yx"` the other way round; `"avg"` the mean of both;
+    `norm` as in `propagate_1d`. Visible positions are unchanged.
+
+    From one block this is `propagate` exactly (with token steps): the nearest block position
+    is the clamped one, and xy-propagation from it takes the same steps. Each step is one GEMM
+    over all positions (those with no step left stay), `sum(g - 1)` steps in all: static
+    shapes, no data-dependent control flow."""
+    n, k, d = latent.shape
+    size = grid_size(grid)
+    mask = torch.zeros(n, size, dtype=torch.bool, device=latent.device).scatter_(1, index, True)
+    source = nearest_visible(mask, grid)  # [N, P] flat positions
+    coords = grid_coords(grid, latent.device)  # [P, ndim]
+    offset = coords[None] - coords[source]  # [N, P, ndim]: steps from the source
+    start = scatter_tokens(latent.new_zeros(n, size, d), index, latent).gather(
+        1, source.unsqueeze(-1).expand(-1, -1, d))
+
+    def along(z: Tensor, axis: int) -> Tensor:
+        op, steps = ops[axis], offset[..., axis]
+        sign = steps.sign().to(z.dtype).unsqueeze(-1)
+        for j in range(grid[axis] - 1):
+            z = torch.where((steps.abs() > j).unsqueeze(-1), z + sign * _increment(z, op, norm), z)
+        return z
+
+    axes = list(range(len(grid)))[::-1]  # x (the last axis) first
+    if order == "xy" or len(grid) == 1:
+        out = _walk(start, axes, along)
+    elif order == "yx":
+        out = _walk(start, axes[::-1], along)
+    elif order == "avg":
+        out = (_walk(start, axes, along) + _walk(start, axes[::-1], along)) / 2
+    else:
+        raise ValueError(f"order {order!r}; known: avg, xy, yx")
+    return scatter_tokens(out, index, latent)
+
+
+def _walk(z: Tensor, axes: list[int], along) -> Tensor:
+    for axis in axes:
+        z = along(z, axis)
+    return z
+
+
 def commutator(A: Tensor, B: Tensor) -> Tensor:
     """AB - BA: zero exactly where dz/dx = Az, dz/dy = Bz has a solution for any block
     (the mixed derivatives agree), and then the xy and yx fills are the same."""
@@ -260,12 +322,17 @@ class QBHeat(MaskingMethod):
         return options.at
 
     def layout(self) -> tuple[str, str]:
-        return "block", self.options.position
+        return self.options.visible, self.options.position
 
     def fill(self, latent: Tensor, visible: Visible, grid: tuple[int, ...]) -> Tensor:
+        o = self.options
+        if o.visible == "random":
+            ops = (self.A(),) if len(grid) == 1 else (self.B(), self.A())
+            return propagate_from_nearest(latent, visible.index, grid,
+                                          tuple(op.to(latent.dtype) for op in ops), o.order,
+                                          o.norm)
         if visible.origin is None or visible.shape is None:
             raise ValueError("qbheat extrapolates from one contiguous block; got no block geometry")
-        o = self.options
         b, _, d = latent.shape
         block = latent.reshape(b, *visible.shape, d)
         A = self.A().to(latent.dtype)
@@ -299,6 +366,11 @@ class QBHeat(MaskingMethod):
 
     def describe(self, grid: tuple[int, ...]) -> str:
         o = self.options
+        if o.visible == "random":
+            return (f"random visible subset ({1 - o.mask_ratio:.0%}); each hidden position "
+                    f"propagated from its nearest visible one by the learned unit steps at the "
+                    f"{o.at} ({'' if len(grid) == 1 else f'order {o.order}, '}{o.param}"
+                    f"{', normalised' if o.norm else ''})")
         shape = contiguous_block_shape(grid, o.mask_ratio)
         part = f"{shape[0]}-token span" if len(shape) == 1 else f"{shape[0]}x{shape[1]} block"
         order = "" if len(grid) == 1 else f"order {o.order}, "

@@ -35,6 +35,7 @@ GENRE_WORDS = {"law": "statute ordinance offering", "history": "king battle city
                "gospels": "disciples parable multitude", "epistles": "grace brethren faith"}
 
 HEAT_1D = {"heat_norm_A", "heat_radius_right", "heat_radius_left"}  # QB-Heat on 1-D grids
+INTERP_SHARES = {"interp_share_inside", "interp_share_outside"}  # interp: which rule filled
 
 
 def bible_lines(chapters: int = 10, verses: int = 7) -> list[str]:
@@ -281,13 +282,15 @@ def test_demo_end_to_end_at_tiny_size(
         "decoder_dim=32", "decoder_depth=1", "decoder_heads=2", "probe_steps=20", "device=cpu",
     ]) == 0
     capsys.readouterr()
-    probes = {"linear_top1", "knn_top1", "next_sentence_top1"}
+    probes = {"linear_top1", "linear_l2", "knn_top1", "next_sentence_top1",
+              "next_sentence_same_doc_top1", "previous_sentence_same_doc_top1"}
     summaries = {s["method"]: s for s in map(store.read_json, out.glob("*/summary.json"))}
     assert set(summaries) == set(rows)
     by_distance = {"recon_loss_d1", "recon_loss_d2", "recon_loss_d3plus"}  # 4 slots, 1 visible
     for method, s in summaries.items():
         pretext = {"recon_loss", "perplexity", "masked_bow_recall", "pretrain_loss", *by_distance,
-                   *(HEAT_1D if method == "qbheat" else ())}
+                   *(HEAT_1D if method == "qbheat" else ()),
+                   *(INTERP_SHARES if method == "interp" else ())}
         expected = probes | (set() if method in ("random-init", "raw-input") else pretext)
         linpred = {m for m in s["metrics"] if m.startswith("linpred_")}
         assert s["status"] == "ok" and set(s["metrics"]) - linpred == expected, method
@@ -328,6 +331,7 @@ def test_text_dir_at_the_sentence_level_pretrains_and_checks_documents(
     # 3 slots, QB-Heat's 1 visible sentence at an end: the others 1 and 2 slots away.
     linpred = {m for m in summary["metrics"] if m.startswith("linpred_")}
     assert "linpred_r2_d1" in linpred and "linpred_heat_r2_d1" not in linpred
-    assert set(summary["metrics"]) - linpred == {"next_sentence_top1", "recon_loss", "perplexity",
+    assert set(summary["metrics"]) - linpred == {"next_sentence_top1", "next_sentence_same_doc_top1",
+                                                 "previous_sentence_same_doc_top1", "recon_loss", "perplexity",
                                        "masked_bow_recall", "pretrain_loss", "recon_loss_d1",
                                        "recon_loss_d2", *HEAT_1D}

@@ -264,6 +264,8 @@ def test_text_dir_pretrains_and_reports_masked_token_metrics_only(
         "masked_token_acc",
         "perplexity",
         "pretrain_loss",
+        "interp_share_inside",  # interp's own diagnostics: which rule filled what
+        "interp_share_outside",
     }
     assert "recon_loss_d1" in summary["metrics"]  # the held-out CE by distance to the visible
 

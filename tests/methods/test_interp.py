@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,9 +10,10 @@ from bench.core.errors import IncompatibleError
 from bench.core.spec import DataSpec
 from bench.models.encoders import build_encoder
 from bench.models.pretrainer import MaskedPretrainer
-from bench.ops.masking import gather_tokens, grid_size
+from bench.ops.masking import Visible, gather_tokens, grid_size
 from methods.base import build_method
 from methods.interp.method import interpolate_1d, interpolate_2d
+from methods.interp.triangulation import INSIDE, OUTSIDE, VISIBLE, linear_weights
 from methods.qbheat.method import propagate, propagate_1d
 
 
@@ -166,3 +168,142 @@ def test_gradient_reaches_encoder_and_inputs():
     out.loss.backward()
     assert x.grad.abs().sum() > 0
     assert model.encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+
+
+# --- the default 2-D rule: a true linear interpolation (Delaunay, nearest hull point outside)
+
+
+def _affine(n: int, h: int, w: int, g: torch.Generator) -> torch.Tensor:
+    """`[n, h, w, 3]`: a random field affine in (row, column) per sample and channel."""
+    y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    coef = torch.randn(n, 3, 1, 1, 3, dtype=torch.float64, generator=g)
+    return x[..., None] * coef[:, 0] + y[..., None] * coef[:, 1] + coef[:, 2]
+
+
+def _random_masks(n: int, h: int, w: int, keep: int, g: torch.Generator) -> torch.Tensor:
+    noise = torch.rand(n, h * w, generator=g)
+    index = noise.argsort(1)[:, :keep]
+    return torch.zeros(n, h * w, dtype=torch.bool).scatter_(1, index, True).view(n, h, w)
+
+
+def _hull_distance_points(points: np.ndarray, q: np.ndarray) -> list[np.ndarray]:
+    """Every nearest point of the convex hull boundary of `points` to `q` (ties kept)."""
+    from scipy.spatial import ConvexHull
+
+    ring = points[ConvexHull(points).vertices]
+    found = []
+    for a, b in zip(ring, np.roll(ring, -1, 0)):
+        t = np.clip(np.dot(q - a, b - a) / np.dot(b - a, b - a), 0, 1)
+        found.append(a + t * (b - a))
+    dist = [np.linalg.norm(q - f) for f in found]
+    return [f for f, d in zip(found, dist) if d <= min(dist) + 1e-9]
+
+
+@pytest.mark.parametrize("grid, keep", [((8, 8), 16), ((6, 7), 12), ((14, 14), 49)])
+def test_linear_rule_exact_inside_the_hull_on_random_masks(grid, keep):
+    """The default image fill reproduces an affine field exactly at every position inside the
+    convex hull of the visible positions (the axes rule, the old default, copies the nearest
+    token where a row and a column are not both bracketed, so it fails here)."""
+    from scipy.spatial import Delaunay
+
+    g = torch.Generator().manual_seed(sum(grid))
+    h, w = grid
+    n = 24
+    visible = _random_masks(n, h, w, keep, g)
+    z = _affine(n, h, w, g)
+    method = build_method("interp", {}, 3, "image", "token")
+    index = visible.view(n, -1).nonzero()[:, 1].view(n, keep)
+    latent = gather_tokens(z.view(n, h * w, 3), index)
+    filled = method.fill(latent, Visible(index), grid).view(n, h, w, 3)
+    coords = np.stack(np.divmod(np.arange(h * w), w), -1).astype(float)
+    checked = 0
+    for i in range(n):
+        points = coords[index[i].numpy()]
+        inside = Delaunay(points).find_simplex(coords, tol=1e-9) >= 0
+        checked += inside.sum() - keep
+        torch.testing.assert_close(filled[i].view(-1, 3)[inside], z[i].view(-1, 3)[inside])
+    assert checked > n * (h * w - keep) // 3  # most hidden positions lie inside the hull
+
+
+def test_linear_rule_outside_the_hull_takes_the_nearest_hull_point():
+    g = torch.Generator().manual_seed(4)
+    n, h, w = 12, 8, 8
+    visible = _random_masks(n, h, w, 10, g)
+    z = _affine(n, h, w, g)
+    weights, code = linear_weights(visible.numpy())
+    filled = torch.from_numpy(weights).double() @ torch.stack(
+        [z[i][visible[i]] for i in range(n)])
+    coords = np.stack(np.divmod(np.arange(h * w), w), -1).astype(float)
+    outside = 0
+    for i in range(n):
+        points = coords[visible[i].view(-1).numpy()]
+        coef = np.linalg.lstsq(np.c_[coords, np.ones(h * w)], z[i].view(-1, 3).numpy(),
+                               rcond=None)[0]
+        for p in np.flatnonzero(code[i] == OUTSIDE):
+            candidates = [np.r_[c, 1.0] @ coef for c in _hull_distance_points(points, coords[p])]
+            assert any(np.allclose(filled[i, p].numpy(), c, atol=1e-5) for c in candidates)
+            outside += 1
+    assert outside > 0
+    assert set(np.unique(code)) == {VISIBLE, INSIDE, OUTSIDE}
+
+
+def test_linear_weights_are_a_partition_of_unity_and_batch_independent():
+    g = torch.Generator().manual_seed(5)
+    visible = _random_masks(9, 8, 8, 16, g).numpy()
+    weights, _ = linear_weights(visible)
+    assert np.allclose(weights.sum(-1), 1, atol=1e-6) and (weights >= -1e-6).all()
+    for i in range(9):
+        assert np.array_equal(linear_weights(visible[i : i + 1])[0][0], weights[i])
+
+
+@pytest.mark.parametrize("mask", [".x..x..", "x......", "......x", "xxxxxxx", "...x..."])
+def test_linear_rule_on_one_row_or_column_is_the_1d_rule(mask):
+    """Visible points on one line (here the whole grid is a line): the hull is the segment,
+    and the rule is the 1-D one."""
+    z = torch.randn(1, 7, 3, dtype=torch.float64)
+    visible = _mask(mask)[None]
+    expected = interpolate_1d(z, visible)
+    method = build_method("interp", {}, 3, "image", "token")
+    index = visible.nonzero()[:, 1].view(1, -1)
+    for grid in ((1, 7), (7, 1)):
+        got = method.fill(gather_tokens(z, index), Visible(index), grid)
+        torch.testing.assert_close(got, expected)
+
+
+def test_axes_rule_is_kept_as_an_option():
+    g = torch.Generator().manual_seed(6)
+    visible = _random_masks(4, 6, 8, 12, g)
+    z = torch.randn(4, 6, 8, 5, generator=g)
+    method = build_method("interp", {"rule": "axes"}, 5, "image", "token")
+    index = visible.view(4, -1).nonzero()[:, 1].view(4, -1)
+    got = method.fill(gather_tokens(z.view(4, 48, 5), index), Visible(index), (6, 8))
+    torch.testing.assert_close(got, interpolate_2d(z, visible).view(4, 48, 5))
+    assert "row and/or column" in method.describe((6, 8))
+
+
+def test_weights_come_with_the_mask_and_match_the_eager_fill():
+    method = build_method("interp", {}, 4, "image", "token")
+    visible = method.choose_visible(5, (8, 8), torch.Generator().manual_seed(0))
+    assert visible.fill_weights is not None and visible.fill_weights.shape == (5, 64, 16)
+    latent = torch.randn(5, 16, 4)
+    bare = Visible(visible.index)
+    torch.testing.assert_close(method.fill(latent, visible, (8, 8)),
+                               method.fill(latent, bare, (8, 8)))
+
+
+@pytest.mark.parametrize("options, names", [
+    ({}, {"interp_share_inside", "interp_share_outside"}),
+    ({"rule": "axes"}, {"interp_share_both_axes", "interp_share_one_axis",
+                        "interp_share_nearest"}),
+])
+def test_rule_shares_are_diagnostics_the_card_declares(options, names):
+    method = build_method("interp", options, 4, "image", "token")
+    assert method.diagnostics() == {}  # no grid seen yet
+    method.choose_visible(2, (8, 8), torch.Generator().manual_seed(0))
+    shares = method.diagnostics()
+    assert set(shares) == names and sum(shares.values()) == pytest.approx(1.0)
+    assert names <= {d.name for d in method.card.diagnostics}
+    assert shares == method.diagnostics()  # seeded: the same draws every time
+    text = build_method("interp", options, 4, "text", "token")
+    text.choose_visible(2, (16,), torch.Generator().manual_seed(0))
+    assert set(text.diagnostics()) == {"interp_share_inside", "interp_share_outside"}

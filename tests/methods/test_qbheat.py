@@ -15,10 +15,19 @@ from bench.core.spec import DataSpec
 from bench.models.encoders import build_encoder
 from bench.models.pretrainer import MaskedPretrainer
 from bench.ops.masking import block_visible, grid_size
+from bench.plan.sweep import resolve_run
 from methods import method_cards
 from methods.base import build_method
 from methods.qbheat import QBHeatOptions
-from methods.qbheat.method import QBHeat, operator_diagnostics, propagate, propagate_1d, standardise
+from methods.qbheat.method import (
+    QBHeat,
+    operator_diagnostics,
+    propagate,
+    propagate_1d,
+    propagate_from_nearest,
+    standardise,
+)
+from tests.helpers import tiny_config
 
 D = 5
 
@@ -427,3 +436,54 @@ def test_method_diagnostics_name_the_operators_it_has():
     assert set(image) == set(text) | {"heat_norm_B", "heat_radius_down", "heat_radius_up",
                                       "heat_commutator"}
     assert image["heat_norm_A"] == 0.0 and image["heat_radius_right"] == pytest.approx(1.0)
+
+
+# --- like with like: QB-Heat's steps from a random subset, and the quadrant by default
+
+
+@pytest.mark.parametrize("grid, shape", [((8, 8), (4, 4)), ((7, 5), (3, 2))])
+@pytest.mark.parametrize("order", ["xy", "yx", "avg"])
+@pytest.mark.parametrize("norm", [False, True])
+def test_steps_from_the_nearest_visible_are_the_block_fill_on_a_block(grid, shape, order, norm):
+    """From one block, propagating each position from its nearest visible one is QB-Heat's
+    own fill (token steps), bit for bit: the generalisation changes nothing where both apply."""
+    g = torch.Generator().manual_seed(0)
+    A, B = (0.1 * torch.randn(4, 4, dtype=torch.float64, generator=g) for _ in range(2))
+    visible = block_visible(6, grid, shape, "random", g)
+    latent = torch.randn(6, visible.count, 4, dtype=torch.float64, generator=g)
+    block = propagate(latent.view(6, *shape, 4), A, B, grid, visible.origin, order, "token", norm)
+    got = propagate_from_nearest(latent, visible.index, grid, (B, A), order, norm)
+    assert torch.equal(got, block.flatten(1, 2))
+
+
+def test_steps_from_a_random_subset():
+    """Hand-checked on a 1 x 4 line visible at 0 and 3: position 1 is one right step from 0,
+    position 2 one left step from 3 (nearest; ties go to the lower index)."""
+    A = torch.tensor([[0.5]], dtype=torch.float64)
+    latent = torch.tensor([[[2.0], [10.0]]], dtype=torch.float64)
+    out = propagate_from_nearest(latent, torch.tensor([[0, 3]]), (1, 4), (torch.zeros(1, 1), A))
+    assert out.view(-1).tolist() == [2.0, 3.0, 5.0, 10.0]
+
+
+def test_qbheat_fills_a_random_subset_and_refuses_block_steps_there():
+    method = build_method("qbheat", {"visible": "random"}, 8, "image", "token")
+    visible = method.choose_visible(3, (8, 8), torch.Generator().manual_seed(0))
+    assert visible.origin is None and visible.count == 16
+    assert "random visible subset" in method.describe((8, 8))
+    with pytest.raises(ConfigError, match="step=block"):
+        build_method("qbheat", {"visible": "random", "step": "block"}, 8, "image", "token")
+    with pytest.raises(IncompatibleError, match="visible=random"):
+        resolve_run(tiny_config(method="qbheat", encoder="cnn-resnet-micro", dataset="digits",
+                                options={"visible": "random"}))
+
+
+@pytest.mark.parametrize("name", ["mae", "interp"])
+def test_a_block_is_a_quadrant_by_default_for_every_method(name):
+    """`visible=block` follows QB-Heat's placement: one of the 4 corners (before, a block could
+    sit at any of the 25 origins of an 8 x 8 grid)."""
+    method = build_method(name, {"visible": "block"}, 8, "image", "token")
+    qbheat = build_method("qbheat", {}, 8, "image", "token")
+    origins = {tuple(o) for m in (method, qbheat)
+               for o in m.choose_visible(400, (8, 8), torch.Generator().manual_seed(1))
+               .origin.tolist()}
+    assert origins == {(0, 0), (0, 4), (4, 0), (4, 4)}

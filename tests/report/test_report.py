@@ -148,9 +148,13 @@ def test_verdict_says_who_wins_in_words(synthetic_report):
     seeds: not tested; vit-tiny has one method row only."""
     md = (synthetic_report / "report.md").read_text()
     verdict = md.split("## Verdict")[1].split("\n## ")[0]
-    assert ("fashion-mnist · vit-micro: qbheat beats mae on linear top-1 by 9.0 points, 95 % CI "
-            "[6.5, 11.5], 3 seeds; 2 other row(s) not distinguishable from mae.") in verdict
-    assert "qbheat beats mae on kNN top-1 by 2.0 points, 95 % CI [2.0, 2.0], 3 seeds" in verdict
+    assert ("fashion-mnist · vit-micro: linear top-1 (primary): qbheat beats mae by 9.0 points, "
+            "95 % CI [6.5, 11.5], Holm-adjusted p = 0.0041, 3 seeds; 2 other row(s) not "
+            "distinguishable from mae; at 3 seeds a difference under") in verdict
+    assert ("secondary, kNN top-1: qbheat beats mae by 2.0 points, 95 % CI [2.0, 2.0], "
+            "Holm-adjusted p = 0, 3 seeds") in verdict
+    assert ("family of 2 comparisons (1 row(s) x 2 metric(s))" in verdict
+            and "intervals hold seed variance only" in verdict)
     assert "raw-input" not in verdict and "random-init" not in verdict  # not strategies
     assert "fashion-mnist · vit-tiny: no verdict: the baseline 'mae'" not in verdict
 
@@ -161,8 +165,8 @@ def test_nothing_distinguishable_is_said_plainly(tmp_path):
         write_run(tmp_path / "res", f"interp{s}", "interp", s, {"linear_top1": b})
     write_report([tmp_path / "res"], tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
-    assert ("fashion-mnist · vit-micro: linear top-1: no row is distinguishable from mae at "
-            "this n (3 seeds; 95 % CIs of the paired differences include 0).") in md
+    assert ("fashion-mnist · vit-micro: linear top-1 (primary): no row is distinguishable from "
+            "mae (3 seeds; no Holm-adjusted p below 0.05); at 3 seeds a difference under") in md
 
 
 def test_fairness_table_and_warnings(tmp_path):

@@ -86,7 +86,7 @@ def test_every_protocol_runs_under_the_runs_precision(tmp_path, digits, monkeypa
         sites = {}
         for site, bf16 in calls:
             sites.setdefault(site, set()).add(bf16)
-        assert {"__call__", "extract_features", "train_classifier", "_test_top1",
+        assert {"__call__", "extract_features", "train_classifier", "_test_correct",
                 "heldout_outputs"} <= set(sites)  # heldout_outputs: every held-out metric
         assert all(flags == {p == "bf16"} for flags in sites.values()), sites
     for s in summaries.values():
