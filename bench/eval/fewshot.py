@@ -19,6 +19,8 @@ from bench.eval.probes import ProbeRecipe, knn_top1, linear_probe
 
 SHARES = ((0.01, "1pct"), (0.10, "10pct"))
 
+FEWSHOT_L2 = 1e-4  # the few-shot linear probes' penalty (fixed: see fewshot_metrics)
+
 
 def check_fewshot(k: int, train_y: Tensor, classes: list[str] | None) -> None:
     """A k above the smallest class of the probe's training split has no subset to draw."""
@@ -45,10 +47,10 @@ def draw_subset(y: Tensor, generator: torch.Generator, per_class: int | None = N
 
 
 def fewshot_draw(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tensor, cfg,
-                 draw: int, l2: float | None = None) -> dict[str, float]:
+                 draw: int) -> dict[str, float]:
     """The four few-shot figures on draw `draw` of the labelled subsets."""
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + draw)
-    recipe, k = ProbeRecipe(steps=cfg.probe_steps, l2=l2), cfg.fewshot_k
+    recipe, k = ProbeRecipe(steps=cfg.probe_steps, l2=FEWSHOT_L2), cfg.fewshot_k
     subsets = {f"linear_{name}_top1": draw_subset(train_y, gen, share=share)
                for share, name in SHARES}
     shots = draw_subset(train_y, gen, per_class=k).to(train_f.device)
@@ -61,11 +63,13 @@ def fewshot_draw(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tenso
     return out
 
 
-def fewshot_metrics(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tensor, cfg,
-                    l2: float | None = None) -> dict[str, float]:
-    """The four few-shot figures, each the mean over `cfg.fewshot_draws` draws; the linear
-    probes at penalty `l2` (None: each chooses its own on its labelled subset)."""
+def fewshot_metrics(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tensor, cfg
+                    ) -> dict[str, float]:
+    """The four few-shot figures, each the mean over `cfg.fewshot_draws` draws. The linear
+    probes use the fixed penalty FEWSHOT_L2: a few labelled examples leave no share to choose
+    one on, and a penalty chosen on the whole training split is too strong for a handful of
+    examples (the data term is a mean over them)."""
     train_y, test_y = train_y.to(train_f.device), test_y.to(test_f.device)
-    draws = [fewshot_draw(train_f, train_y, test_f, test_y, cfg, i, l2)
+    draws = [fewshot_draw(train_f, train_y, test_f, test_y, cfg, i)
              for i in range(cfg.fewshot_draws)]
     return {m: sum(d[m] for d in draws) / len(draws) for m in draws[0]}

@@ -63,8 +63,8 @@ def evaluate_encoder(cfg: RunConfig, data, encoder, device: torch.device,
     predictability of neighbouring features (`steps`: the fill's one-step maps, compared with
     the fitted ones); `knn_only`: the kNN probe alone (the --eval-every points). `outcomes`,
     when given, receives each metric's per-example scores on the test split
-    (bench.core.outcomes records them). The few-shot, per-layer and dense probes reuse the
-    penalty the linear probe chose on this encoder's training features (`linear_l2`)."""
+    (bench.core.outcomes records them). The per-layer and dense probes reuse the penalty the
+    linear probe chose on this encoder's training features (`linear_l2`)."""
     extra = {}
     if not knn_only:
         extra = linpred_metrics(cfg, data, encoder, device, steps)
@@ -83,7 +83,7 @@ def evaluate_encoder(cfg: RunConfig, data, encoder, device: torch.device,
     metrics = probe_metrics(train_f, train.y, test_f, test.y, cfg, protocols, correct)
     l2 = metrics.get("linear_l2")  # None: each auxiliary probe chooses its own
     if "fewshot" in protocols:
-        metrics.update(fewshot_metrics(train_f, train.y, test_f, test.y, cfg, l2))
+        metrics.update(fewshot_metrics(train_f, train.y, test_f, test.y, cfg))
     if "dense" in protocols:
         metrics.update(dense_metrics(cfg, data, encoder, device, l2))
     if cfg.probe_layers == "all" and has_layers(encoder):
