@@ -121,15 +121,15 @@ def build_method(
     raw_options: dict[str, Any],
     dim: int,
     modality: str,
-    encoder_kind: str,
+    encoder_kind: str | frozenset[str],
     encoder_dim: int | None = None,
 ) -> MaskingMethod:
-    """Method `name` for `modality`, built at the width of where it fills: `dim` (the
-    decoder width) or, for a method that fills at the encoder, `encoder_dim` (default: the
-    same as `dim`)."""
+    """Method `name` for `modality` on an encoder of `encoder_kind` (the kinds it offers),
+    built at the width of where it fills: `dim` (the decoder width) or, for a method that
+    fills at the encoder, `encoder_dim` (default: the same as `dim`)."""
     cls = method_class(name)
-    cls.card.check(modality, encoder_kind)
     options = cls.card.options(raw_options)
+    cls.card.check(modality, encoder_kind, options=options)
     site = cls.fill_site(options)
     if site not in FILL_SITES:
         raise ValueError(f"method {name!r} fills at {site!r}; known: {', '.join(FILL_SITES)}")

@@ -72,10 +72,10 @@ def resolve_run(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"{cfg.method} is a reference row and takes no options")
         return dataclasses.replace(cfg, epochs=0)
     card = known_methods().get(cfg.method)
-    card.check(entry.modality, encoder.kind, cfg.encoder,
-               encoders_of_kind(card.encoder_kinds, entry.modality))
-    options = options_dict(method_options(cfg.method, cfg.options))
-    return dataclasses.replace(cfg, options=options)
+    typed = method_options(cfg.method, cfg.options)
+    card.check(entry.modality, encoder.offers, cfg.encoder,
+               encoders_of_kind(card.encoder_kinds_for(typed), entry.modality), options=typed)
+    return dataclasses.replace(cfg, options=options_dict(typed))
 
 
 def expand(

@@ -126,7 +126,7 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer) -> dict[str, Any]:
     check_fits(cfg, data)
     steps_per_epoch = pretrain_count(cfg, data) // cfg.batch_size  # full batches only: every step has the same shape
     total = cfg.epochs * steps_per_epoch
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    warmup = cfg.warmup_steps(steps_per_epoch)
     state, partial = resume(ctx, model, opt, steps_per_epoch)
     ctx.tracker.start(state["epoch"] * steps_per_epoch + state["step"])
     train_step = TrainStep(model, opt, device, use_compile(cfg.compile, device), cfg.compile_mode)

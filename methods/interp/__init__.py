@@ -10,6 +10,9 @@ CARD = MethodCard(
     summary="Random visible subset; hidden positions linearly interpolated from visible "
             "neighbours.",
     modalities=frozenset({"image", "text"}),
-    encoder_kinds=frozenset({"token"}),  # a random subset needs an encoder that drops tokens
-    Options=LayoutOptions,  # visible=block: nothing outside the block is bracketed
+    # A random subset: a token encoder or a CNN with masked convolution; a block: any encoder.
+    encoder_kinds=frozenset({"token", "dense", "masked"}),
+    # visible=block: nothing outside the block is bracketed, so past its edge each hidden
+    # position copies its nearest block token (QB-Heat with A = B = 0; Interp.describe).
+    Options=LayoutOptions,
 )

@@ -51,6 +51,7 @@ CARD = MethodCard(
     summary="One contiguous block; hidden positions extrapolated by learned heat operators A, B.",
     modalities=frozenset({"image", "text"}),
     encoder_kinds=frozenset({"token", "dense"}),
+    layout="block",  # always one contiguous block (the options place it)
     Options=QBHeatOptions,
     diagnostics=(
         Diagnostic("heat_norm_A", "‖A‖_F"),

@@ -12,7 +12,7 @@ import pytest
 from bench.api import split_launcher_settings
 from bench.cli import main
 from bench.core.config import differing_keys
-from bench.core.errors import ConfigError
+from bench.core.errors import ConfigError, IncompatibleError
 from bench.launch.slurm import slurm_settings
 from bench.plan.sweep import expand, load_spec
 
@@ -190,3 +190,24 @@ def test_qbheat_readings_dry_run(tmp_path, capsys):
     assert all(sorted(seeds) == [0, 1, 2] for seeds in cells.values())
     assert {(r.dataset, r.encoder, r.epochs) for r in runs} == {("fashion-mnist", "vit-micro", 20)}
     assert not out.exists()
+
+
+@pytest.mark.parametrize("encoder, method, options, works", [
+    ("cnn-resnet-micro", "mae", {}, True),  # masked convolution
+    ("cnn-convnext-micro", "interp", {}, True),
+    ("cnn-mobilenetv3", "mae", {}, False),  # squeeze-excitation: blocks only
+    ("cnn-mobilenetv3", "mae", {"mae.visible": "block"}, True),
+    ("cnn-mobilenetv3", "interp", {"interp.visible": "block"}, True),
+    ("cnn-mobilenetv3", "qbheat", {}, True),
+    ("vit-micro", "interp", {}, True),
+])
+def test_every_fill_plans_on_a_cnn_where_its_layout_can_be_encoded(encoder, method, options,
+                                                                   works):
+    """One check (MethodCard.check, with the options) decides; it names what would work."""
+    settings = {"method": method, "encoder": encoder, "dataset": "digits", **options}
+    if works:
+        assert expand(settings)[0].encoder == encoder
+        return
+    with pytest.raises(IncompatibleError, match=r"visible=random needs a masked-convolution or "
+                                                r"token encoder.*cnn-resnet-micro.*visible=block"):
+        expand(settings)
