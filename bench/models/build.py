@@ -22,7 +22,6 @@ def build_model(cfg: RunConfig, spec: DataSpec, sentences: int | None = None) ->
                           encoder_dim=encoder.dim)
     if cfg.granularity == "sentence":
         return SentencePretrainer(slot_spec(spec, sentences), encoder, method, cfg.decoder_dim,
-                                  cfg.decoder_depth, cfg.decoder_heads)
-    return MaskedPretrainer(
-        spec, encoder, method, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads
-    )
+                                  cfg.decoder_depth, cfg.decoder_heads, decoder=cfg.decoder)
+    return MaskedPretrainer(spec, encoder, method, cfg.decoder_dim, cfg.decoder_depth,
+                            cfg.decoder_heads, cfg.decoder)

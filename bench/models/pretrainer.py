@@ -15,27 +15,10 @@ from torch import Tensor, nn
 
 from bench.core.errors import IncompatibleError
 from bench.core.spec import DataSpec
-from bench.models.heads import build_head
-from bench.models.parts import LAYER_NORM, Encoder, init_weights, transformer_blocks
+from bench.models.decoders import build_decoder
+from bench.models.parts import Encoder, init_weights
 from bench.ops.masking import Visible
-from bench.ops.posembed import sincos_table
 from methods.base import MaskingMethod
-
-
-class Decoder(nn.Module):
-    """Transformer decoder over the full grid with fixed sin-cos positions, then a linear head."""
-
-    def __init__(self, spec: DataSpec, dim: int, depth: int, heads: int):
-        super().__init__()
-        self.register_buffer("pos", sincos_table(spec.grid, dim).unsqueeze(0), persistent=False)
-        self.blocks = transformer_blocks(dim, depth, heads)
-        self.norm = LAYER_NORM(dim)
-        self.head = build_head(spec, dim)
-        self.apply(init_weights)
-
-    def forward(self, filled: Tensor) -> Tensor:
-        x = self.blocks(filled + self.pos)
-        return self.head(self.norm(x))
 
 
 @dataclass
@@ -60,12 +43,13 @@ class MaskedPretrainer(nn.Module):
         decoder_dim: int,
         decoder_depth: int,
         decoder_heads: int,
+        decoder: str = "transformer",
     ):
         super().__init__()
         self.spec, self.encoder, self.method = spec, encoder, method
         self.proj = nn.Linear(encoder.dim, decoder_dim)
         init_weights(self.proj)
-        self.decoder = Decoder(spec, decoder_dim, decoder_depth, decoder_heads)
+        self.decoder = build_decoder(decoder, spec, decoder_dim, decoder_depth, decoder_heads)
         self.fill_site = method.fill_site(method.options)
         width = encoder.dim if self.fill_site == "encoder" else decoder_dim
         if method.dim != width:

@@ -43,6 +43,7 @@ METRICS: dict[str, MetricInfo] = {
     "setup.encoder_params": MetricInfo("encoder params M", 1e-6, None, "setup"),
     "setup.decoder_params": MetricInfo("decoder params M", 1e-6, None, "setup"),
     "setup.method_params": MetricInfo("method params M", 1e-6, None, "setup"),
+    "setup.decoder_flops": MetricInfo("decoder GFLOPs", 1e-9, None, "setup"),
     "setup.epochs": MetricInfo("epochs", 1.0, None, "setup"),
     "setup.batch_size": MetricInfo("batch", 1.0, None, "setup"),
     "recon_loss": MetricInfo("test recon loss"),
