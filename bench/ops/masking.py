@@ -106,6 +106,14 @@ def scatter_tokens(base: Tensor, index: Tensor, values: Tensor) -> Tensor:
     return base.scatter(1, index.unsqueeze(-1).expand(-1, -1, base.shape[-1]), values)
 
 
+def mean_visible_fill(latent: Tensor, visible: Visible, grid: tuple[int, ...]) -> Tensor:
+    """A constant fill: every hidden position gets its sample's mean visible feature, the
+    visible ones stay (`[B, K, D]` -> `[B, N, D]`). What a fill that learned nothing about
+    position gives: the baseline a fill's contribution is measured against."""
+    base = latent.mean(dim=1, keepdim=True).expand(-1, grid_size(grid), -1)
+    return scatter_tokens(base, visible.index, latent)
+
+
 def contiguous_block_shape(grid: tuple[int, ...], mask_ratio: float) -> tuple[int, ...]:
     """Block whose area is about (1 - ratio) of the grid, same aspect: each side
     `round(g * (1 - ratio) ** (1 / ndim))`, at least 1. 0.75 on (8, 8) -> (4, 4)."""

@@ -56,12 +56,17 @@ METRICS: dict[str, MetricInfo] = {
     "recon_loss_d1": MetricInfo("recon loss d=1", group="fill"),
     "recon_loss_d2": MetricInfo("recon loss d=2", group="fill"),
     "recon_loss_d3plus": MetricInfo("recon loss d≥3", group="fill"),
+    # What the learned fill contributes (bench/eval/contribution.py): recon_loss again with the
+    # fill replaced; a method's own ablations (recon_loss_fill_<name>) join by prefix.
+    "recon_loss_fill_const": MetricInfo("recon loss, constant fill", group="contribution"),
+    "recon_loss_fill_copy": MetricInfo("recon loss, copy (A = B = 0)", group="contribution"),
 }
 # A method's own diagnostics (its card's `diagnostics`) are in the group "method:<name>".
 MAIN_COMPUTE = ("compute.pretrain_flops_per_sample", "compute.train_samples_per_s")
 
 
-PREFIX_GROUPS = {"compute.": "compute", "setup.": "setup"}  # summary.json records by prefix
+# summary.json records by prefix, and the fill ablations of bench/eval/contribution.py.
+PREFIX_GROUPS = {"compute.": "compute", "setup.": "setup", "recon_loss_fill_": "contribution"}
 
 
 @functools.cache

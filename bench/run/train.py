@@ -21,6 +21,7 @@ from bench.core.references import REFERENCE_ROWS, ReferenceRow
 from bench.core.spec import DataSpec
 from bench.data import dataset_key, load_dataset
 from bench.data.protocol import TrainingData
+from bench.eval.contribution import fill_contribution
 from bench.eval.diagnostics import fill_diagnostics
 from bench.eval.pretext import pretext_metrics
 from bench.eval.protocols import evaluate_encoder
@@ -105,6 +106,7 @@ def _train_and_evaluate(
         metrics = {
             **evaluate_encoder(cfg, data, model.encoder, device, selected),
             **pretext_metrics(cfg, model, data, device),
+            **fill_contribution(cfg, model, data, device),
             **fill_diagnostics(model, data, cfg.eval_test_limit, cfg.eval_batch_size, device,
                                cfg.seed),
             "pretrain_loss": store.read_jsonl(run_dir / files.METRICS)[-1]["loss"],

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from bench.core.errors import ConfigError
 from bench.ops.masking import Visible, contiguous_block_shape, grid_size
-from methods.base import MaskingMethod, register_method
+from methods.base import FillRule, MaskingMethod, register_method
 from methods.qbheat import CARD, Order, QBHeatOptions, Step, parse_param
 
 NORM_EPS = 1e-6  # FINOLA's normalisation: eps inside the square root
@@ -263,18 +263,33 @@ class QBHeat(MaskingMethod):
         return "block", self.options.position
 
     def fill(self, latent: Tensor, visible: Visible, grid: tuple[int, ...]) -> Tensor:
+        return self._propagate(latent, visible, grid, self.A(), None if self.B is None else self.B())
+
+    def _propagate(self, latent: Tensor, visible: Visible, grid: tuple[int, ...], A: Tensor,
+                   B: Tensor | None) -> Tensor:
+        """The fill with operators `A`, `B` (B: images only)."""
         if visible.origin is None or visible.shape is None:
             raise ValueError("qbheat extrapolates from one contiguous block; got no block geometry")
         o = self.options
         b, _, d = latent.shape
         block = latent.reshape(b, *visible.shape, d)
-        A = self.A().to(latent.dtype)
+        A = A.to(latent.dtype)
         if len(grid) == 1:
             out = propagate_1d(block, A, grid[0], visible.origin[:, 0], o.step, o.norm)
         else:
-            B = self.B().to(latent.dtype)
-            out = propagate(block, A, B, grid, visible.origin, o.order, o.step, o.norm)
+            out = propagate(block, A, B.to(latent.dtype), grid, visible.origin, o.order, o.step,
+                            o.norm)
         return out.reshape(b, grid_size(grid), d)
+
+    def ablated_fills(self) -> dict[str, FillRule]:
+        """`copy`: the same propagation with A = B = 0, each hidden position a copy of its
+        nearest block edge token: what the learned operators add to extrapolation itself."""
+        zero = torch.zeros(self.dim, self.dim, device=self.A().device)
+
+        def copy(latent: Tensor, visible: Visible, grid: tuple[int, ...]) -> Tensor:
+            return self._propagate(latent, visible, grid, zero, zero)
+
+        return {"copy": copy}
 
     def regularizer(self) -> Tensor | None:
         """commute * ||AB - BA||_F^2: pulls the operators towards a pair the PDE allows."""

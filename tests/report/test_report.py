@@ -493,3 +493,26 @@ def test_fill_by_distance_for_every_method_and_qbheats_own_table(synthetic_repor
     write_report([tmp_path], out, baseline="mae")
     md = (out / "report.md").read_text()
     assert md.index("## The fill by distance") < md.index("## QB-Heat: the learned operators")
+
+
+def test_fill_contribution_table_beside_the_fill_by_distance(tmp_path):
+    """recon_loss with the learned fill, the constant fill and QB-Heat's copy, one row per
+    method (mae has no copy), in a section after the fill by distance; not a task metric."""
+    for s in range(3):
+        write_run(tmp_path, f"qb{s}", "qbheat", s, {
+            "knn_top1": 0.7, "recon_loss": 0.7, "recon_loss_fill_const": 1.6,
+            "recon_loss_fill_copy": 0.85, "recon_loss_d1": 0.2})
+        write_run(tmp_path, f"mae{s}", "mae", s, {"knn_top1": 0.7, "recon_loss": 0.5,
+                                                  "recon_loss_fill_const": 0.9})
+    section = _section(analyse([tmp_path], "mae"), "fashion-mnist", "vit-micro", True)
+    md = to_markdown(section.contribution)
+    assert md.splitlines()[0] == ("| row | test recon loss | recon loss, constant fill | "
+                                  "recon loss, copy (A = B = 0) |")
+    assert "| qbheat | 0.70 ± 0.00 (n=3) | 1.60 ± 0.00 (n=3) | 0.85 ± 0.00 (n=3) |" in md
+    assert "| mae | 0.50 ± 0.00 (n=3) | 0.90 ± 0.00 (n=3) | – |" in md
+    task = next(t for t in section.tables if "pretext-task" in t.title)
+    assert task.columns == ["row", "test recon loss"]
+    write_report([tmp_path], tmp_path / "report", baseline="mae")
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert report.index("## The fill by distance") < report.index(
+        "## What the learned fill contributes")
