@@ -56,6 +56,7 @@ METRICS: dict[str, MetricInfo] = {
     "recon_loss_d1": MetricInfo("recon loss d=1", group="fill"),
     "recon_loss_d2": MetricInfo("recon loss d=2", group="fill"),
     "recon_loss_d3plus": MetricInfo("recon loss d≥3", group="fill"),
+    "recon_loss_d5plus": MetricInfo("recon loss d≥5", group="fill"),  # bigger grids only
     # What the learned fill contributes (bench/eval/contribution.py): recon_loss again with the
     # fill replaced; a method's own ablations (recon_loss_fill_<name>) join by prefix.
     "recon_loss_fill_const": MetricInfo("recon loss, constant fill", group="contribution"),
