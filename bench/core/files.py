@@ -8,6 +8,8 @@
       summary.json        written last: status, metrics, compute, setup, data
       reconstructions.pt  test images, the visible mask and the reconstruction (images)
       lock, job.json, attempts.jsonl   who trains the run, how it was launched, each start
+    OUT/tuning.json       bench tune: every trial's score and each row's chosen recipe
+    OUT/tune/<run_id>/    bench tune's trials (run folders as above)
 """
 
 CONFIG = "config.json"
@@ -20,3 +22,5 @@ RECONSTRUCTIONS = "reconstructions.pt"
 LOCK = "lock"
 JOB = "job.json"
 ATTEMPTS = "attempts.jsonl"
+TUNING = "tuning.json"
+TRIALS_DIR = "tune"

@@ -53,5 +53,14 @@ def evaluate_encoder(cfg: RunConfig, data, encoder, device: torch.device,
     return {**metrics, **documents}
 
 
+def scored_names(cfg: RunConfig, metrics: dict[str, float]) -> dict[str, float]:
+    """`metrics` as a run records them: a tuning trial's (`val_fraction` set) are scored on
+    the validation split of the training data, so they are named `val_<metric>`; an ordinary
+    run's keep their names (scored on the test split)."""
+    if cfg.val_fraction is None:
+        return metrics
+    return {f"val_{k}": v for k, v in metrics.items()}
+
+
 def _to(t, device):
     return None if t is None else t.to(device)

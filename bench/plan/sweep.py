@@ -22,6 +22,7 @@ from bench.core.references import REFERENCE_ROWS
 from bench.core.registry import Registry
 from bench.data import check_granularity, run_dataset_entry
 from bench.data.geometry import check_patch_size, planned_patch_size
+from bench.data.validation import check_validation
 from bench.launch.slurm import slurm_settings
 from bench.models.presets import ENCODERS, encoders_of_kind
 from methods import method_cards
@@ -65,6 +66,7 @@ def resolve_run(cfg: RunConfig) -> RunConfig:
         )
     check_patch_size(cfg, entry.modality)
     check_stride(cfg, entry.modality)
+    check_validation(cfg, entry.labelled)
     if cfg.method in REFERENCE_ROWS:
         if not entry.labelled:
             raise IncompatibleError(

@@ -59,6 +59,7 @@ from bench.report.metrics import (
     metric_order,
 )
 from bench.report.provenance import UNRECORDED, Provenance, describe_runs
+from bench.report.recipes import Tunings, is_trial, read_tunings, recipe_table, tuning_tables
 from bench.report.tables import (
     CI_NOTE,
     Table,
@@ -98,6 +99,7 @@ class Analysis:
     compute_metric: str | None
     notes: list[str] = field(default_factory=list)
     rules: dict[str, str] = field(default_factory=dict)  # run_dir -> its weight-decay rule
+    tunings: Tunings = field(default_factory=lambda: Tunings([]))  # bench tune's choices
 
 
 def analyse(dirs: Sequence[Path], baseline: str) -> Analysis:
@@ -107,8 +109,14 @@ def analyse(dirs: Sequence[Path], baseline: str) -> Analysis:
         warnings.simplefilter("always")
         curve = curves(dirs)
     notes = [f"curves: {w.message}" for w in caught]
-    prov = describe_runs(agg.configs, agg.devices, REFERENCE_ROWS)
-    table = agg.table.assign(variant=agg.table.run_dir.map(prov.variant).fillna("{}"))
+    # bench tune's trials are scored on a validation split: not rows of the comparison.
+    trials = {d for d, c in agg.configs.items() if is_trial(c)}
+    if trials and not curve.empty:
+        curve = curve[~curve.run_dir.isin(trials)]
+    prov = describe_runs({d: c for d, c in agg.configs.items() if d not in trials}, agg.devices,
+                         REFERENCE_ROWS)
+    table = agg.table[~agg.table.run_dir.isin(trials)]
+    table = table.assign(variant=table.run_dir.map(prov.variant).fillna("{}"))
     ok, dupes = dedupe_runs(table[table.status == "ok"])
     if dupes:
         notes.append(f"{dupes} run(s) repeat a configuration and seed found in another folder; "
@@ -135,7 +143,8 @@ def analyse(dirs: Sequence[Path], baseline: str) -> Analysis:
                      "the time axis of the compute view compare hardware as well as methods")
     rules = {d: str(c.get("weight_decay_rule") or "") for d, c in agg.configs.items()}
     return Analysis(agg, ok, cells, stats, paired, points, matched, gaps, curve, prov,
-                    usual_settings(ok), baseline, compute_metric, notes, rules)
+                    usual_settings(ok), baseline, compute_metric, notes, rules,
+                    read_tunings(dirs))
 
 
 @dataclass
@@ -174,6 +183,7 @@ def _section(a: Analysis, dataset: str, encoder: str, first: bool) -> Section:
     rules = {label: a.rules.get(run_dir, "") for label, run_dir in runs}
     fair, warnings = fairness(stats, cells, rules, f"{name}: setup of each row (fairness)")
     tables.append(fair)
+    tables += _recipes(a, cells, runs, name)
     paired = where(a.paired)
     if not accuracy:
         said = ["no verdict: no probe accuracy (unlabelled data: the runs only pretrain, and "
@@ -222,6 +232,18 @@ def _section(a: Analysis, dataset: str, encoder: str, first: bool) -> Section:
             title = method_cards().get(method).diagnostics_title or f"{method}: diagnostics"
             own[method] = stat_table(stats, cells, figures_, f"{name}: {title}", CI_NOTE)
     return Section(tables, said, warnings, fill, own, contribution)
+
+
+def _recipes(a: Analysis, cells: pd.DataFrame, runs: list[tuple[str, str]],
+             name: str) -> list[Table | str]:
+    """The sentence saying how the rows' recipes were set, and the recipe of each row."""
+    first = dict(reversed(runs))  # label -> one of its run folders
+    reference = dict(zip(cells.label, cells.is_reference))
+    run_ids = dict(zip(a.ok.run_dir, a.ok.run_id))
+    table, sentence = recipe_table(
+        [(label, first[label], bool(reference[label])) for label in cells.label if label in first],
+        a.agg.configs, run_ids, a.tunings, f"{name}: recipe of each row")
+    return [sentence, table]
 
 
 THROUGHPUT_NOTE = ("samples/s and seconds were measured on each run's machine under the load "
@@ -278,6 +300,13 @@ FILL_NOTE = (
     "recon_loss, not comparable across methods, and a bin mixes distance with content (on "
     "centred objects the far positions are mostly blank border, which any fill predicts "
     "well). Final epoch; also in metrics.jsonl at --eval-every points.")
+
+
+TUNING_NOTE = (
+    "bench tune ran every row of the comparison at each recipe of its grid on trial seeds, "
+    "fitting the probes on the training split minus a held-out validation part and scoring "
+    "them there; each row then ran at its best recipe at the comparison's seeds. Trials are "
+    "in tune/ and are no rows of the tables above.")
 
 
 CONTRIBUTION_NOTE = (
@@ -396,6 +425,9 @@ def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str],
     if fills:
         blocks += [Heading("The fill by distance", 2, "fill"), Paragraph(FILL_NOTE),
                    *(TableBlock(t) for t in fills)]
+    if a.tunings.records:
+        blocks += [Heading("Tuning", 2, "tuning"), Paragraph(TUNING_NOTE),
+                   *(TableBlock(t) for t in tuning_tables(a.tunings))]
     contributions = [s.contribution for s in section_of.values() if s.contribution is not None]
     if contributions:
         blocks += [Heading("What the learned fill contributes", 2, "contribution"),

@@ -67,7 +67,9 @@ MAIN_COMPUTE = ("compute.pretrain_flops_per_sample", "compute.train_samples_per_
 
 
 # summary.json records by prefix, and the fill ablations of bench/eval/contribution.py.
-PREFIX_GROUPS = {"compute.": "compute", "setup.": "setup", "recon_loss_fill_": "contribution"}
+# Tuning trials' val_* scores (validation split of the training data) are a group of their own.
+PREFIX_GROUPS = {"compute.": "compute", "setup.": "setup", "recon_loss_fill_": "contribution",
+                 "val_": "validation"}
 
 
 @functools.cache

@@ -516,3 +516,45 @@ def test_fill_contribution_table_beside_the_fill_by_distance(tmp_path):
     report = (tmp_path / "report" / "report.md").read_text()
     assert report.index("## The fill by distance") < report.index(
         "## What the learned fill contributes")
+
+
+def test_recipes_one_shared_or_tuned_and_trials_are_no_rows(tmp_path):
+    """Rows at one recipe: "one shared recipe". A trial (val_fraction set) is no row; with
+    tuning.json naming each row's runs: "each at its tuned recipe" and the tuning table; rows
+    that differ untuned are said to mix strategy with recipe."""
+    shared = tmp_path / "shared"
+    for s in range(2):
+        write_run(shared, f"mae{s}", "mae", s, {"linear_top1": 0.8}, base_lr=1.5e-3)
+        write_run(shared, f"qb{s}", "qbheat", s, {"linear_top1": 0.8}, base_lr=1.5e-3)
+    write_run(shared / "tune", "trial", "mae", 0, {"val_linear_top1": 0.9}, base_lr=1e-4,
+              val_fraction=0.1)
+    a = analyse([shared], "mae")
+    assert "trial" not in set(a.ok.run_id) and set(a.cells.method) == {"mae", "qbheat"}
+    content = _section(a, "fashion-mnist", "vit-micro", True).content
+    assert any(isinstance(c, str) and c.startswith("Recipes: one shared recipe for every row "
+                                                   "(base_lr 0.0015") for c in content)
+    tuned = tmp_path / "tuned"
+    for s in range(2):
+        write_run(tuned, f"mae{s}", "mae", s, {"linear_top1": 0.8}, base_lr=1e-4, warmup=0.05)
+        write_run(tuned, f"qb{s}", "qbheat", s, {"linear_top1": 0.8}, base_lr=1.5e-3)
+    (tuned / "tuning.json").write_text(json.dumps({
+        "metric": "linear_top1", "scored_as": "val_linear_top1", "val_fraction": 0.1,
+        "grid": {"base_lr": [1e-4, 1.5e-3]}, "trial_seeds": [0],
+        "rows": [{"method": m, "options": {}, "row": m, "chosen": {"base_lr": lr},
+                  "runs": [f"{name}{s}" for s in range(2)],
+                  "trials": [{"recipe": {"base_lr": x}, "score": sc, "scores": [sc],
+                              "run_ids": ["t"]} for x, sc in ((1e-4, 0.9), (1.5e-3, 0.7))]}
+                 for m, name, lr in (("mae", "mae", 1e-4), ("qbheat", "qb", 1.5e-3))]}))
+    a = analyse([tuned], "mae")
+    section = _section(a, "fashion-mnist", "vit-micro", True)
+    assert any(isinstance(c, str) and "each at its tuned recipe" in c for c in section.content)
+    recipe = next(t for t in section.tables if t.title.endswith("recipe of each row"))
+    md = to_markdown(recipe)
+    assert "| 0.0001 | 0.05 | transformer, depth 2 | 0.05 of the schedule | bench tune |" in md
+    write_report([tuned], tuned / "report", baseline="mae")
+    report = (tuned / "report" / "report.md").read_text()
+    assert "## Tuning" in report and "| **mae** | **0.0001** | **90.0** | **1** |" in report
+    (tuned / "tuning.json").unlink()
+    content = _section(analyse([tuned], "mae"), "fashion-mnist", "vit-micro", True).content
+    assert any(isinstance(c, str) and "rows differ in recipe and not all were tuned" in c
+               for c in content)
