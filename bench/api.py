@@ -160,8 +160,8 @@ def tune(spec: str | Path | Mapping[str, Any], *, launcher: str = "local",
     """`bench tune`: a sweep's `[tune]` trials on a validation split of the training data, then
     the comparison with each row at its chosen recipe (bench.plan.tuning.run_tune; rerun to go
     on after trials a non-waiting launcher submitted). Returns what it did (`Tuned`)."""
-    from bench.plan.tuning import run_tune
     from bench.plan.tune import tune_spec
+    from bench.plan.tuning import run_tune
 
     loaded = load_sweep(spec, seeds=seeds, settings=settings)
     folder = Path(out) if out is not None else loaded.out or Path("results") / loaded.name
