@@ -89,18 +89,19 @@ class SparseMask:
 
 class _VisibleBatchNorm:
     """Mixed into a batch-norm class (`mask_trunk`): in training, while a mask is set, the
-    statistics are those of the visible positions (across ranks where the step shares them);
-    otherwise the class's own forward. bench.runtime.distributed leaves it alone."""
+    statistics are those of the visible positions; in the data-parallel step they are over
+    every rank (visible positions or all of them), as bench.runtime.distributed's global batch
+    norm does (which leaves this class alone); otherwise the class's own forward."""
 
     shares_stats_itself = True
     sparse_mask: SparseMask
 
     def forward(self, x: Tensor) -> Tensor:
-        mask = self.sparse_mask
-        if mask.keep is None or not self.training:
+        mask, across = self.sparse_mask, distributed.syncing_stats()
+        if not self.training or (mask.keep is None and not across):
             return super().forward(x)
-        y = distributed.normalize_batch(self, x, mask.at(*x.shape[2:]),
-                                        across_ranks=distributed.syncing_stats())
+        weight = None if mask.keep is None else mask.at(*x.shape[2:])
+        y = distributed.normalize_batch(self, x, weight, across_ranks=across)
         return distributed.after_norm(self, y)
 
 
