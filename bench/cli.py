@@ -187,6 +187,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     spec = api.load_sweep(args.spec, seeds=seeds, settings=sweep_settings(args))
     out = args.out or spec.out or Path("results") / spec.name
     options = launch_options(args, spec.slurm, f"maskbench-{spec.name}")
+    if spec.tune:
+        print(f"note: {args.spec} has a [tune] table, which bench sweep does not read: every "
+              f"row runs at one shared recipe (bench tune {args.spec}: each at its own)",
+              file=sys.stderr)
     return finish(launch_runs(spec.runs(), out, options, print_plan))
 
 
