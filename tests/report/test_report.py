@@ -537,6 +537,7 @@ def test_recipes_one_shared_or_tuned_and_trials_are_no_rows(tmp_path):
     for s in range(2):
         write_run(tuned, f"mae{s}", "mae", s, {"linear_top1": 0.8}, base_lr=1e-4, warmup=0.05)
         write_run(tuned, f"qb{s}", "qbheat", s, {"linear_top1": 0.8}, base_lr=1.5e-3)
+        write_run(tuned, f"ref{s}", "random-init", s, {"linear_top1": 0.7}, base_lr=2e-3)
     (tuned / "tuning.json").write_text(json.dumps({
         "metric": "linear_top1", "scored_as": "val_linear_top1", "val_fraction": 0.1,
         "grid": {"base_lr": [1e-4, 1.5e-3]}, "trial_seeds": [0],
@@ -551,6 +552,8 @@ def test_recipes_one_shared_or_tuned_and_trials_are_no_rows(tmp_path):
     recipe = next(t for t in section.tables if t.title.endswith("recipe of each row"))
     md = to_markdown(recipe)
     assert "| 0.0001 | 0.05 | transformer, depth 2 | 0.05 of the schedule | bench tune |" in md
+    # A reference row pretrains nothing: its recipe is no setting its label brackets.
+    assert "| random-init | 0.002 |" in md and "– (reference row)" in md
     write_report([tuned], tuned / "report", baseline="mae")
     report = (tuned / "report" / "report.md").read_text()
     assert "## Tuning" in report and "| **mae** | **0.0001** | **90.0** | **1** |" in report
