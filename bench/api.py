@@ -153,6 +153,27 @@ def sweep(spec: str | Path | Mapping[str, Any], *, launcher: str = "local",
     return results(launched)
 
 
+def tune(spec: str | Path | Mapping[str, Any], *, launcher: str = "local",
+         out: str | Path | None = None, seeds: Iterable[int] | None = None,
+         settings: Mapping[str, Any] | None = None, metric: str | None = None,
+         workers: int = 1, retry_failed: bool = False, progress: bool = True,
+         dry_run: bool = False, baseline: str | None = None,
+         show_plan: Callable[[Launch], None] | None = None):
+    """`bench tune`: a sweep's `[tune]` trials on a validation split of the training data, then
+    the comparison with each row at its chosen recipe (bench.plan.tuning.run_tune; rerun to go
+    on after trials a non-waiting launcher submitted). Returns what it did (`Tuned`)."""
+    from bench.plan.tune import tune_spec
+    from bench.plan.tuning import run_tune
+
+    loaded = load_sweep(spec, seeds=seeds, settings=settings)
+    folder = Path(out) if out is not None else loaded.out or Path("results") / loaded.name
+    options = LaunchOptions(launcher, workers, retry_failed, dry_run, progress,
+                            dict(loaded.slurm), f"maskbench-{loaded.name}", True, baseline)
+    # the sweep's declared primary metric scores the trials unless --metric or [tune] says
+    declared = metric or loaded.tune.get("metric") or loaded.fixed.get("primary_metric")
+    return run_tune(loaded, tune_spec(loaded.tune, declared), folder, options, show_plan)
+
+
 def collect(dirs: Iterable[str | Path]):
     """The long table the report uses (pandas): one row per run x metric of every run folder
     under `dirs`, failed runs included with their status."""

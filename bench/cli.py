@@ -1,5 +1,5 @@
-"""Command line: run, sweep, status, report, list, encoders, perf, export, download. The only
-place that turns errors into exit codes."""
+"""Command line: run, sweep, tune, status, report, list, encoders, perf, export, download. The
+only place that turns errors into exit codes."""
 
 from __future__ import annotations
 
@@ -187,7 +187,38 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     spec = api.load_sweep(args.spec, seeds=seeds, settings=sweep_settings(args))
     out = args.out or spec.out or Path("results") / spec.name
     options = launch_options(args, spec.slurm, f"maskbench-{spec.name}")
+    if spec.tune:
+        print(f"note: {args.spec} has a [tune] table, which bench sweep does not read: every "
+              f"row runs at one shared recipe (bench tune {args.spec}: each at its own)",
+              file=sys.stderr)
     return finish(launch_runs(spec.runs(), out, options, print_plan))
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from bench import api
+
+    with notes():
+        seeds = None if args.seeds is None else api.unique(args.seeds, "seed")
+    tuned = api.tune(args.spec, launcher=args.launcher, out=args.out, seeds=seeds,
+                     settings=sweep_settings(args), metric=args.metric, workers=args.workers,
+                     retry_failed=args.retry_failed, progress=not args.no_progress,
+                     dry_run=args.dry_run, show_plan=print_plan)
+    trials = tuned.trials
+    if args.dry_run:
+        print(f"then the comparison: its runs at the sweep's seeds, each of the "
+              f"{len(tuned.choices)} tuned rows at its best recipe (chosen from the trials' "
+              "validation scores)")
+        return finish(trials)
+    if tuned.finals is None:
+        code = finish(trials)
+        if trials.reports and trials.stopped is None:
+            print(f"{tuned.waiting} of {len(tuned.choices)} rows wait for their trials; rerun "
+                  "this command once they are finished (failed ones: --retry-failed)")
+        return code
+    for choice in tuned.choices:
+        recipe = ", ".join(f"{k}={v}" for k, v in choice.chosen.items())
+        print(f"{choice.row.base.method}: {recipe}")
+    return finish(tuned.finals)
 
 
 def finish(launch) -> int:
@@ -396,6 +427,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=seed_list, help="replace the spec's seeds (e.g. 0,1,2)")
     add_launcher_arguments(p)
     p.set_defaults(fn=cmd_sweep)
+
+    p = sub.add_parser("tune", help="each method at its own recipe: the sweep's [tune] grid as "
+                       "trials scored on a validation split of the training data, then the "
+                       "comparison at each row's best recipe")
+    p.add_argument("spec", type=Path, help="sweep file with a [tune] table")
+    p.add_argument("--out", type=Path, help="results folder (default: the spec's out, else "
+                   "results/NAME); trials go to OUT/tune, the choices to OUT/tuning.json")
+    p.add_argument("--seeds", type=seed_list, help="the comparison's seeds (e.g. 0,1,2)")
+    p.add_argument("--metric", help="the score trials are chosen by, on the validation split "
+                   "(default: the [tune] table's metric, else linear_top1)")
+    add_launcher_arguments(p)
+    p.set_defaults(fn=cmd_tune)
 
     p = sub.add_parser("status", help="state of every run in a results folder (and its SLURM job)")
     p.add_argument("dir", type=Path, help="a results folder (the --out of run or sweep)")

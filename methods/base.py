@@ -3,6 +3,7 @@ positions are filled before the shared decoder. Everything else is shared (fairn
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -16,6 +17,7 @@ from methods import CARDS, method_cards
 
 METHODS: Registry[type[MaskingMethod]] = Registry("method", UnknownMethodError)
 FILL_SITES = ("encoder", "decoder")  # where the shared pretrainer may call a method's fill
+FillRule = Callable[[Tensor, Visible, tuple[int, ...]], Tensor]  # `fill`'s signature
 
 
 class MaskingMethod(nn.Module):
@@ -67,6 +69,13 @@ class MaskingMethod(nn.Module):
         """`latent [B, K, dim]` of the visible positions (in `visible.index` order) ->
         `[B, N, dim]` for every grid position, the visible ones unchanged."""
         raise NotImplementedError
+
+    def ablated_fills(self) -> dict[str, FillRule]:
+        """Other fills built from this one that a run scores on its held-out masks (name ->
+        rule taking `fill`'s arguments), so the report shows what the learned part adds:
+        `recon_loss_fill_<name>` beside `recon_loss` (a constant fill is scored for every
+        method). None by default."""
+        return {}
 
     def regularizer(self) -> Tensor | None:
         """A scalar the pretrainer adds to the training loss (None: nothing). It is computed
@@ -129,15 +138,15 @@ def build_method(
     raw_options: dict[str, Any],
     dim: int,
     modality: str,
-    encoder_kind: str,
+    encoder_kind: str | frozenset[str],
     encoder_dim: int | None = None,
 ) -> MaskingMethod:
-    """Method `name` for `modality`, built at the width of where it fills: `dim` (the
-    decoder width) or, for a method that fills at the encoder, `encoder_dim` (default: the
-    same as `dim`)."""
+    """Method `name` for `modality` on an encoder of `encoder_kind` (the kinds it offers),
+    built at the width of where it fills: `dim` (the decoder width) or, for a method that
+    fills at the encoder, `encoder_dim` (default: the same as `dim`)."""
     cls = method_class(name)
-    cls.card.check(modality, encoder_kind)
     options = cls.card.options(raw_options)
+    cls.card.check(modality, encoder_kind, options=options)
     site = cls.fill_site(options)
     if site not in FILL_SITES:
         raise ValueError(f"method {name!r} fills at {site!r}; known: {', '.join(FILL_SITES)}")

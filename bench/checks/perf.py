@@ -1,6 +1,8 @@
 """`bench perf`: samples/s of a full pretraining step (the training loop's own step, fed by the
 real data path and by synthetic on-device data), FLOPs/sample, achieved FLOP/s, MFU against the
-device's dense bf16 peak, peak memory, and the share of the step spent in the method's `fill`.
+device's dense bf16 peak, peak memory, and the time of the method's `fill` per step (forward +
+backward) and its share of the step, on the run's grid: `patch_size=2` times Fashion-MNIST's
+16x16 grid, `--image-size 224 patch_size=8` a 28x28 one, where QB-Heat propagates farther.
 
 It runs anywhere; CPU figures (small presets) compare changes on one machine, and depend on its
 load, which the table states.
@@ -92,9 +94,12 @@ def _fill_seconds(model, x: Tensor, device: torch.device, steps: int) -> float:
     return _time_steps(step, itertools.repeat(x), device, steps, 2)
 
 
-def synthetic_spec(image_size: int) -> DataSpec:
-    """RGB images of `image_size` px: 16-px patches from 128 px up (ImageNet-like), else 4-px."""
-    p = 16 if image_size >= 128 else 4
+def synthetic_spec(image_size: int, patch_size: int | None = None) -> DataSpec:
+    """RGB images of `image_size` px in `patch_size`-px patches (default: 16-px from 128 px up,
+    ImageNet-like, else 4-px)."""
+    p = patch_size or (16 if image_size >= 128 else 4)
+    if image_size % p:
+        raise ConfigError(f"--image-size {image_size} is not a whole number of {p}-px patches")
     return DataSpec("image", (image_size // p,) * 2, patch_size=p, in_chans=3)
 
 
@@ -115,7 +120,8 @@ def measure(opts: PerfOptions, hooks: Sequence[Hook] = ()) -> list[dict]:
     if opts.image_size:
         if dataset_entry(opts.dataset)[0].modality != "image":
             raise ConfigError(f"--image-size makes synthetic images; {opts.dataset} is text")
-        spec, data = synthetic_spec(opts.image_size), None
+        patch = run_config(opts.methods[0], opts, device).patch_size
+        spec, data = synthetic_spec(opts.image_size, patch), None
     else:
         data = load_dataset(*dataset_key(run_config(opts.methods[0], opts, device))).to(device)
         spec = data.spec
@@ -136,6 +142,10 @@ def input_size(spec: DataSpec) -> str:
     if spec.modality == "text":
         return f"{spec.grid[0]} tokens"
     return f"{spec.image_size[0]} px"
+
+
+def grid_text(spec: DataSpec) -> str:
+    return "x".join(map(str, spec.grid))
 
 
 def _real_inputs(data, batch: int, count: int, gen: torch.Generator, device) -> Iterator[Tensor]:
@@ -180,6 +190,7 @@ def _measure_one(method: str, opts: PerfOptions, device: torch.device, spec: Dat
         "encoder": opts.encoder,
         "dataset": None if data is None else opts.dataset,
         "input": input_size(spec),
+        "grid": grid_text(spec),
         "batch": opts.batch,
         "device": device_name(device),
         "compile": compiled,
@@ -193,6 +204,7 @@ def _measure_one(method: str, opts: PerfOptions, device: torch.device, spec: Dat
         "mfu": None if peak is None else achieved / (peak * 1e12),
         # CUDA: the largest allocation of this method's steps; CPU: the process's max RSS so far.
         "peak_mem_bytes": peak_mem,
+        "fill_ms": 1000 * t_fill,  # forward + backward of the fill, per step
         "fill_share": t_fill / t_synth,
         "load_avg": list(os.getloadavg()),
     }
@@ -200,7 +212,8 @@ def _measure_one(method: str, opts: PerfOptions, device: torch.device, spec: Dat
 
 def format_table(rows: list[dict]) -> str:
     head = (f"{'method':<8} {'samples/s data':>15} {'samples/s synth':>16} {'epoch s':>8} "
-            f"{'GFLOPs/sample':>14} {'TFLOP/s':>8} {'MFU':>6} {'fill %':>7} {'peak MiB':>9}")
+            f"{'GFLOPs/sample':>14} {'TFLOP/s':>8} {'MFU':>6} {'fill ms':>8} {'fill %':>7} "
+            f"{'peak MiB':>9}")
     lines = [head]
     for r in rows:
         data = "n/a" if r["samples_per_s_data"] is None else f"{r['samples_per_s_data']:.1f}"
@@ -209,15 +222,17 @@ def format_table(rows: list[dict]) -> str:
         lines.append(
             f"{r['method']:<8} {data:>15} {r['samples_per_s_synthetic']:>16.1f} {epoch:>8} "
             f"{r['gflops_per_sample']:>14.3f} {r['achieved_tflops']:>8.3f} {mfu:>6} "
-            f"{100 * r['fill_share']:>6.1f}% {r['peak_mem_bytes'] / 2**20:>9.0f}"
+            f"{r['fill_ms']:>8.2f} {100 * r['fill_share']:>6.1f}% "
+            f"{r['peak_mem_bytes'] / 2**20:>9.0f}"
         )
     if rows:
         r = rows[0]
         memory = "process max RSS" if r["device"].startswith("cpu") else "max allocated"
         lines.append(
-            f"{r['encoder']}, {r['input']}, batch {r['batch']}, "
+            f"{r['encoder']}, {r['input']}, {r['grid']} grid, batch {r['batch']}, "
             f"{r['dataset'] or 'synthetic data only'}, compile {'on' if r['compile'] else 'off'}; "
-            f"device {r['device']}; peak memory = {memory}; "
+            f"device {r['device']}; fill ms: the fill's forward + backward per step; "
+            f"peak memory = {memory}; "
             f"load average {' '.join(f'{x:.2f}' for x in r['load_avg'])}"
         )
     return "\n".join(lines)

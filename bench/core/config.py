@@ -84,6 +84,9 @@ PROTOCOLS = ("linear", "knn", "tran1", "finetune", "dense", "fewshot")
 PROBE_LAYERS = ("last", "all")
 # What a text run's grid is made of: tokens (one text block) or sentences (a window of them).
 GRANULARITIES = ("token", "sentence")
+# The shared decoder: global attention over the grid, or FINOLA's local 3x3 convolutions.
+DecoderKind = Literal["transformer", "conv"]
+DECODERS: tuple[str, ...] = typing.get_args(DecoderKind)
 
 
 def comma_list(text: str, what: str, example: str) -> list[str]:
@@ -120,7 +123,7 @@ _LOWER_BOUNDS = {
     "eval_test_limit": 1, "probe_steps": 1, "knn_k": 1, "eval_every": 0, "log_every": 0,
     "checkpoint_every_min": 0, "checkpoint_poll_steps": 1, "vocab_size": 5, "block_length": 1, "eval_batch_size": 1,
     "tran1_epochs": 1, "tran1_batch_size": 1, "finetune_epochs": 1, "finetune_batch_size": 1,
-    "fewshot_k": 1, "fewshot_draws": 1,
+    "fewshot_k": 1, "fewshot_draws": 1, "patch_size": 1,
 }
 _BOUND_NOTES = {"eval_every": " (0: only at the end)", "log_every": " (0: off)",
                 "checkpoint_every_min": " (0: at epoch ends only)",
@@ -152,9 +155,18 @@ class RunConfig:
     base_lr: float = 1.5e-3  # lr = base_lr * batch_size / 256 (linear scaling, stated)
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
+    # Warm-up as a share of the whole schedule (0.05: MAE's 40 of 800 epochs), so its shape is
+    # the same at any length; set, it replaces warmup_epochs (which must then stay at 1.0).
+    warmup: float | None = None
     decoder_dim: int = 128
-    decoder_depth: int = 2
+    decoder_depth: int = 2  # transformer blocks (decoder=conv has FINOLA's three convolutions)
     decoder_heads: int = 4
+    decoder: DecoderKind = "transformer"
+    # Images: pixels per patch side (None: the dataset card's), so the grid is image / patch.
+    patch_size: int | None = None
+    # Tuning trials (bench tune): hold out this share of the probes' training split and score
+    # the protocols on it as val_* metrics; the test split is not read (None: an ordinary run).
+    val_fraction: float | None = None
     augment: bool = True
     train_limit: int | None = None  # pretrain on N training samples drawn once from the seed
     eval_train_limit: int | None = None  # probes fit on the first N training samples
@@ -216,7 +228,8 @@ class RunConfig:
     # differ only here are the same run) nor of the settings a report splits cells by.
     REPORT_KEYS = ("primary_metric",)
     HASHED_UNLESS_DEFAULT = ("hf_text", "hf_image", "hf_label", "granularity", "sentences",
-                             "sentence_length", "fewshot_k", "fewshot_draws", "probe_layers")
+                             "sentence_length", "fewshot_k", "fewshot_draws", "probe_layers",
+                             "warmup", "decoder", "patch_size", "val_fraction")
 
     def __post_init__(self) -> None:
         protocol_list(self.protocols)
@@ -251,6 +264,33 @@ class RunConfig:
                               f"{self.sentences}")
         if self.sentence_length is not None and self.sentence_length < 1:
             raise ConfigError(f"sentence_length must be >= 1, got {self.sentence_length}")
+        self._check_schedule_and_decoder()
+
+    def _check_schedule_and_decoder(self) -> None:
+        """The warm-up given one way only; a decoder setting the chosen decoder has; a
+        validation share that leaves both parts."""
+        if self.warmup is not None:
+            if not 0.0 <= self.warmup < 1.0:
+                raise ConfigError(f"warmup must be a share of the schedule in [0, 1), got "
+                                  f"{self.warmup}")
+            if self.warmup_epochs != _FIELD_DEFAULTS["warmup_epochs"]:
+                raise ConfigError("give the warm-up once: warmup (a share of the schedule) or "
+                                  "warmup_epochs, not both")
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"decoder={self.decoder!r}: must be one of {', '.join(DECODERS)}")
+        if self.decoder == "conv" and self.decoder_depth != _FIELD_DEFAULTS["decoder_depth"]:
+            raise ConfigError(f"decoder_depth={self.decoder_depth} sets the transformer "
+                              "decoder's blocks; decoder=conv is FINOLA's three 3x3 "
+                              "convolutions (drop decoder_depth)")
+        if self.val_fraction is not None and not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+    def warmup_steps(self, steps_per_epoch: int) -> int:
+        """Warm-up steps of a schedule of `epochs * steps_per_epoch` steps: `warmup` of all
+        of them, else `warmup_epochs` epochs."""
+        if self.warmup is not None:
+            return round(self.warmup * self.epochs * steps_per_epoch)
+        return round(self.warmup_epochs * steps_per_epoch)
 
     @property
     def lr(self) -> float:

@@ -11,6 +11,8 @@
       lock, job.json, attempts.jsonl   who trains the run, how it was launched, each start
       config.broken-N.json  an unreadable config.json of a finished run, kept when rewritten
       encoder-<format>.safetensors     `bench export`'s default output (bench.core.exports)
+    OUT/tuning.json       bench tune: every trial's score and each row's chosen recipe
+    OUT/tune/<run_id>/    bench tune's trials (run folders as above)
 """
 
 CONFIG = "config.json"
@@ -25,3 +27,5 @@ LOCK = "lock"
 JOB = "job.json"
 ATTEMPTS = "attempts.jsonl"
 BROKEN_CONFIG = "config.broken-{n}.json"
+TUNING = "tuning.json"
+TRIALS_DIR = "tune"

@@ -15,6 +15,7 @@ from bench.core.errors import ConfigError, UnknownDatasetError
 from bench.core.registry import Registry
 from bench.data.cards import TORCHVISION_SETS, card_names, load_card
 from bench.data.columns import HFColumns, hf_columns
+from bench.data.geometry import with_patch_size
 
 
 @dataclass(frozen=True)
@@ -207,10 +208,12 @@ def load_dataset(
     granularity: str = "token",
     sentences: int | None = None,
     sentence_length: int | None = None,
+    patch_size: int | None = None,
 ) -> Any:
     """Load a dataset; the text options (vocab_size, and block_length at the token level or
     sentences and sentence_length at the sentence level) default to bench.data.text's and
-    bench.data.sentences's; `columns` are an hf: dataset's."""
+    bench.data.sentences's; `columns` are an hf: dataset's; `patch_size` (images) replaces
+    the card's (bench.data.geometry)."""
     entry, arg = dataset_entry(name)
     if data_root is not None and entry.data_root_note:
         raise ConfigError(f"data_root={data_root}: {entry.data_root_note}, so data_root is not "
@@ -223,6 +226,9 @@ def load_dataset(
         raise ConfigError(
             f"{', '.join(given)}: text datasets only, and {name!r} is {entry.modality}"
         )
+    if patch_size is not None and entry.modality != "image":
+        raise ConfigError(f"patch_size={patch_size}: images only, and {name!r} is "
+                          f"{entry.modality}")
     check_granularity(name, granularity, **text_options)
     if granularity == "sentence":
         from bench.data.sentences import load_sentence_data, sentence_data
@@ -235,10 +241,10 @@ def load_dataset(
         return load_sentence_data(name, data_root, **given)
     if entry.takes_columns:
         given["columns"] = columns
-    return entry.load(data_root=data_root, arg=arg, **given)
+    return with_patch_size(entry.load(data_root=data_root, arg=arg, **given), patch_size)
 
 
 def dataset_key(cfg: Any) -> tuple[Any, ...]:
     """What decides a run's loaded data: runs with equal keys share one `load_dataset(*key)`."""
     return (cfg.dataset, cfg.data_root, cfg.vocab_size, cfg.block_length, hf_columns(cfg),
-            cfg.granularity, cfg.sentences, cfg.sentence_length)
+            cfg.granularity, cfg.sentences, cfg.sentence_length, cfg.patch_size)

@@ -41,7 +41,7 @@ from bench.data.corpora import (
     text_hash,
 )
 from bench.data.fingerprint import digest, in_test_split, split_fingerprint
-from bench.data.grids import DEFAULT_SENTENCES
+from bench.data.geometry import DEFAULT_SENTENCES
 from bench.data.packing import pad_ids
 from bench.data.protocol import EvalSplit
 from bench.data.text import PaddedTexts

@@ -18,7 +18,7 @@ from bench.core.spec import DataSpec
 from bench.data.cache import cache_root, cached_tensors
 from bench.data.corpora import TextCorpus, check_splits, hash_ordered, load_corpus
 from bench.data.fingerprint import digest
-from bench.data.grids import DEFAULT_BLOCK_LENGTH
+from bench.data.geometry import DEFAULT_BLOCK_LENGTH
 from bench.data.packing import bag_of_words, blocks_upto, pack_blocks, pad_ids, real_positions
 from bench.data.protocol import EvalSplit
 from bench.data.tokenizer import DEFAULT_VOCAB_SIZE, get_tokenizer, special_ids, tokenize

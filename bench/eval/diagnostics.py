@@ -5,7 +5,9 @@ encoder saw, so a reader sees where a fill (QB-Heat's extrapolation above all) b
 
 Distance is the Chebyshev (king-move) distance in tokens from a position to the nearest
 visible one: for QB-Heat's block, the number of unit steps along the farther axis (a
-position d steps right and e steps down of the block is max(d, e) away). Bins: 1, 2, 3+.
+position d steps right and e steps down of the block is max(d, e) away). Bins: 1, 2, 3+, and
+on grids that reach it 5+ (a part of 3+). Distances are in tokens of the run's grid, so they
+follow its patch size.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from bench.ops.masking import Visible
 
 # (smallest distance, metric name); the last bin holds every farther position too.
 DISTANCE_BINS = ((1, "recon_loss_d1"), (2, "recon_loss_d2"), (3, "recon_loss_d3plus"))
+# Bigger grids (16x16 at 2-px patches, 28x28 at 8-px) reach farther: the positions at least
+# this far, a part of the last bin, reported apart where a grid has any.
+FAR = (5, "recon_loss_d5plus")
 
 
 def visible_distance(visible: Visible, grid: tuple[int, ...]) -> Tensor:
@@ -50,20 +55,23 @@ def heldout_batches(model: MaskedPretrainer, data, limit: int | None, batch_size
 def recon_loss_by_distance(model: MaskedPretrainer, batches: Iterable[Tensor],
                            device: torch.device, seed: int) -> dict[str, float]:
     """Mean per-position loss (`MaskedPretrainer.position_loss`) over the scored positions of
-    each distance bin, under the method's own masking drawn from `seed` (the draws
-    `reconstruction_loss` makes). A bin no position falls in is left out."""
-    sums = torch.zeros(len(DISTANCE_BINS), dtype=torch.float64, device=device)
-    counts = torch.zeros(len(DISTANCE_BINS), dtype=torch.long, device=device)
+    each distance bin (and of `FAR`, where a grid reaches it), under the method's own masking
+    drawn from `seed` (the draws `reconstruction_loss` makes). A bin no position falls in is
+    left out."""
+    bins = (*DISTANCE_BINS, FAR)
+    sums = torch.zeros(len(bins), dtype=torch.float64, device=device)
+    counts = torch.zeros(len(bins), dtype=torch.long, device=device)
     for x, out in heldout_outputs(model, batches, device, seed, "recon by distance"):
         loss = model.position_loss(x, out.pred)
         scored = model.scored(x, out.visible)
-        bin_of = visible_distance(out.visible, model.spec.grid).clamp_max(DISTANCE_BINS[-1][0])
-        for i, (d, _) in enumerate(DISTANCE_BINS):
-            where = scored & (bin_of == d)
+        distance = visible_distance(out.visible, model.spec.grid)
+        bin_of = distance.clamp_max(DISTANCE_BINS[-1][0])
+        for i, (d, _) in enumerate(bins):
+            where = scored & ((bin_of == d) if i < len(DISTANCE_BINS) else (distance >= d))
             sums[i] += loss[where].double().sum()
             counts[i] += where.sum()
     return {name: (s / c).item()
-            for (_, name), s, c in zip(DISTANCE_BINS, sums.cpu(), counts.cpu()) if c > 0}
+            for (_, name), s, c in zip(bins, sums.cpu(), counts.cpu()) if c > 0}
 
 
 def fill_diagnostics(model: MaskedPretrainer, data, limit: int | None, batch_size: int,

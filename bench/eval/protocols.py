@@ -66,7 +66,7 @@ def evaluate_encoder(cfg: RunConfig, data, encoder, device: torch.device,
     (bench.core.outcomes records them). The per-layer and dense probes reuse the penalty the
     linear probe chose on this encoder's training features (`linear_l2`)."""
     extra = {}
-    if not knn_only:
+    if not knn_only and cfg.val_fraction is None:  # a tuning trial reads no held-out data
         extra = linpred_metrics(cfg, data, encoder, device, steps)
         if cfg.granularity == "sentence":
             extra.update(next_sentence_metrics(cfg, data, encoder, device, outcomes))
@@ -94,6 +94,15 @@ def evaluate_encoder(cfg: RunConfig, data, encoder, device: torch.device,
     if outcomes is not None:
         outcomes.update(as_outcomes(correct, test.y))
     return {**metrics, **extra}
+
+
+def scored_names(cfg: RunConfig, metrics: dict[str, float]) -> dict[str, float]:
+    """`metrics` as a run records them: a tuning trial's (`val_fraction` set) are scored on
+    the validation split of the training data, so they are named `val_<metric>`; an ordinary
+    run's keep their names (scored on the test split)."""
+    if cfg.val_fraction is None:
+        return metrics
+    return {f"val_{k}": v for k, v in metrics.items()}
 
 
 def _to(t, device):

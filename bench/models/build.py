@@ -18,11 +18,10 @@ def build_model(cfg: RunConfig, spec: DataSpec, sentences: int | None = None) ->
     sentence's (the encoder's input) and the grid is `sentences` slots."""
     torch.manual_seed(cfg.seed)
     encoder = build_encoder(cfg.encoder, spec)
-    method = build_method(cfg.method, cfg.options, cfg.decoder_dim, spec.modality, encoder.kind,
+    method = build_method(cfg.method, cfg.options, cfg.decoder_dim, spec.modality, encoder.kinds,
                           encoder_dim=encoder.dim)
     if cfg.granularity == "sentence":
         return SentencePretrainer(slot_spec(spec, sentences), encoder, method, cfg.decoder_dim,
-                                  cfg.decoder_depth, cfg.decoder_heads)
-    return MaskedPretrainer(
-        spec, encoder, method, cfg.decoder_dim, cfg.decoder_depth, cfg.decoder_heads
-    )
+                                  cfg.decoder_depth, cfg.decoder_heads, decoder=cfg.decoder)
+    return MaskedPretrainer(spec, encoder, method, cfg.decoder_dim, cfg.decoder_depth,
+                            cfg.decoder_heads, cfg.decoder)

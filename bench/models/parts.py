@@ -18,6 +18,11 @@ class Encoder(nn.Module):
     kind: ClassVar[str] = "token"
     dim: int
 
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The encoder kinds it serves (bench.core.cards.KIND_NAMES): its `kind` by default."""
+        return frozenset({self.kind})
+
     def forward_visible(self, x: Tensor, visible: Visible) -> Tensor:
         """Features `[B, K, dim]` of the visible positions, in `visible.index` order."""
         raise NotImplementedError

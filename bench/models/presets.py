@@ -29,6 +29,13 @@ class EncoderPreset:
     description: str
     settings: Mapping[str, Any] = field(default_factory=dict)
     modalities: frozenset[str] = ALL_MODALITIES
+    strides: tuple[int, ...] | None = None  # the patch sizes it can be built at (None: any)
+
+    @property
+    def offers(self) -> frozenset[str]:
+        """The encoder kinds it serves (bench.core.cards.KIND_NAMES): its `kind`, and "masked"
+        where its family masks convolutions (`masked` setting: a random subset too)."""
+        return frozenset({self.kind} | ({"masked"} if self.settings.get("masked") else set()))
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> EncoderPreset:
         """This preset with some settings replaced; a key the preset has not is refused."""
@@ -56,9 +63,9 @@ def preset_for(name: str, modality: str) -> EncoderPreset:
 
 
 def encoders_of_kind(kinds: frozenset[str], modality: str) -> list[str]:
-    """Names of the presets of one of `kinds` that take `modality`, sorted."""
+    """Names of the presets offering one of `kinds` that take `modality`, sorted."""
     return [n for n in ENCODERS.names()
-            if ENCODERS.get(n).kind in kinds and modality in ENCODERS.get(n).modalities]
+            if ENCODERS.get(n).offers & kinds and modality in ENCODERS.get(n).modalities]
 
 
 def vit_preset(name: str, dim: int, depth: int, heads: int, note: str) -> EncoderPreset:
@@ -68,15 +75,19 @@ def vit_preset(name: str, dim: int, depth: int, heads: int, note: str) -> Encode
 
 
 def cnn_preset(name: str, arch: str, dim: int, stages: str, note: str,
-               arch_overrides: Mapping[str, Any] | None = None) -> EncoderPreset:
+               arch_overrides: Mapping[str, Any] | None = None, *, strides: tuple[int, ...],
+               masked: bool) -> EncoderPreset:
     """A timm CNN cut at stride = patch size; `stages` says what the cut keeps at the usual
     strides, since a trunk cut at stride 4 is a small fraction of the network it is named
-    after."""
+    after. `strides`: its stages' output strides (the patch sizes it can be cut at, checked
+    when planning); `masked`: it takes a random subset by masked convolution
+    (bench.models.sparse), which needs every layer to be per position or a batch norm."""
     return register_encoder(EncoderPreset(
         name, "cnn", "dense",
         f"timm {arch} cut at stride = patch size ({stages}), projected to {dim}; {note}",
-        {"arch": arch, "dim": dim, "arch_overrides": dict(arch_overrides or {})},
-        modalities=frozenset({"image"})))
+        {"arch": arch, "dim": dim, "arch_overrides": dict(arch_overrides or {}),
+         "masked": masked},
+        modalities=frozenset({"image"}), strides=strides))
 
 
 vit_preset("vit-micro", 128, 4, 4, "CPU demo and tests")
@@ -87,16 +98,23 @@ vit_preset("vit-base", 768, 12, 12, "ViT-B")
 # What each cut keeps: 4-px patches (32-px sets) and 16-px patches (224-px image folders).
 _RESNET = "stride 4: stem + layer1; 16: through layer3"
 _CONVNEXT = "stride 4: stem + stage 1; 16: through stage 3"
+# Output strides of the timm stages (feature_info reductions), checked by tests/models/test_cnn.
+_RESNET_STRIDES, _CONVNEXT_STRIDES = (2, 4, 8, 16, 32), (4, 8, 16, 32)
 cnn_preset("cnn-resnet-micro", "resnet18", 128, _RESNET, "widths halved; CPU demo",
-           {"stem_width": 32, "channels": (32, 64, 128, 256)})
+           {"stem_width": 32, "channels": (32, 64, 128, 256)}, strides=_RESNET_STRIDES,
+           masked=True)
 cnn_preset("cnn-convnext-micro", "convnext_atto", 128, _CONVNEXT, "widths 32..256; CPU demo",
-           {"dims": (32, 64, 128, 256)})
+           {"dims": (32, 64, 128, 256)}, strides=_CONVNEXT_STRIDES, masked=True)
 cnn_preset("cnn-resnet18", "resnet18", 192, _RESNET,
-           "ResNet-18 widths, not the whole 11.7M-parameter network")
-cnn_preset("cnn-convnext-atto", "convnext_atto", 192, _CONVNEXT, "ConvNeXt-atto widths")
+           "ResNet-18 widths, not the whole 11.7M-parameter network", strides=_RESNET_STRIDES,
+           masked=True)
+cnn_preset("cnn-convnext-atto", "convnext_atto", 192, _CONVNEXT, "ConvNeXt-atto widths",
+           strides=_CONVNEXT_STRIDES, masked=True)
 # A light network of the class QB-Heat pretrains (Mobile-Former, 5.8M parameters / 285M
-# FLOPs, is not in timm): MobileNetV3-Large, made for 224-px image folders.
+# FLOPs, is not in timm): MobileNetV3-Large, made for 224-px image folders. Not masked: its
+# squeeze-excitation layers pool over every position (a statistic masking cannot confine).
 cnn_preset("cnn-mobilenetv3", "mobilenetv3_large_100", 192,
            "stride 4: stem + blocks up to 24 channels; 16: up to 112 channels, no 160-channel "
            "stage or head",
-           "MobileNetV3-Large 1.0, light CNN near the paper's class; sizes: `bench encoders`")
+           "MobileNetV3-Large 1.0, light CNN near the paper's class; sizes: `bench encoders`",
+           strides=(2, 4, 8, 16, 32), masked=False)

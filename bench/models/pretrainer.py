@@ -8,6 +8,8 @@ differs between two runs of a comparison; everything here is shared.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -15,27 +17,10 @@ from torch import Tensor, nn
 
 from bench.core.errors import IncompatibleError
 from bench.core.spec import DataSpec
-from bench.models.heads import build_head
-from bench.models.parts import LAYER_NORM, Encoder, init_weights, transformer_blocks
+from bench.models.decoders import build_decoder
+from bench.models.parts import Encoder, init_weights
 from bench.ops.masking import Visible
-from bench.ops.posembed import sincos_table
-from methods.base import MaskingMethod
-
-
-class Decoder(nn.Module):
-    """Transformer decoder over the full grid with fixed sin-cos positions, then a linear head."""
-
-    def __init__(self, spec: DataSpec, dim: int, depth: int, heads: int):
-        super().__init__()
-        self.register_buffer("pos", sincos_table(spec.grid, dim).unsqueeze(0), persistent=False)
-        self.blocks = transformer_blocks(dim, depth, heads)
-        self.norm = LAYER_NORM(dim)
-        self.head = build_head(spec, dim)
-        self.apply(init_weights)
-
-    def forward(self, filled: Tensor) -> Tensor:
-        x = self.blocks(filled + self.pos)
-        return self.head(self.norm(x))
+from methods.base import FillRule, MaskingMethod
 
 
 @dataclass
@@ -60,13 +45,15 @@ class MaskedPretrainer(nn.Module):
         decoder_dim: int,
         decoder_depth: int,
         decoder_heads: int,
+        decoder: str = "transformer",
     ):
         super().__init__()
         self.spec, self.encoder, self.method = spec, encoder, method
         self.proj = nn.Linear(encoder.dim, decoder_dim)
         init_weights(self.proj)
-        self.decoder = Decoder(spec, decoder_dim, decoder_depth, decoder_heads)
+        self.decoder = build_decoder(decoder, spec, decoder_dim, decoder_depth, decoder_heads)
         self.fill_site = method.fill_site(method.options)
+        self.fill_rule: FillRule | None = None  # `filling_with`: another fill, for evaluation
         width = encoder.dim if self.fill_site == "encoder" else decoder_dim
         if method.dim != width:
             raise IncompatibleError(f"method {method.name!r} fills at the {self.fill_site} (width "
@@ -96,8 +83,19 @@ class MaskedPretrainer(nn.Module):
         round at every step (QB-Heat's propagation compounds that error over the grid, by as
         much as the A/B terms themselves), which would change one method's numbers and not
         another's. The decoder after it runs under autocast again."""
+        rule = self.fill_rule or self.method.fill
         with torch.autocast(latent.device.type, enabled=False):
-            return self.method.fill(latent.float(), visible, self.spec.grid)
+            return rule(latent.float(), visible, self.spec.grid)
+
+    @contextmanager
+    def filling_with(self, rule: FillRule) -> Iterator[None]:
+        """Inside the block `rule` replaces the method's fill, at the same site and width
+        (bench.eval.contribution scores a constant fill and a method's ablated ones)."""
+        self.fill_rule = rule
+        try:
+            yield
+        finally:
+            self.fill_rule = None
 
     def penalty(self, x: Tensor) -> Tensor | None:
         """The method's regularizer in float32, as `fill` (None when it has none)."""

@@ -73,8 +73,10 @@ class SentencePretrainer(MaskedPretrainer):
         decoder_depth: int,
         decoder_heads: int,
         context_depth: int = CONTEXT_DEPTH,
+        decoder: str = "transformer",
     ):
-        super().__init__(spec, encoder, method, decoder_dim, decoder_depth, decoder_heads)
+        super().__init__(spec, encoder, method, decoder_dim, decoder_depth, decoder_heads,
+                         decoder)
         heads = encoder.blocks[0].attn.num_heads
         self.context = ContextEncoder(spec.grid[0], encoder.dim, context_depth, heads)
 

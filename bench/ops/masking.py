@@ -131,6 +131,14 @@ def scatter_tokens(base: Tensor, index: Tensor, values: Tensor) -> Tensor:
     return base.scatter(1, index.unsqueeze(-1).expand(-1, -1, base.shape[-1]), values)
 
 
+def mean_visible_fill(latent: Tensor, visible: Visible, grid: tuple[int, ...]) -> Tensor:
+    """A constant fill: every hidden position gets its sample's mean visible feature, the
+    visible ones stay (`[B, K, D]` -> `[B, N, D]`). What a fill that learned nothing about
+    position gives: the baseline a fill's contribution is measured against."""
+    base = latent.mean(dim=1, keepdim=True).expand(-1, grid_size(grid), -1)
+    return scatter_tokens(base, visible.index, latent)
+
+
 def visible_for_ratio(
     batch: int,
     grid: tuple[int, ...],

@@ -22,7 +22,8 @@ from bench.core.references import REFERENCE_ROWS
 from bench.core.registry import Registry
 from bench.core.spec import visible_count
 from bench.data import DATASETS, DatasetEntry, check_granularity, run_dataset_entry
-from bench.data.grids import planned_grid
+from bench.data.geometry import check_patch_size, planned_grid, planned_patch_size
+from bench.data.validation import check_validation
 from bench.launch.slurm import slurm_settings
 from bench.models.presets import ENCODERS, encoders_of_kind
 from bench.report.metrics import DEFAULT_PRIMARY, check_primary
@@ -98,6 +99,9 @@ def resolve_run(cfg: RunConfig) -> RunConfig:
             + ", ".join(encoders_of_kind(frozenset({"token", "dense"}), entry.modality))
         )
     check_probes(cfg, entry, encoder.family)
+    check_patch_size(cfg, entry.modality)
+    check_stride(cfg, entry.modality)
+    check_validation(cfg, entry.labelled)
     if cfg.method in REFERENCE_ROWS:
         if not entry.labelled:
             raise IncompatibleError(
@@ -108,15 +112,10 @@ def resolve_run(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"{cfg.method} is a reference row and takes no options")
         return dataclasses.replace(cfg, epochs=0)
     card = known_methods().get(cfg.method)
-    card.check(entry.modality, encoder.kind, cfg.encoder,
-               encoders_of_kind(card.encoder_kinds, entry.modality))
-    options = options_dict(method_options(cfg.method, cfg.options))
-    if options.get("visible") == "random" and encoder.kind == "dense":
-        raise IncompatibleError(
-            f"{cfg.method}.visible=random shows the encoder a scattered subset, which a dense "
-            f"(CNN) encoder cannot take ({cfg.encoder!r}); use visible=block or a token encoder: "
-            + ", ".join(encoders_of_kind(frozenset({"token"}), entry.modality)))
-    resolved = dataclasses.replace(cfg, options=options)
+    typed = method_options(cfg.method, cfg.options)
+    card.check(entry.modality, encoder.offers, cfg.encoder,
+               encoders_of_kind(card.encoder_kinds_for(typed), entry.modality), options=typed)
+    resolved = dataclasses.replace(cfg, options=options_dict(typed))
     check_mask_ratio(resolved, entry.modality)
     return resolved
 
@@ -138,6 +137,20 @@ def check_zip(zipped: dict[str, list[Any]]) -> None:
     lengths = {len(v) for v in zipped.values()}
     if len(lengths) > 1:
         raise ConfigError(f"the lists in [zip] differ in length: {sorted(lengths)}")
+
+
+def check_stride(cfg: RunConfig, modality: str) -> None:
+    """A CNN preset is cut at stride = patch size: a patch size none of its stages has is
+    refused, naming the presets that have it."""
+    patch = planned_patch_size(cfg) if modality == "image" else None
+    strides = ENCODERS.get(cfg.encoder).strides
+    if patch is None or strides is None or patch in strides:
+        return
+    works = [n for n in encoders_of_kind(frozenset({"token", "dense"}), modality)
+             if ENCODERS.get(n).strides is None or patch in ENCODERS.get(n).strides]
+    raise IncompatibleError(f"encoder {cfg.encoder!r} has no stage at stride {patch} (the patch "
+                            f"size); its strides: {', '.join(map(str, strides))}; encoders "
+                            f"that work at patch_size={patch}: {', '.join(works)}")
 
 
 def expand(
@@ -185,13 +198,15 @@ def check_options_are_used(fixed: dict[str, Any], grid: dict[str, list[Any]],
 
 
 # Keys of a sweep file besides run settings (run fields and `method.option`s).
-SPEC_KEYS = ("seeds", "out", "grid", "zip", "slurm")
+SPEC_KEYS = ("seeds", "out", "grid", "zip", "slurm", "cell", "tune")
 
 
 @dataclass
 class SweepSpec:
     """A sweep file: fixed settings at the top, `[grid]` (cartesian product), `[zip]` (lists
-    walked in step), `seeds`, `out` and `[slurm]` (job settings, see bench.launch.slurm)."""
+    walked in step), `[[cell]]` (extra cells besides the grid: each table's settings over the
+    fixed ones, at every seed), `seeds`, `out`, `[slurm]` (job settings, see
+    bench.launch.slurm) and `[tune]` (bench tune's grid, bench.plan.tune)."""
 
     name: str
     fixed: dict[str, Any]
@@ -200,6 +215,8 @@ class SweepSpec:
     seeds: list[int] | None = None
     out: Path | None = None
     slurm: dict[str, Any] = dataclasses.field(default_factory=dict)
+    cells: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    tune: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def override(self, settings: dict[str, Any]) -> SweepSpec:
         """Command-line settings win: a key set there is fixed, even where the spec varies it."""
@@ -208,10 +225,19 @@ class SweepSpec:
             fixed={**self.fixed, **settings},
             grid={k: v for k, v in self.grid.items() if k not in settings},
             zipped={k: v for k, v in self.zipped.items() if k not in settings},
+            cells=[{**cell, **settings} for cell in self.cells],
         )
 
     def runs(self) -> list[RunConfig]:
-        return expand(self.fixed, self.grid, self.zipped, self.seeds)
+        """The grid's runs, then each extra cell's (a run planned twice is kept once)."""
+        runs = expand(self.fixed, self.grid, self.zipped, self.seeds)
+        seen = {r.run_id for r in runs}
+        for cell in self.cells:
+            for run in expand({**self.fixed, **cell}, seeds=self.seeds):
+                if run.run_id not in seen:
+                    seen.add(run.run_id)
+                    runs.append(run)
+        return runs
 
 
 def load_spec(path: Path) -> SweepSpec:
@@ -253,8 +279,15 @@ def spec_from_dict(name: str, raw: dict[str, Any]) -> SweepSpec:
         raise ConfigError(f"out must be a folder path, got {out!r}")
     slurm = _table(raw, "slurm")
     slurm_settings(slurm)  # checked now; the command line may still override it
+    cells = raw.get("cell", [])
+    if not isinstance(cells, list) or not all(isinstance(c, dict) and c for c in cells):
+        raise ConfigError(f"cell must be tables of settings ([[cell]]), got {cells!r}")
+    cells = [_flatten(c) for c in cells]
+    for cell in cells:
+        for key, value in cell.items():
+            check_setting(key, value, "cell.")
     return SweepSpec(name, fixed, axes["grid"], axes["zip"], seeds,
-                     Path(out) if out is not None else None, slurm)
+                     Path(out) if out is not None else None, slurm, cells, _table(raw, "tune"))
 
 
 def _table(raw: dict[str, Any], key: str) -> dict[str, Any]:

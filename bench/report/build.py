@@ -72,6 +72,7 @@ from bench.report.metrics import (
     metric_order,
 )
 from bench.report.provenance import UNRECORDED, Provenance, describe_runs
+from bench.report.recipes import Tunings, is_trial, read_tunings, recipe_table, tuning_tables
 from bench.report.spatial import probe_figures, probe_views
 from bench.report.tables import (
     CI_NOTE,
@@ -116,6 +117,7 @@ class Analysis:
     primary: dict[tuple[str, str], str] = field(default_factory=dict)  # per section
     references: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PAIRED_COLUMNS))
     outcomes: Outcomes = no_outcomes
+    tunings: Tunings = field(default_factory=lambda: Tunings([]))  # bench tune's choices
 
 
 def primary_metrics(ok: pd.DataFrame, configs: dict[str, dict], chosen: str | None,
@@ -183,8 +185,14 @@ def analyse(dirs: Sequence[Path], baseline: str | None = None,
                      f"hash to their run id, so it {MISMATCHED} (first: {mismatched[0].path}; "
                      "see Skipped folders)")
         log.warning(notes[-1])
-    prov = describe_runs(agg.configs, agg.devices, REFERENCE_ROWS)
-    table = agg.table.assign(variant=agg.table.run_dir.map(prov.variant).fillna("{}"))
+    # bench tune's trials are scored on a validation split: not rows of the comparison.
+    trials = {d for d, c in agg.configs.items() if is_trial(c)}
+    if trials and not curve.empty:
+        curve = curve[~curve.run_dir.isin(trials)]
+    prov = describe_runs({d: c for d, c in agg.configs.items() if d not in trials}, agg.devices,
+                         REFERENCE_ROWS)
+    table = agg.table[~agg.table.run_dir.isin(trials)]
+    table = table.assign(variant=table.run_dir.map(prov.variant).fillna("{}"))
     ok, dupes = dedupe_runs(table[table.status == "ok"])
     if dupes:
         notes.append(f"{dupes} run(s) repeat a configuration and seed found in another folder; "
@@ -217,7 +225,8 @@ def analyse(dirs: Sequence[Path], baseline: str | None = None,
     rules = {d: str(c.get("weight_decay_rule") or "") for d, c in agg.configs.items()}
     return Analysis(agg, ok, cells, stats, paired, points, matched, gaps, curve, prov,
                     usual_settings(ok), baseline, compute_metric, notes, rules, primaries,
-                    reference_stats(ok, cells, primaries, outcomes), outcomes)
+                    reference_stats(ok, cells, primaries, outcomes), outcomes,
+                    read_tunings(dirs))
 
 
 @dataclass
@@ -231,6 +240,7 @@ class Section:
     # each method's own diagnostics (its card's), by method name
     methods: dict[str, Table] = field(default_factory=dict)
     effects: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EFFECT_COLUMNS))
+    contribution: Table | None = None  # recon loss with the learned fill and with ablated ones
 
     @property
     def tables(self) -> list[Table]:
@@ -257,6 +267,7 @@ def _section(a: Analysis, dataset: str, encoder: str, first: bool) -> Section:
     rules = {label: a.rules.get(run_dir, "") for label, run_dir in runs}
     fair, warnings = fairness(stats, cells, rules, f"{name}: setup of each row (fairness)")
     tables.append(fair)
+    tables += _recipes(a, cells, runs, name)
     paired = where(a.paired)
     if not accuracy:
         said = ["no verdict: no probe accuracy (unlabelled data: the runs only pretrain, and "
@@ -303,12 +314,16 @@ def _section(a: Analysis, dataset: str, encoder: str, first: bool) -> Section:
     by_distance = metric_order(metrics, "fill")
     fill = stat_table(stats, cells, by_distance, f"{name}: reconstruction by distance from the "
                       "visible part", CI_NOTE) if by_distance else None
+    ablated = metric_order(metrics, "contribution")
+    contribution = stat_table(stats, cells, [m for m in ("recon_loss",) if m in metrics] + ablated,
+                              f"{name}: what the learned fill contributes",
+                              CI_NOTE) if ablated else None
     own = {}
     for method in dict.fromkeys(cells.method):
         if method in method_cards() and (figures_ := metric_order(metrics, f"method:{method}")):
             title = method_cards().get(method).diagnostics_title or f"{method}: diagnostics"
             own[method] = stat_table(stats, cells, figures_, f"{name}: {title}", CI_NOTE)
-    return Section(tables, said, warnings, fill, own, effects)
+    return Section(tables, said, warnings, fill, own, effects, contribution)
 
 
 def probe_l2_table(ok: pd.DataFrame, cells: pd.DataFrame, title: str) -> Table | None:
@@ -329,6 +344,18 @@ def probe_l2_table(ok: pd.DataFrame, cells: pd.DataFrame, title: str) -> Table |
                       "split less a seeded 20 % validation share, keeps the best on that share "
                       "(ties: the larger), refits on the whole training split, and only then "
                       "scores the test split.")
+
+
+def _recipes(a: Analysis, cells: pd.DataFrame, runs: list[tuple[str, str]],
+             name: str) -> list[Table | str]:
+    """The sentence saying how the rows' recipes were set, and the recipe of each row."""
+    first = dict(reversed(runs))  # label -> one of its run folders
+    reference = dict(zip(cells.label, cells.is_reference))
+    run_ids = dict(zip(a.ok.run_dir, a.ok.run_id))
+    table, sentence = recipe_table(
+        [(label, first[label], bool(reference[label])) for label in cells.label if label in first],
+        a.agg.configs, run_ids, a.tunings, f"{name}: recipe of each row")
+    return [sentence, table]
 
 
 THROUGHPUT_NOTE = ("samples/s and seconds were measured on each run's machine under the load "
@@ -385,6 +412,23 @@ FILL_NOTE = (
     "recon_loss, not comparable across methods, and a bin mixes distance with content (on "
     "centred objects the far positions are mostly blank border, which any fill predicts "
     "well). Final epoch; also in metrics.jsonl at --eval-every points.")
+
+
+TUNING_NOTE = (
+    "bench tune ran every row of the comparison at each recipe of its grid on trial seeds, "
+    "fitting the probes on the training split minus a held-out validation part and scoring "
+    "them there; each row then ran at its best recipe at the comparison's seeds. Trials are "
+    "in tune/ and are no rows of the tables above.")
+
+
+CONTRIBUTION_NOTE = (
+    "The held-out reconstruction loss of each run's trained model with its own fill (test "
+    "recon loss), then on the same inputs and the same masks with the fill replaced: by a "
+    "constant (each sample's mean visible feature at every hidden position) and, for QB-Heat, "
+    "by A = B = 0 (every hidden position a copy of its nearest block edge). Encoder and "
+    "decoder stay as trained, so the gap is what the fill rule adds; a fill that is no better "
+    "than the constant left the work to the decoder. Within a row only: across methods the "
+    "tasks differ.")
 
 
 def _make_figures(a: Analysis, out: Path) -> list[figures.Figure]:
@@ -497,6 +541,13 @@ def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str],
     if fills:
         blocks += [Heading("The fill by distance", 2, "fill"), Paragraph(FILL_NOTE),
                    *(TableBlock(t) for t in fills)]
+    if a.tunings.records:
+        blocks += [Heading("Tuning", 2, "tuning"), Paragraph(TUNING_NOTE),
+                   *(TableBlock(t) for t in tuning_tables(a.tunings))]
+    contributions = [s.contribution for s in section_of.values() if s.contribution is not None]
+    if contributions:
+        blocks += [Heading("What the learned fill contributes", 2, "contribution"),
+                   Paragraph(CONTRIBUTION_NOTE), *(TableBlock(t) for t in contributions)]
     for method in dict.fromkeys(m for s in section_of.values() for m in s.methods):
         card = method_cards().get(method)
         blocks += [Heading(card.diagnostics_title or f"{method}: diagnostics", 2,
@@ -625,6 +676,7 @@ def _write_files(a: Analysis, dirs: Sequence[Path], out: Path) -> None:
         pd.concat(effects, ignore_index=True).to_csv(out / "factorial.csv", index=False)
     tables = [t for s in section_of.values() for t in s.tables]
     tables += [s.fill for s in section_of.values() if s.fill is not None]
+    tables += [s.contribution for s in section_of.values() if s.contribution is not None]
     tables += [t for s in section_of.values() for t in s.methods.values()]
     (out / "tables.tex").write_text(
         "% Maskbench tables; needs \\usepackage{booktabs}\n\n"

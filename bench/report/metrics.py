@@ -54,6 +54,7 @@ METRICS: dict[str, MetricInfo] = {
     "setup.encoder_params": MetricInfo("encoder params M", 1e-6, None, "setup"),
     "setup.decoder_params": MetricInfo("decoder params M", 1e-6, None, "setup"),
     "setup.method_params": MetricInfo("method params M", 1e-6, None, "setup"),
+    "setup.decoder_flops": MetricInfo("decoder GFLOPs", 1e-9, None, "setup"),
     "setup.epochs": MetricInfo("epochs", 1.0, None, "setup"),
     "setup.batch_size": MetricInfo("batch", 1.0, None, "setup"),
     "recon_loss": MetricInfo("test recon loss"),
@@ -75,6 +76,11 @@ METRICS: dict[str, MetricInfo] = {
     "linear_layer_best": MetricInfo("best layer (chosen on validation)", 1.0, None, "layers"),
     "linear_layer_best_top1": MetricInfo("linear top-1 % at the best layer (validation)", 100.0,
                                          True, "layers"),
+    "recon_loss_d5plus": MetricInfo("recon loss d≥5", group="fill"),  # bigger grids only
+    # What the learned fill contributes (bench/eval/contribution.py): recon_loss again with the
+    # fill replaced; a method's own ablations (recon_loss_fill_<name>) join by prefix.
+    "recon_loss_fill_const": MetricInfo("recon loss, constant fill", group="contribution"),
+    "recon_loss_fill_copy": MetricInfo("recon loss, copy (A = B = 0)", group="contribution"),
 }
 # A method's own diagnostics (its card's `diagnostics`) are in the group "method:<name>".
 
@@ -95,7 +101,10 @@ PATTERNS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], MetricInfo]], .
 MAIN_COMPUTE = ("compute.pretrain_flops_per_sample", "compute.train_samples_per_s")
 
 
-PREFIX_GROUPS = {"compute.": "compute", "setup.": "setup"}  # summary.json records by prefix
+# summary.json records by prefix, and the fill ablations of bench/eval/contribution.py.
+# Tuning trials' val_* scores (validation split of the training data) are a group of their own.
+PREFIX_GROUPS = {"compute.": "compute", "setup.": "setup", "recon_loss_fill_": "contribution",
+                 "val_": "validation"}
 
 
 def _pattern(metric: str) -> tuple[int, re.Match[str]] | None:

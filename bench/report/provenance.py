@@ -20,7 +20,10 @@ NOT_SETTINGS = frozenset(
      "data_fingerprint", "data_spec", "lr", "repaired", *RunConfig.LOCATION_KEYS,
      *RunConfig.REPORT_KEYS}
 )
-REFERENCE_ONLY_FIXED = frozenset({"epochs"})  # reference rows pretrain nothing: epochs is 0
+# Reference rows pretrain nothing: epochs is 0 and the pretraining recipe (what bench tune
+# chooses per row) means nothing for them, so their values do not count as differing.
+REFERENCE_ONLY_FIXED = frozenset({"epochs", "base_lr", "weight_decay", "warmup",
+                                  "warmup_epochs", "decoder_depth"})
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)
              if f.default is not dataclasses.MISSING}
 UNRECORDED = "(not recorded)"  # failed runs record no device

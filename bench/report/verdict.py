@@ -22,7 +22,7 @@ from bench.report.tables import Cell, Table, format_summary
 # Setup that must be equal for a comparison to be fair, and what differs by the strategy
 # itself (its own parameters and its fill's cost): both shown, warned about differently.
 SETUP_FAIR = ("setup.visible_tokens", "setup.scored_positions", "setup.encoder_params",
-              "setup.decoder_params", "setup.epochs", "setup.batch_size")
+              "setup.decoder_params", "setup.decoder_flops", "setup.epochs", "setup.batch_size")
 SETUP_BY_DESIGN = ("setup.method_params", "compute.pretrain_flops_per_sample")
 RULE_COLUMN = "weight-decay rule"
 

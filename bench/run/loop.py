@@ -11,7 +11,7 @@ import torch
 from bench.core import files, store
 from bench.data.streaming import pretrain_batches
 from bench.eval.diagnostics import fill_diagnostics
-from bench.eval.protocols import evaluate_encoder
+from bench.eval.protocols import evaluate_encoder, scored_names
 from bench.models.pretrainer import MaskedPretrainer
 from bench.run import checkpoint
 from bench.run.hooks import StepAt
@@ -126,7 +126,7 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer) -> dict[str, Any]:
     check_fits(cfg, data)
     steps_per_epoch = pretrain_count(cfg, data) // cfg.batch_size  # full batches only: every step has the same shape
     total = cfg.epochs * steps_per_epoch
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    warmup = cfg.warmup_steps(steps_per_epoch)
     state, partial = resume(ctx, model, opt, steps_per_epoch)
     ctx.tracker.start(state["epoch"] * steps_per_epoch + state["step"])
     train_step = TrainStep(model, opt, device, use_compile(cfg.compile, device), cfg.compile_mode)
@@ -191,10 +191,11 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer) -> dict[str, Any]:
         record = {"epoch": epoch + 1, "loss": epoch_loss, "lr": opt.param_groups[0]["lr"]}
         if dist.is_main:
             if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
-                record.update(evaluate_encoder(cfg, data, model.encoder, device, ("knn",),
-                                              knn_only=True))
-                record.update(fill_diagnostics(model, data, cfg.eval_test_limit,
-                                               cfg.eval_batch_size, device, cfg.seed))
+                record.update(scored_names(cfg, evaluate_encoder(
+                    cfg, data, model.encoder, device, ("knn",), knn_only=True)))
+                if cfg.val_fraction is None:  # a tuning trial reads no test data
+                    record.update(fill_diagnostics(model, data, cfg.eval_test_limit,
+                                                   cfg.eval_batch_size, device, cfg.seed))
             store.append_jsonl(metrics_path, record)
             ctx.tracker.log_metrics(record, (epoch + 1) * steps_per_epoch, "epoch")
         save()

@@ -19,6 +19,7 @@ from bench.data.protocol import TrainingData
 from bench.models.pretrainer import MaskedPretrainer
 from bench.run import trackers
 from bench.run.hooks import Hook
+from bench.run.step import decoder_flops_per_sample
 from bench.runtime import distributed
 from bench.runtime.optim import WEIGHT_DECAY_RULE
 
@@ -98,8 +99,8 @@ def _parameters(module: nn.Module | None) -> int:
 def setup_record(cfg: RunConfig, spec: DataSpec, encoder: nn.Module | None = None,
                  model: MaskedPretrainer | None = None) -> dict[str, Any]:
     """What the report's fairness table compares between rows: tokens the encoder sees and
-    positions the loss scores per sample, trainable parameters by part, epochs and batch.
-    Reference rows see every position and score none."""
+    positions the loss scores per sample, trainable parameters by part, the decoder's forward
+    FLOPs per sample, epochs and batch. Reference rows see every position and score none."""
     if model is not None:
         spec = model.spec  # the method's grid (sentence slots at granularity=sentence)
     n = spec.num_tokens
@@ -112,6 +113,7 @@ def setup_record(cfg: RunConfig, spec: DataSpec, encoder: nn.Module | None = Non
         "encoder_params": _parameters(encoder),
         "decoder_params": 0 if model is None else _parameters(model.proj) + _parameters(model.decoder),
         "method_params": 0 if model is None else _parameters(model.method),
+        "decoder_flops": 0.0 if model is None else decoder_flops_per_sample(model),
         "epochs": cfg.epochs,
         "batch_size": cfg.batch_size,
     }

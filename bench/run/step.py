@@ -111,3 +111,17 @@ def pretrain_flops_per_sample(model: MaskedPretrainer, x: torch.Tensor) -> float
         model(x, gen).objective.backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / len(x)
+
+
+@torch.no_grad()
+def decoder_flops_per_sample(model: MaskedPretrainer) -> float:
+    """Forward FLOPs of the shared decoder (projection, decoder and head) on one sample's full
+    grid: what `decoder=transformer` and `decoder=conv` cost apart from the fill."""
+    from bench.runtime.flops import flop_counter
+
+    p = next(model.parameters())
+    features = torch.zeros(1, model.spec.num_tokens, model.proj.in_features, device=p.device)
+    counter = flop_counter()
+    with counter:
+        model.decoder(model.proj(features))
+    return float(counter.get_total_flops())

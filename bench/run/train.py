@@ -22,9 +22,11 @@ from bench.core.references import REFERENCE_ROWS, ReferenceRow
 from bench.core.spec import DataSpec
 from bench.data import dataset_key, load_dataset
 from bench.data.protocol import TrainingData
+from bench.data.validation import ValidationData
+from bench.eval.contribution import fill_contribution
 from bench.eval.diagnostics import fill_diagnostics
 from bench.eval.pretext import pretext_metrics
-from bench.eval.protocols import evaluate_encoder
+from bench.eval.protocols import evaluate_encoder, scored_names
 from bench.models.build import build_model
 from bench.models.encoders import build_encoder
 from bench.models.parts import Encoder
@@ -71,6 +73,8 @@ def _train_and_evaluate(
     device = resolve_device(cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     data = (data if data is not None else load_dataset(*dataset_key(cfg))).to(device)
+    if cfg.val_fraction is not None:  # a tuning trial: probes on a split of the training data
+        data = ValidationData(data, cfg.val_fraction)
     reference = REFERENCE_ROWS.get(cfg.method)
     if dist.is_main:
         write_config(run_dir, cfg, data)
@@ -90,8 +94,9 @@ def _train_and_evaluate(
     if reference is not None:
         encoder = reference_encoder(reference, cfg, data.spec, device)
         setup = setup_record(cfg, data.spec, encoder=encoder)
-        metrics = evaluate_encoder(cfg, data, encoder, device, reference.reports(selected),
-                                   outcomes=outcomes)
+        metrics = scored_names(cfg, evaluate_encoder(cfg, data, encoder, device,
+                                                     reference.reports(selected),
+                                                     outcomes=outcomes))
     else:
         ctx = RunContext(cfg, run_dir, device, data, tracker, hooks)
         model = prepare_model(build_model(cfg, data.spec, getattr(data, "sentences", None)),
@@ -106,14 +111,19 @@ def _train_and_evaluate(
         if not dist.is_main:
             return summary_record(cfg, "ok", rank=dist.rank)
         metrics = {
-            **evaluate_encoder(cfg, data, model.encoder, device, selected, outcomes=outcomes,
-                               steps=model.method.neighbour_maps()),
-            **pretext_metrics(cfg, model, data, device),
-            **fill_diagnostics(model, data, cfg.eval_test_limit, cfg.eval_batch_size, device,
-                               cfg.seed),
+            **scored_names(cfg, evaluate_encoder(cfg, data, model.encoder, device, selected,
+                                                 outcomes=outcomes,
+                                                 steps=model.method.neighbour_maps())),
             "pretrain_loss": store.read_jsonl(run_dir / files.METRICS)[-1]["loss"],
         }
-        save_reconstructions(ctx, model)
+        if cfg.val_fraction is None:  # held-out pretext figures read the test split
+            metrics |= {
+                **pretext_metrics(cfg, model, data, device),
+                **fill_contribution(cfg, model, data, device),
+                **fill_diagnostics(model, data, cfg.eval_test_limit, cfg.eval_batch_size,
+                                   device, cfg.seed),
+            }
+            save_reconstructions(ctx, model)
     compute["peak_mem_bytes"] = peak_memory_bytes(device)
     compute["wall_s"] = time.perf_counter() - wall_start
     summary = summary_record(cfg, "ok", metrics=metrics, compute=compute, setup=setup,

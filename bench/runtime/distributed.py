@@ -153,22 +153,36 @@ def synced_batch_stats() -> Iterator[None]:
         _sync_stats.pop()
 
 
-def _normalize_globally(bn: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
-    """Batch norm of this rank's rows `x` with the mean and biased variance of the global batch
-    (two differentiable all-reduces; the backward all-reduces the gradients the same way, so
-    DDP's averaged gradients are those of one process on the whole batch). Running statistics
-    are updated as `F.batch_norm` updates them (unbiased variance)."""
+def syncing_stats() -> bool:
+    """Whether batch statistics are shared across ranks here (inside `synced_batch_stats`,
+    under several processes)."""
+    return _sync_stats[-1] and current().world > 1
+
+
+def normalize_batch(bn: nn.modules.batchnorm._BatchNorm, x: Tensor, weight: Tensor | None = None,
+                    across_ranks: bool = True) -> Tensor:
+    """Batch norm of `x` in training mode with the mean and biased variance over the positions
+    `weight` marks (1: counted, 0: not; broadcast to `x`, None: all of them), over every rank
+    with `across_ranks` (two differentiable all-reduces; the backward all-reduces the gradients
+    the same way, so DDP's averaged gradients are those of one process on the whole batch).
+    Running statistics are updated as `F.batch_norm` updates them (unbiased variance)."""
     from torch.distributed.nn.functional import all_reduce
 
+    reduce = all_reduce if across_ranks else (lambda t: t)
     dims = [0, *range(2, x.dim())]
     shape = [1, -1] + [1] * (x.dim() - 2)
     xf = x.float()
-    local_n = torch.tensor([xf.numel() / xf.shape[1]], device=x.device)
-    totals = all_reduce(torch.cat([xf.sum(dims), local_n]))
+    if weight is None:
+        local_n = torch.tensor([xf.numel() / xf.shape[1]], device=x.device)
+        totals = reduce(torch.cat([xf.sum(dims), local_n]))
+    else:
+        w = weight.float().expand(xf.shape[0], 1, *xf.shape[2:])
+        totals = reduce(torch.cat([(xf * w).sum(dims), w.sum().reshape(1)]))
     n = totals[-1]
     mean = totals[:-1] / n
     centred = xf - mean.view(shape)
-    var = all_reduce(centred.pow(2).sum(dims)) / n
+    spread = centred.pow(2) if weight is None else centred.pow(2) * w
+    var = reduce(spread.sum(dims)) / n
     y = centred * torch.rsqrt(var + bn.eps).view(shape)
     if bn.affine:
         y = y * bn.weight.view(shape) + bn.bias.view(shape)
@@ -188,10 +202,13 @@ class _GlobalBatchNorm:
     def forward(self, x: Tensor) -> Tensor:
         if not (_sync_stats[-1] and self.training):
             return super().forward(x)
-        y = _normalize_globally(self, x)
-        if _is_timm_norm_act(self):  # timm's BatchNormAct2d: dropout and activation after
-            y = self.act(self.drop(y))
-        return y
+        return after_norm(self, normalize_batch(self, x))
+
+
+def after_norm(bn: nn.Module, y: Tensor) -> Tensor:
+    """What a batch-norm layer applies after normalising: timm's BatchNormAct2d its dropout
+    and activation, a plain batch norm nothing."""
+    return bn.act(bn.drop(y)) if _is_timm_norm_act(bn) else y
 
 
 _GLOBAL_CLASSES: dict[type, type] = {}
@@ -211,6 +228,8 @@ def global_batch_norm(model: nn.Module) -> nn.Module:
     for name, module in model.named_modules():
         cls = type(module)
         if not isinstance(module, nn.modules.batchnorm._BatchNorm) or cls in _GLOBAL_CLASSES.values():
+            continue
+        if getattr(cls, "shares_stats_itself", False):  # bench.models.sparse: visible-only
             continue
         if cls not in plain and not _is_timm_norm_act(module):
             raise ConfigError(f"{name} is a {cls.__name__}, whose statistics cannot be shared "

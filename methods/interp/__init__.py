@@ -28,7 +28,10 @@ CARD = MethodCard(
     summary="Random visible subset; hidden positions linearly interpolated from visible "
             "neighbours.",
     modalities=frozenset({"image", "text"}),
-    encoder_kinds=frozenset({"token"}),  # a random subset needs an encoder that drops tokens
+    # A random subset: a token encoder or a CNN with masked convolution; a block: any encoder.
+    encoder_kinds=frozenset({"token", "dense", "masked"}),
+    # visible=block: nothing outside the block is bracketed, so past its edge each hidden
+    # position copies its nearest block token (QB-Heat with A = B = 0; Interp.describe).
     Options=InterpOptions,
     diagnostics=(
         Diagnostic("interp_share_inside", "linear inside the hull", "share"),

@@ -7,6 +7,7 @@ CARD = MethodCard(
     name="mae",
     summary="Random visible subset; every hidden position gets the same learned [MASK] token.",
     modalities=frozenset({"image", "text"}),
-    encoder_kinds=frozenset({"token"}),
+    # A random subset: a token encoder or a CNN with masked convolution; a block: any encoder.
+    encoder_kinds=frozenset({"token", "dense", "masked"}),
     Options=LayoutOptions,
 )

@@ -56,7 +56,9 @@ CARD = MethodCard(
     name="qbheat",
     summary="One contiguous block; hidden positions extrapolated by learned heat operators A, B.",
     modalities=frozenset({"image", "text"}),
-    encoder_kinds=frozenset({"token", "dense"}),
+    # a block: any encoder; a random subset (visible=random): a token encoder or a CNN with
+    # masked convolution
+    encoder_kinds=frozenset({"token", "dense", "masked"}),
     Options=QBHeatOptions,
     diagnostics=(
         Diagnostic("heat_norm_A", "‖A‖_F"),

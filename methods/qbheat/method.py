@@ -32,7 +32,7 @@ from bench.ops.masking import (
     nearest_visible,
     scatter_tokens,
 )
-from methods.base import MaskingMethod, register_method
+from methods.base import FillRule, MaskingMethod, register_method
 from methods.qbheat import CARD, Order, QBHeatOptions, Step, parse_param
 
 NORM_EPS = 1e-6  # FINOLA's normalisation: eps inside the square root
@@ -325,9 +325,14 @@ class QBHeat(MaskingMethod):
         return self.options.visible, self.options.position
 
     def fill(self, latent: Tensor, visible: Visible, grid: tuple[int, ...]) -> Tensor:
+        return self._propagate(latent, visible, grid, self.A(), None if self.B is None else self.B())
+
+    def _propagate(self, latent: Tensor, visible: Visible, grid: tuple[int, ...], A: Tensor,
+                   B: Tensor | None) -> Tensor:
+        """The fill with operators `A`, `B` (B: images only)."""
         o = self.options
         if o.visible == "random":
-            ops = (self.A(),) if len(grid) == 1 else (self.B(), self.A())
+            ops = (A,) if len(grid) == 1 else (B, A)
             return propagate_from_nearest(latent, visible.index, grid,
                                           tuple(op.to(latent.dtype) for op in ops), o.order,
                                           o.norm)
@@ -335,13 +340,23 @@ class QBHeat(MaskingMethod):
             raise ValueError("qbheat extrapolates from one contiguous block; got no block geometry")
         b, _, d = latent.shape
         block = latent.reshape(b, *visible.shape, d)
-        A = self.A().to(latent.dtype)
+        A = A.to(latent.dtype)
         if len(grid) == 1:
             out = propagate_1d(block, A, grid[0], visible.origin[:, 0], o.step, o.norm)
         else:
-            B = self.B().to(latent.dtype)
-            out = propagate(block, A, B, grid, visible.origin, o.order, o.step, o.norm)
+            out = propagate(block, A, B.to(latent.dtype), grid, visible.origin, o.order, o.step,
+                            o.norm)
         return out.reshape(b, grid_size(grid), d)
+
+    def ablated_fills(self) -> dict[str, FillRule]:
+        """`copy`: the same propagation with A = B = 0, each hidden position a copy of its
+        nearest block edge token: what the learned operators add to extrapolation itself."""
+        zero = torch.zeros(self.dim, self.dim, device=self.A().device)
+
+        def copy(latent: Tensor, visible: Visible, grid: tuple[int, ...]) -> Tensor:
+            return self._propagate(latent, visible, grid, zero, zero)
+
+        return {"copy": copy}
 
     def regularizer(self) -> Tensor | None:
         """commute * ||AB - BA||_F^2: pulls the operators towards a pair the PDE allows."""

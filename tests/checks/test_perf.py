@@ -101,3 +101,17 @@ def test_compile_mode_and_precision_flags(capsys):
     assert row["bf16"] is True and row["compile"] is False and row["compile_mode"] is None
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)[0]["bf16"] is False
+
+
+@pytest.mark.parametrize("size, patch, grid", [(32, 2, "16x16"), (224, 8, "28x28")])
+def test_fill_cost_on_bigger_grids(size, patch, grid):
+    """propagate's cost per step on the bigger grids: the run field patch_size sets the
+    synthetic grid; the row and the table say which grid, the fill's ms and its share."""
+    rows = perf.measure(perf.PerfOptions(methods=["qbheat"], image_size=size, batch=2, steps=1,
+                                         warmup=0, device="cpu",
+                                         settings={"patch_size": patch, "decoder_dim": 32,
+                                                   "decoder_heads": 2, "decoder_depth": 1}))
+    (r,) = rows
+    assert r["grid"] == grid and r["fill_ms"] > 0 and 0 < r["fill_share"] < 1
+    table = perf.format_table(rows)
+    assert f"{grid} grid" in table and "fill ms" in table

@@ -92,13 +92,17 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys, args, messa
     assert not out.exists()
 
 
-def test_incompatible_encoder_names_the_ones_that_work(tmp_path, capsys):
-    code = main(["run", "--methods", "mae", "--encoder", "cnn-resnet-micro", "--dataset", "digits",
-                 "--out", str(tmp_path / "o")])
-    err = capsys.readouterr().err
-    if "unknown encoder" in err:
-        pytest.skip("no CNN encoder registered yet")
-    assert code == 2 and "needs a token encoder" in err and "vit-micro" in err
+@pytest.mark.parametrize("extra", [[], ["--dry-run"]])
+def test_incompatible_encoder_names_the_ones_that_work(tmp_path, capsys, extra):
+    """A random subset on a CNN without masked convolution: one line naming the encoders that
+    would do (token and masked-convolution ones) and the block alternative; nothing written."""
+    out = tmp_path / "o"
+    code = main(["run", "--methods", "mae", "--encoder", "cnn-mobilenetv3", "--dataset", "digits",
+                 "--out", str(out), *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and not out.exists()
+    assert "needs a masked-convolution or token encoder" in err
+    assert "vit-micro" in err and "cnn-resnet-micro" in err and "mae.visible=block" in err
 
 
 def test_missing_data_names_three_ways(tmp_path, capsys, monkeypatch):

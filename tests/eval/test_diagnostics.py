@@ -95,3 +95,35 @@ def test_loss_by_distance_is_the_per_bin_mean_and_sums_to_recon_loss(method):
     metrics = fill_diagnostics(model, data, None, 6, device, 3)
     assert {k: v for k, v in metrics.items() if k.startswith("recon")} == by_distance
     assert any(k.startswith("heat_") for k in metrics) == (method == "qbheat")
+
+
+def test_bigger_grid_blocks_and_distances_follow_the_patch_size(digits):
+    """digits at 2-px patches: a 16x16 grid, QB-Heat's quarter block 8x8 (64 visible, as the
+    random subset), hidden positions 1..8 steps away, and the d≥5 bin (part of d≥3) reported."""
+    from bench.data.geometry import with_patch_size
+
+    data = with_patch_size(digits, 2)
+    spec = data.spec
+    assert spec.grid == (16, 16) and spec.patch_size == 2
+    torch.manual_seed(0)
+    encoder = build_encoder("vit-micro", spec)
+    fill = build_method("qbheat", {}, 32, "image", "token", encoder_dim=encoder.dim)
+    model = MaskedPretrainer(spec, encoder, fill, 32, 1, 2)
+    visible = fill.choose_visible(2, spec.grid, torch.Generator().manual_seed(0))
+    assert visible.shape == (8, 8) and visible.count == 64
+    assert int(visible_distance(visible, spec.grid).max()) == 8
+    device = torch.device("cpu")
+    x = data.eval_batch(data.test_x[:4])
+    got = recon_loss_by_distance(model, iter([x]), device, 1)
+    assert set(got) == {"recon_loss_d1", "recon_loss_d2", "recon_loss_d3plus", "recon_loss_d5plus"}
+    # Brute force for d≥5 on the same seeded masks.
+    with torch.no_grad():
+        out = model.eval()(x, torch.Generator().manual_seed(1))
+        loss = model.position_loss(x, out.pred)
+        far = visible_distance(out.visible, spec.grid) >= 5
+    assert got["recon_loss_d5plus"] == pytest.approx(loss[far].mean().item(), rel=1e-5)
+    # On 8x8 nothing is 5 away: no such bin.
+    assert "recon_loss_d5plus" not in recon_loss_by_distance(
+        MaskedPretrainer(SPEC, build_encoder("vit-micro", SPEC),
+                         build_method("qbheat", {}, 32, "image", "token", encoder_dim=128),
+                         32, 1, 2), iter([torch.randn(2, 1, 32, 32)]), device, 1)

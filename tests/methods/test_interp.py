@@ -154,9 +154,12 @@ def test_block_interp_is_qbheat_with_zero_operators(modality, grid):
     assert torch.equal(method.fill(latent, visible, grid), expected)
 
 
-def test_needs_a_token_encoder():
-    with pytest.raises(IncompatibleError, match="token"):
-        build_method("interp", {"visible": "block"}, 8, "image", "dense")
+def test_a_random_subset_needs_a_token_or_masked_encoder():
+    """A block suits any encoder; a random subset a token encoder or masked convolution."""
+    build_method("interp", {"visible": "block"}, 8, "image", "dense")
+    build_method("interp", {}, 8, "image", frozenset({"dense", "masked"}))
+    with pytest.raises(IncompatibleError, match="masked-convolution or token"):
+        build_method("interp", {}, 8, "image", "dense")
 
 
 def test_gradient_reaches_encoder_and_inputs():

@@ -472,9 +472,12 @@ def test_qbheat_fills_a_random_subset_and_refuses_block_steps_there():
     assert "random visible subset" in method.describe((8, 8))
     with pytest.raises(ConfigError, match="step=block"):
         build_method("qbheat", {"visible": "random", "step": "block"}, 8, "image", "token")
-    with pytest.raises(IncompatibleError, match="visible=random"):
-        resolve_run(tiny_config(method="qbheat", encoder="cnn-resnet-micro", dataset="digits",
+    with pytest.raises(IncompatibleError, match="visible=random"):  # no masked convolution
+        resolve_run(tiny_config(method="qbheat", encoder="cnn-mobilenetv3", dataset="digits",
                                 options={"visible": "random"}))
+    # a CNN with masked convolution encodes the subset (bench/models/sparse.py)
+    assert resolve_run(tiny_config(method="qbheat", encoder="cnn-resnet-micro", dataset="digits",
+                                   options={"visible": "random"})).options["visible"] == "random"
 
 
 @pytest.mark.parametrize("name", ["mae", "interp"])

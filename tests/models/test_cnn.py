@@ -10,7 +10,7 @@ from bench.core.spec import DataSpec
 from bench.models.cnn import CNNEncoder, crop_blocks
 from bench.models.encoders import build_encoder
 from bench.models.presets import ENCODERS
-from bench.ops.masking import Visible, block_visible, random_visible
+from bench.ops.masking import Visible, block_visible
 
 SPEC = DataSpec("image", (8, 8), patch_size=4, in_chans=1)
 PRESETS = ["cnn-resnet-micro", "cnn-convnext-micro", "cnn-resnet18", "cnn-convnext-atto",
@@ -65,11 +65,16 @@ def test_block_features_are_in_visible_index_order():
         torch.testing.assert_close(out[i : i + 1], alone)
 
 
-def test_scattered_visible_is_rejected():
-    encoder = build_encoder("cnn-resnet-micro", SPEC)
-    visible = random_visible(2, 64, 16, torch.Generator().manual_seed(0))
-    with pytest.raises(IncompatibleError, match="contiguous 2-D block"):
-        encoder.forward_visible(torch.randn(2, 1, 32, 32), visible)
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_strides_are_the_trunks(name):
+    """Planning reads a preset's strides (the patch sizes it can be cut at) without timm: they
+    must be the timm stages' output strides."""
+    import timm
+
+    preset = ENCODERS.get(name)
+    model = timm.create_model(preset.settings["arch"], pretrained=False, num_classes=0,
+                              **preset.settings["arch_overrides"])
+    assert preset.strides == tuple(f["reduction"] for f in model.feature_info)
 
 
 def test_patch_size_without_a_matching_stage():

@@ -12,7 +12,7 @@ import pytest
 from bench.api import split_launcher_settings
 from bench.cli import main
 from bench.core.config import differing_keys
-from bench.core.errors import ConfigError
+from bench.core.errors import ConfigError, IncompatibleError
 from bench.launch.slurm import slurm_settings
 from bench.plan.sweep import expand, load_spec
 
@@ -167,18 +167,24 @@ def test_slurm_words_become_the_slurm_table():
 
 
 def test_qbheat_readings_dry_run(tmp_path, capsys):
-    """16 QB-Heat cells (position x step x norm x at) + MAE, 3 seeds: 51 runs, differing in
-    exactly those four options, the method and the seed; every combination once per seed."""
+    """16 QB-Heat cells (position x step x norm x at) + MAE, and the 16x16 cell (QB-Heat's
+    paper reading and MAE at 2-px patches), 3 seeds: 57 runs, differing in exactly those four
+    options, the patch size, the method and the seed; every combination once per seed."""
     path = SWEEPS / "qbheat-readings.toml"
     out = tmp_path / "out"
     assert main(["sweep", str(path), "--dry-run", "--out", str(out)]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0] == f"51 runs (0 already done, 51 to run) -> {out}"
-    assert printed[1] == ("runs differ in: method, qbheat.at, qbheat.norm, qbheat.position, "
-                          "qbheat.step, seed")
+    assert printed[0] == f"57 runs (0 already done, 57 to run) -> {out}"
+    assert printed[1] == ("runs differ in: method, patch_size, qbheat.at, qbheat.norm, "
+                          "qbheat.position, qbheat.step, seed")
     runs = load_spec(path).runs()
     assert [line.split()[1] for line in printed[2:] if line.startswith("+ ")] == [
         r.run_id for r in runs]
+    big = [r for r in runs if r.patch_size == 2]
+    assert sorted((r.method, r.seed) for r in big) == [
+        ("mae", s) for s in range(3)] + [("qbheat", s) for s in range(3)]
+    assert all(r.options.get("position", "quadrant") == "quadrant" for r in big)
+    runs = [r for r in runs if r.patch_size is None]
     cells = {}
     for r in runs:
         key = r.method if r.method == "mae" else tuple(
@@ -198,7 +204,7 @@ def test_a_dry_run_checks_the_grid_the_run_trains_on(tmp_path, monkeypatch):
     data (images: the encoder's; text: the token block, or the window of sentences)."""
     from bench.core.config import RunConfig
     from bench.data import dataset_key, load_dataset
-    from bench.data.grids import planned_grid
+    from bench.data.geometry import planned_grid
 
     monkeypatch.setenv("MASKBENCH_CACHE", str(tmp_path / "cache"))
     texts = tmp_path / "texts"
@@ -226,3 +232,62 @@ def test_seeds_out_of_range_are_refused_when_planning():
         with pytest.raises(ConfigError, match=f"seed {seed} is out of range"):
             api.plan(["mae"], seeds=[seed], dataset="digits")
     assert api.plan(["mae"], seeds=[2**32 - 1], dataset="digits")[0].seed == 2**32 - 1
+
+
+@pytest.mark.parametrize("encoder, method, options, works", [
+    ("cnn-resnet-micro", "mae", {}, True),  # masked convolution
+    ("cnn-convnext-micro", "interp", {}, True),
+    ("cnn-mobilenetv3", "mae", {}, False),  # squeeze-excitation: blocks only
+    ("cnn-mobilenetv3", "mae", {"mae.visible": "block"}, True),
+    ("cnn-mobilenetv3", "interp", {"interp.visible": "block"}, True),
+    ("cnn-mobilenetv3", "qbheat", {}, True),
+    ("vit-micro", "interp", {}, True),
+])
+def test_every_fill_plans_on_a_cnn_where_its_layout_can_be_encoded(encoder, method, options,
+                                                                   works):
+    """One check (MethodCard.check, with the options) decides; it names what would work."""
+    settings = {"method": method, "encoder": encoder, "dataset": "digits", **options}
+    if works:
+        assert expand(settings)[0].encoder == encoder
+        return
+    with pytest.raises(IncompatibleError, match=r"visible=random needs a masked-convolution or "
+                                                r"token encoder.*cnn-resnet-micro.*visible=block"):
+        expand(settings)
+
+
+def test_patch_size_is_a_run_field_checked_when_planning(tmp_path, capsys):
+    """None keeps the card's patch size and every earlier run id; a size that does not divide
+    the images, a patch size on text, or one no stage of a CNN has: one line, exit 2, dry run
+    too."""
+    from bench.core.config import RunConfig
+
+    assert RunConfig(patch_size=None).run_id == RunConfig().run_id
+    assert RunConfig(patch_size=2).run_id != RunConfig().run_id
+    (run,) = expand({"dataset": "fashion-mnist", "patch_size": 2})
+    assert run.patch_size == 2
+    out = tmp_path / "o"
+    for args, message in (
+        (["patch_size=3"], "patch_size=3: fashion-mnist images are 32x32 px, not whole patches; "
+                           "sizes that fit: 1, 2, 4, 8, 16, 32"),
+        (["--dataset", "wordnet-glosses", "patch_size=2"], "patch_size=2: images only"),
+        (["--encoder", "cnn-convnext-micro", "patch_size=2"],
+         "encoder 'cnn-convnext-micro' has no stage at stride 2 (the patch size); its strides: "
+         "4, 8, 16, 32; encoders that work at patch_size=2: cnn-mobilenetv3, cnn-resnet-micro"),
+    ):
+        assert main(["run", "--methods", "qbheat", "--dry-run", "--out", str(out), *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_extra_cells_run_beside_the_grid_at_every_seed(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('dataset = "digits"\nseeds = [0, 1]\n[grid]\nmethod = ["mae", "qbheat"]\n'
+                    '[[cell]]\nmethod = "qbheat"\npatch_size = 2\n'
+                    '[[cell]]\nmethod = "mae"\n')  # the second repeats a grid cell: kept once
+    runs = load_spec(path).runs()
+    assert [(r.method, r.patch_size, r.seed) for r in runs] == [
+        ("mae", None, 0), ("mae", None, 1), ("qbheat", None, 0), ("qbheat", None, 1),
+        ("qbheat", 2, 0), ("qbheat", 2, 1)]
+    path.write_text('[[cell]]\npatch_size = "x"\n')
+    with pytest.raises(ConfigError, match="patch_size='x': expected int"):
+        load_spec(path)

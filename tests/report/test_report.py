@@ -539,3 +539,71 @@ def test_a_killed_reports_staging_folder_is_removed_by_the_next_report(lean, tmp
     write_report([lean], out)
     assert not young.exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_fill_contribution_table_beside_the_fill_by_distance(tmp_path):
+    """recon_loss with the learned fill, the constant fill and QB-Heat's copy, one row per
+    method (mae has no copy), in a section after the fill by distance; not a task metric."""
+    for s in range(3):
+        write_run(tmp_path, f"qb{s}", "qbheat", s, {
+            "knn_top1": 0.7, "recon_loss": 0.7, "recon_loss_fill_const": 1.6,
+            "recon_loss_fill_copy": 0.85, "recon_loss_d1": 0.2})
+        write_run(tmp_path, f"mae{s}", "mae", s, {"knn_top1": 0.7, "recon_loss": 0.5,
+                                                  "recon_loss_fill_const": 0.9})
+    section = _section(analyse([tmp_path], "mae"), "fashion-mnist", "vit-micro", True)
+    md = to_markdown(section.contribution)
+    assert md.splitlines()[0] == ("| row | test recon loss | recon loss, constant fill | "
+                                  "recon loss, copy (A = B = 0) |")
+    assert "| qbheat | 0.70 ± 0.00 (n=3) | 1.60 ± 0.00 (n=3) | 0.85 ± 0.00 (n=3) |" in md
+    assert "| mae | 0.50 ± 0.00 (n=3) | 0.90 ± 0.00 (n=3) | – |" in md
+    task = next(t for t in section.tables if "pretext-task" in t.title)
+    assert task.columns == ["row", "test recon loss"]
+    write_report([tmp_path], tmp_path / "report", baseline="mae")
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert report.index("## The fill by distance") < report.index(
+        "## What the learned fill contributes")
+
+
+def test_recipes_one_shared_or_tuned_and_trials_are_no_rows(tmp_path):
+    """Rows at one recipe: "one shared recipe". A trial (val_fraction set) is no row; with
+    tuning.json naming each row's runs: "each at its tuned recipe" and the tuning table; rows
+    that differ untuned are said to mix strategy with recipe."""
+    shared = tmp_path / "shared"
+    for s in range(2):
+        write_run(shared, f"mae{s}", "mae", s, {"linear_top1": 0.8}, base_lr=1.5e-3)
+        write_run(shared, f"qb{s}", "qbheat", s, {"linear_top1": 0.8}, base_lr=1.5e-3)
+    write_run(shared / "tune", "trial", "mae", 0, {"val_linear_top1": 0.9}, base_lr=1e-4,
+              val_fraction=0.1)
+    a = analyse([shared], "mae")
+    assert "trial" not in set(a.ok.run_id) and set(a.cells.method) == {"mae", "qbheat"}
+    content = _section(a, "fashion-mnist", "vit-micro", True).content
+    assert any(isinstance(c, str) and c.startswith("Recipes: one shared recipe for every row "
+                                                   "(base_lr 0.0015") for c in content)
+    tuned = tmp_path / "tuned"
+    for s in range(2):
+        write_run(tuned, f"mae{s}", "mae", s, {"linear_top1": 0.8}, base_lr=1e-4, warmup=0.05)
+        write_run(tuned, f"qb{s}", "qbheat", s, {"linear_top1": 0.8}, base_lr=1.5e-3)
+        write_run(tuned, f"ref{s}", "random-init", s, {"linear_top1": 0.7}, base_lr=2e-3)
+    (tuned / "tuning.json").write_text(json.dumps({
+        "metric": "linear_top1", "scored_as": "val_linear_top1", "val_fraction": 0.1,
+        "grid": {"base_lr": [1e-4, 1.5e-3]}, "trial_seeds": [0],
+        "rows": [{"method": m, "options": {}, "row": m, "chosen": {"base_lr": lr},
+                  "runs": [f"{name}{s}" for s in range(2)],
+                  "trials": [{"recipe": {"base_lr": x}, "score": sc, "scores": [sc],
+                              "run_ids": ["t"]} for x, sc in ((1e-4, 0.9), (1.5e-3, 0.7))]}
+                 for m, name, lr in (("mae", "mae", 1e-4), ("qbheat", "qb", 1.5e-3))]}))
+    a = analyse([tuned], "mae")
+    section = _section(a, "fashion-mnist", "vit-micro", True)
+    assert any(isinstance(c, str) and "each at its tuned recipe" in c for c in section.content)
+    recipe = next(t for t in section.tables if t.title.endswith("recipe of each row"))
+    md = to_markdown(recipe)
+    assert "| 0.0001 | 0.05 | transformer, depth 2 | 0.05 of the schedule | bench tune |" in md
+    # A reference row pretrains nothing: its recipe is no setting its label brackets.
+    assert "| random-init | 0.002 |" in md and "– (reference row)" in md
+    write_report([tuned], tuned / "report", baseline="mae")
+    report = (tuned / "report" / "report.md").read_text()
+    assert "## Tuning" in report and "| **mae** | **0.0001** | **90.0** | **1** |" in report
+    (tuned / "tuning.json").unlink()
+    content = _section(analyse([tuned], "mae"), "fashion-mnist", "vit-micro", True).content
+    assert any(isinstance(c, str) and "rows differ in recipe and not all were tuned" in c
+               for c in content)

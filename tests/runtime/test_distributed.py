@@ -114,18 +114,20 @@ def test_torchrun_two_processes_follow_one(tmp_path, single):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_follow_one_with_batch_norm(tmp_path):
+@pytest.mark.parametrize("method", ["qbheat", "mae"])
+def test_torchrun_two_processes_follow_one_with_batch_norm(tmp_path, method):
     """A CNN encoder (BatchNorm) under DDP: statistics over the global batch, so 2 processes
     follow the single process's losses as the ViT does (each rank normalising its own 16 rows
-    would not), and its running statistics match (the encoder's probes see them)."""
-    settings = dict(TINY, method="qbheat", encoder="cnn-resnet-micro", protocols="knn")
+    would not), and its running statistics match (the encoder's probes see them). mae: a
+    random subset by masked convolution, statistics over the visible positions of every rank."""
+    settings = dict(TINY, method=method, encoder="cnn-resnet-micro", protocols="knn")
     cfg = resolve_run(tiny_config(**settings))
     single = tmp_path / "single" / cfg.run_id
     train_run(cfg, single, progress=False, data=load_dataset("digits"))
     out = tmp_path / "ddp"
     cli = [a for a in CLI if a not in ("protocols=knn",)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           __file__, str(tmp_path / "rows"), "run", "--methods", "qbheat", "--encoder",
+           __file__, str(tmp_path / "rows"), "run", "--methods", method, "--encoder",
            "cnn-resnet-micro", "--out", str(out), *cli, "protocols=knn"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
