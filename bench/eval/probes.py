@@ -171,6 +171,10 @@ class LinearHead:
     def logits(self, features: Tensor) -> Tensor:
         return self.head((features - self.mean) / self.std)
 
+    def correct(self, features: Tensor, labels: Tensor) -> Tensor:
+        """Per-example correctness on `features`, standardised as the training features were."""
+        return _correct(self.head, (features - self.mean) / self.std, labels)
+
 
 def linear_head(train_f: Tensor, train_y: Tensor, num_classes: int, seed: int,
                 recipe: ProbeRecipe | None = None) -> LinearHead:
@@ -198,8 +202,7 @@ def fit_linear_probe(
     (`choose_l2`) unless the recipe fixes it; the test split is scored once, at the end."""
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     head = linear_head(train_f, train_y, num_classes, seed, recipe)
-    return LinearProbeResult(head.logits(test_f).argmax(1) == test_y, head.l2,
-                             head.validation_top1)
+    return LinearProbeResult(head.correct(test_f, test_y), head.l2, head.validation_top1)
 
 
 def linear_probe(
