@@ -89,7 +89,8 @@ def test_unlabelled_text_behaves_like_text_dir(hf, tmp_path):
     assert "linpred_r2_d1" in linpred  # unlabelled text: no probes, but its blocks are read
     assert set(summary["metrics"]) - linpred == {"recon_loss", "masked_token_acc", "perplexity",
                                        "pretrain_loss", "recon_loss_d1", "recon_loss_d2",
-                                       "recon_loss_d3plus", "recon_loss_fill_const"}
+                                       "recon_loss_d3plus", "recon_loss_fill_const",
+                                       "recon_loss_d5plus"}  # 1-D blocks reach d >= 5
 
 
 def test_images_follow_the_imagefolder_protocol(hf, tmp_path):

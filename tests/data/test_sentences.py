@@ -289,7 +289,8 @@ def test_demo_end_to_end_at_tiny_size(
     by_distance = {"recon_loss_d1", "recon_loss_d2", "recon_loss_d3plus"}  # 4 slots, 1 visible
     for method, s in summaries.items():
         pretext = {"recon_loss", "perplexity", "masked_bow_recall", "pretrain_loss", *by_distance,
-                   *(HEAT_1D if method == "qbheat" else ()),
+                   "recon_loss_fill_const",  # what the fill contributes (bench.eval.contribution)
+                   *(HEAT_1D | {"recon_loss_fill_copy"} if method == "qbheat" else ()),
                    *(INTERP_SHARES if method == "interp" else ())}
         expected = probes | (set() if method in ("random-init", "raw-input") else pretext)
         linpred = {m for m in s["metrics"] if m.startswith("linpred_")}
@@ -334,4 +335,5 @@ def test_text_dir_at_the_sentence_level_pretrains_and_checks_documents(
     assert set(summary["metrics"]) - linpred == {"next_sentence_top1", "next_sentence_same_doc_top1",
                                                  "previous_sentence_same_doc_top1", "recon_loss", "perplexity",
                                        "masked_bow_recall", "pretrain_loss", "recon_loss_d1",
-                                       "recon_loss_d2", *HEAT_1D}
+                                       "recon_loss_d2", *HEAT_1D, "recon_loss_fill_const",
+                                       "recon_loss_fill_copy"}

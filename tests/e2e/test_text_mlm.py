@@ -24,7 +24,7 @@ from bench.data import text as T
 from bench.data import tokenizer as Tok
 from bench.data.cards import load_card
 from bench.data.protocol import EvalSplit
-from bench.eval.diagnostics import DISTANCE_BINS
+from bench.eval.diagnostics import DISTANCE_BINS, FAR
 from bench.eval.pretext import masked_token_metrics
 from bench.eval.probes import extract_features, linear_probe
 from bench.models.heads import TokenHead
@@ -256,7 +256,7 @@ def test_text_dir_pretrains_and_reports_masked_token_metrics_only(
     )
     summary = train_run(cfg, tmp_path / "run", progress=False)
     assert summary["status"] == "ok"
-    by_distance = {name for _, name in DISTANCE_BINS}
+    by_distance = {name for _, name in (*DISTANCE_BINS, FAR)}
     linpred = {m for m in summary["metrics"] if m.startswith("linpred_")}
     assert {"linpred_r2_d4", "linpred_identity_r2_d4", "linpred_mean_r2_d4"} <= linpred
     assert set(summary["metrics"]) - by_distance - linpred == {
@@ -266,6 +266,7 @@ def test_text_dir_pretrains_and_reports_masked_token_metrics_only(
         "pretrain_loss",
         "interp_share_inside",  # interp's own diagnostics: which rule filled what
         "interp_share_outside",
+        "recon_loss_fill_const",  # what the fill contributes (bench.eval.contribution)
     }
     assert "recon_loss_d1" in summary["metrics"]  # the held-out CE by distance to the visible
 
