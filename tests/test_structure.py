@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("old import paths", ("bench.config", "bench.errors", "bench.options", "bench.masking",
                           "bench.jobs")),
-    ("entry points", ("bench.__main__", "bench.cli", "bench.api", "bench.export",
+    ("entry points", ("bench.__main__", "bench.cli", "bench.cli.*", "bench.api", "bench.export",
                       "bench.checks", "bench.checks.*")),
     ("planning", ("bench.plan", "bench.plan.*")),
     ("launching", ("bench.launch", "bench.launch.*")),
@@ -39,7 +39,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 # What `bench list`, `status`, `report` and a dry run read: these load without torch (whole
 # packages by pattern, then single modules of packages that also hold torch code).
-TORCH_FREE = ("bench.core.*", "bench.plan.*", "bench.report.*", "bench.cli", "bench.api",
+TORCH_FREE = ("bench.core.*", "bench.plan.*", "bench.report.*", "bench.cli", "bench.cli.*",
+              "bench.api",
               "bench.launch.launchers", "bench.launch.status", "bench.launch.slurm",
               "bench.launch.lock", "bench.data", "bench.models.presets", "bench.run.hooks",
               "methods", "methods.mae", "methods.qbheat", "methods.interp")

@@ -16,7 +16,8 @@ from bench.core import files, store
 from bench.core.exports import export_command
 from bench.export import METADATA_KEY, _encoder
 from bench.plan.sweep import resolve_run
-from bench.report.build import _blocks, analyse
+from bench.report.analysis import analyse
+from bench.report.build import _blocks
 from bench.report.document import render_markdown
 from bench.run.records import write_failure
 from bench.run.train import train_run

@@ -17,8 +17,10 @@ import pytest
 from bench.cli import main
 from bench.core.references import REFERENCE_ROWS
 from bench.report import figures
-from bench.report.build import _section, analyse, write_report
+from bench.report.analysis import analyse
+from bench.report.build import write_report
 from bench.report.cells import engineering
+from bench.report.sections import build_section
 from bench.report.tables import best_rows, stat_table, to_latex, to_markdown
 
 T_975_2 = 4.302652729749464  # t_{0.975, 2} from tables
@@ -485,7 +487,7 @@ def test_fill_by_distance_for_every_method_and_qbheats_own_table(synthetic_repor
             "recon_loss_d3plus": 0.6, "heat_radius_right": radius[s], "heat_commutator": 0.25})
         write_run(tmp_path, f"mae{s}", "mae", s, {"knn_top1": 0.7, "recon_loss_d1": 0.3})
     a = analyse([tmp_path], "mae")
-    section = _section(a, "fashion-mnist", "vit-micro", True)
+    section = build_section(a, "fashion-mnist", "vit-micro", True)
     fill = to_markdown(section.fill)
     assert fill.splitlines()[0] == "| row | recon loss d=1 | recon loss d=2 | recon loss d≥3 |"
     assert "| qbheat | 0.20 ± 0.00 (n=3) | 0.40 ± 0.00 (n=3) | 0.60 ± 0.00 (n=3) |" in fill
@@ -515,11 +517,11 @@ def test_a_killed_reports_staging_folder_is_removed_by_the_next_report(lean, tmp
     import subprocess
     import sys
 
-    from bench.report.build import STAGE_GRACE_S, STAGE_LOCK, _remove_abandoned_stages
+    from bench.report.staging import STAGE_GRACE_S, STAGE_LOCK, _remove_abandoned_stages
 
     out = tmp_path / "report"
-    code = ("import sys, time\nfrom pathlib import Path\nfrom bench.report.build import _staged\n"
-            "with _staged(Path(sys.argv[1])) as stage:\n"
+    code = ("import sys, time\nfrom pathlib import Path\nfrom bench.report.staging import staged\n"
+            "with staged(Path(sys.argv[1])) as stage:\n"
             "    (stage / 'runs.csv').write_text('x')\n    print(stage, flush=True)\n"
             "    time.sleep(120)\n")
     writer = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE,
@@ -550,7 +552,7 @@ def test_fill_contribution_table_beside_the_fill_by_distance(tmp_path):
             "recon_loss_fill_copy": 0.85, "recon_loss_d1": 0.2})
         write_run(tmp_path, f"mae{s}", "mae", s, {"knn_top1": 0.7, "recon_loss": 0.5,
                                                   "recon_loss_fill_const": 0.9})
-    section = _section(analyse([tmp_path], "mae"), "fashion-mnist", "vit-micro", True)
+    section = build_section(analyse([tmp_path], "mae"), "fashion-mnist", "vit-micro", True)
     md = to_markdown(section.contribution)
     assert md.splitlines()[0] == ("| row | test recon loss | recon loss, constant fill | "
                                   "recon loss, copy (A = B = 0) |")
@@ -576,7 +578,7 @@ def test_recipes_one_shared_or_tuned_and_trials_are_no_rows(tmp_path):
               val_fraction=0.1)
     a = analyse([shared], "mae")
     assert "trial" not in set(a.ok.run_id) and set(a.cells.method) == {"mae", "qbheat"}
-    content = _section(a, "fashion-mnist", "vit-micro", True).content
+    content = build_section(a, "fashion-mnist", "vit-micro", True).content
     assert any(isinstance(c, str) and c.startswith("Recipes: one shared recipe for every row "
                                                    "(base_lr 0.0015") for c in content)
     tuned = tmp_path / "tuned"
@@ -593,7 +595,7 @@ def test_recipes_one_shared_or_tuned_and_trials_are_no_rows(tmp_path):
                               "run_ids": ["t"]} for x, sc in ((1e-4, 0.9), (1.5e-3, 0.7))]}
                  for m, name, lr in (("mae", "mae", 1e-4), ("qbheat", "qb", 1.5e-3))]}))
     a = analyse([tuned], "mae")
-    section = _section(a, "fashion-mnist", "vit-micro", True)
+    section = build_section(a, "fashion-mnist", "vit-micro", True)
     assert any(isinstance(c, str) and "each at its tuned recipe" in c for c in section.content)
     recipe = next(t for t in section.tables if t.title.endswith("recipe of each row"))
     md = to_markdown(recipe)
@@ -604,6 +606,6 @@ def test_recipes_one_shared_or_tuned_and_trials_are_no_rows(tmp_path):
     report = (tuned / "report" / "report.md").read_text()
     assert "## Tuning" in report and "| **mae** | **0.0001** | **90.0** | **1** |" in report
     (tuned / "tuning.json").unlink()
-    content = _section(analyse([tuned], "mae"), "fashion-mnist", "vit-micro", True).content
+    content = build_section(analyse([tuned], "mae"), "fashion-mnist", "vit-micro", True).content
     assert any(isinstance(c, str) and "rows differ in recipe and not all were tuned" in c
                for c in content)
