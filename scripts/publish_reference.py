@@ -1,0 +1,101 @@
+"""Copy a finished `make reference` sweep into the repository: results/reference/<name>/.
+
+    .venv/bin/python scripts/publish_reference.py results/reference-run --wall-s 5400
+
+Keeps what a reader and tests/e2e/test_reference.py need and nothing heavy: the report
+(report.md, report.html, tables.tex, the CSVs, the figures), and of every run folder
+config.json, summary.json, metrics.jsonl and outcomes.npz (the per-example test outcomes the
+report's confidence intervals use); never checkpoints. MACHINE.json beside them records the
+machine, the package versions, the git sha and the wall time of the sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+RUN_FILES = ("config.json", "summary.json", "metrics.jsonl", "outcomes.npz")
+REPORT_SUFFIXES = (".md", ".html", ".tex", ".csv", ".png", ".svg")
+PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "pandas", "scikit-learn")
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def memory_gib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return round(int(line.split()[1]) / 2**20, 1)
+    return float("nan")
+
+
+def git_sha() -> str:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or "(no git)"
+
+
+def machine(wall_s: float | None, command: str) -> dict:
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "git_sha": git_sha(),
+        "command": command,
+        "wall_s": wall_s,
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gib": memory_gib(),
+        "device": "cpu",
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": {p: metadata.version(p) for p in PACKAGES},
+    }
+
+
+def publish(src: Path, dest: Path, info: dict) -> int:
+    """Copy the report and the light files of every run folder under `src` to `dest`
+    (replaced if it exists); return the number of runs copied."""
+    report = src / "report"
+    if not (report / "report.md").is_file():
+        raise SystemExit(f"error: {report}/report.md missing: has the sweep finished?")
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "runs").mkdir(parents=True)
+    for f in sorted(report.iterdir()):
+        if f.is_file() and f.suffix in REPORT_SUFFIXES:
+            shutil.copy2(f, dest / f.name)
+    runs = sorted(p.parent for p in src.glob("*/summary.json"))
+    for run in runs:
+        (dest / "runs" / run.name).mkdir()
+        for name in RUN_FILES:
+            if (run / name).is_file():
+                shutil.copy2(run / name, dest / "runs" / run.name / name)
+    (dest / "MACHINE.json").write_text(json.dumps({**info, "runs": len(runs)}, indent=1) + "\n")
+    return len(runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("src", type=Path, help="the sweep's results folder (its --out)")
+    parser.add_argument("--dest", type=Path,
+                        help="default: results/reference/cpu-<today>")
+    parser.add_argument("--wall-s", type=float, help="the sweep's wall time, seconds")
+    parser.add_argument("--command", default="make reference")
+    args = parser.parse_args()
+    dest = args.dest or Path("results/reference") / f"cpu-{datetime.now(UTC):%Y-%m-%d}"
+    n = publish(args.src, dest, machine(args.wall_s, args.command))
+    print(f"published {n} runs and the report to {dest}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
