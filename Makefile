@@ -10,8 +10,9 @@ DEBIAN_DATA := dataset-fashion-mnist wordnet-base bible-kjv
 DEMO_OUT ?= results/demo
 DEMO_TEXT_OUT ?= results/demo-text
 DEMO_SENTENCES_OUT ?= results/demo-sentences
+REFERENCE_OUT ?= results/reference-run
 
-.PHONY: setup data demo demo-text demo-sentences test test-slow lint perf clean-results
+.PHONY: setup data demo demo-text demo-sentences reference test test-slow lint perf clean-results
 
 setup: $(VENV)/.installed data
 
@@ -55,6 +56,15 @@ demo-sentences: setup
 	  --dataset kjv-verses --encoder vit-micro --epochs 2 --train-limit 512 --batch-size 32 \
 	  --eval-train-limit 2000 --eval-test-limit 1000 --seeds 0 --out $(DEMO_SENTENCES_OUT) \
 	  granularity=sentence sentences=8 sentence_length=24 vocab_size=2000
+
+# The benchmark's own answer at CPU scale (sweeps/reference.toml: 80 runs, about 75 minutes on
+# an idle 2-core CPU): the sweep and its report, then the report and each run's light files
+# published under results/reference/cpu-<date>/ with the machine, versions, sha and wall time.
+# Rerunning resumes (finished runs are skipped); the wall time is then the last call's.
+reference: setup
+	start=$$(date +%s); \
+	$(PYTHON) -m bench sweep sweeps/reference.toml --out $(REFERENCE_OUT) && \
+	$(PYTHON) scripts/publish_reference.py $(REFERENCE_OUT) --wall-s $$(( $$(date +%s) - start ))
 
 # The default suite stays lean (about 6 minutes on an idle 2-core CPU); the slow tests
 # (compilers, torchrun, SLURM requeues, a fresh install) run apart. CI runs both.

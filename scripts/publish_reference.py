@@ -2,11 +2,13 @@
 
     .venv/bin/python scripts/publish_reference.py results/reference-run --wall-s 5400
 
-Keeps what a reader and tests/e2e/test_reference.py need and nothing heavy: the report
-(report.md, report.html, tables.tex, the CSVs, the figures), and of every run folder
-config.json, summary.json, metrics.jsonl and outcomes.npz (the per-example test outcomes the
-report's confidence intervals use); never checkpoints. MACHINE.json beside them records the
-machine, the package versions, the git sha and the wall time of the sweep.
+Keeps what a reader and tests/e2e/test_reference.py need and nothing heavy: of every run
+folder config.json, summary.json, metrics.jsonl and outcomes.npz (the per-example test
+outcomes the report's confidence intervals use), never checkpoints nor reconstruction samples
+(16 MB for 60 runs; the report then has no reconstruction figure); and the report built from
+exactly those files (`bench report DEST/runs --out DEST`: report.md, report.html, tables.tex,
+the CSVs, the figures), so rebuilding it from the repository gives the committed verdict.
+MACHINE.json records the machine, the package versions, the git sha and the sweep's wall time.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from bench import cli
+
 RUN_FILES = ("config.json", "summary.json", "metrics.jsonl", "outcomes.npz")
-REPORT_SUFFIXES = (".md", ".html", ".tex", ".csv", ".png", ".svg")
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "pandas", "scikit-learn")
 
 
@@ -63,23 +66,21 @@ def machine(wall_s: float | None, command: str) -> dict:
 
 
 def publish(src: Path, dest: Path, info: dict) -> int:
-    """Copy the report and the light files of every run folder under `src` to `dest`
-    (replaced if it exists); return the number of runs copied."""
-    report = src / "report"
-    if not (report / "report.md").is_file():
-        raise SystemExit(f"error: {report}/report.md missing: has the sweep finished?")
+    """Copy the light files of every finished run folder under `src` to `dest/runs` (`dest`
+    replaced if it exists), write their report into `dest`; return the number of runs."""
+    runs = sorted(p.parent for p in src.glob("*/summary.json"))
+    if not runs:
+        raise SystemExit(f"error: no finished run under {src}: has the sweep run?")
     if dest.exists():
         shutil.rmtree(dest)
     (dest / "runs").mkdir(parents=True)
-    for f in sorted(report.iterdir()):
-        if f.is_file() and f.suffix in REPORT_SUFFIXES:
-            shutil.copy2(f, dest / f.name)
-    runs = sorted(p.parent for p in src.glob("*/summary.json"))
     for run in runs:
         (dest / "runs" / run.name).mkdir()
         for name in RUN_FILES:
             if (run / name).is_file():
                 shutil.copy2(run / name, dest / "runs" / run.name / name)
+    if cli.main(["report", str(dest / "runs"), "--out", str(dest), "--no-progress"]) != 0:
+        raise SystemExit("error: the report of the published runs failed")
     (dest / "MACHINE.json").write_text(json.dumps({**info, "runs": len(runs)}, indent=1) + "\n")
     return len(runs)
 

@@ -36,6 +36,7 @@ from bench.report.cells import (
 from bench.report.metrics import (
     DEFAULT_PRIMARY,
     check_primary,
+    judged_metrics,
     metric_order,
 )
 from bench.report.provenance import UNRECORDED, Provenance, describe_runs
@@ -88,7 +89,7 @@ def primary_metrics(ok: pd.DataFrame, configs: dict[str, dict], chosen: str | No
             notes.append(f"{where}: runs name different primary metrics "
                          f"({', '.join(named.index)}); the verdict uses the most common, "
                          f"{out[section]} (bench report --primary chooses)")
-        present = metric_order(group.metric.unique(), "accuracy")
+        present = judged_metrics(group.metric.unique())
         if present and out[section] not in present:
             notes.append(f"{where}: no run reports the primary metric {out[section]}; the "
                          f"verdict takes {present[0]} as primary")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from bench.core.outcomes import Outcome
 from bench.core.references import REFERENCE_ROWS
-from bench.report.metrics import CELL, SECTION, metric_order
+from bench.report.metrics import CELL, SECTION, judged_metrics
 from bench.report.stats import (
     ExampleVariance,
     Summary,
@@ -219,8 +219,8 @@ def paired_rows(ok: pd.DataFrame, pairs: Sequence[tuple[Any, Any]],
     for row, b in pairs:
         mine, theirs = cell_key(row), cell_key(b)
         present = [m for c, m in by_seed if c == mine]
-        chosen = [m for m in metrics if m in present] if metrics is not None else metric_order(
-            present, "accuracy")
+        chosen = ([m for m in metrics if m in present] if metrics is not None
+                  else judged_metrics(present))
         for metric in chosen:
             a_seeds, b_seeds = by_seed[mine, metric], by_seed.get((theirs, metric), {})
             shared = sorted(set(a_seeds) & set(b_seeds))

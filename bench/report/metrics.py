@@ -157,15 +157,26 @@ def metric_order(metrics: Sequence[str], group: str) -> list[str]:
     return known + patterned + sorted(m for m in rest if not _pattern(m))
 
 
+# The probe scores the verdict judges, higher is better: the pooled probes' accuracies and the
+# frozen per-token probe's (dense: localisation). A section's family is the ones its runs report.
+JUDGED_GROUPS = ("accuracy", "dense")
+
+
+def judged_metrics(metrics: Sequence[str]) -> list[str]:
+    """The metrics of `metrics` a verdict compares (JUDGED_GROUPS), accuracy ones first."""
+    return [m for group in JUDGED_GROUPS for m in metric_order(metrics, group)]
+
+
 def check_primary(metric: str, protocols: Sequence[str] | None = None,
                   granularity: str | None = None) -> str:
-    """`metric` if it can be a primary metric: an accuracy metric of the catalogue, and (when
-    given) one that runs with `protocols` at `granularity` report; else ConfigError."""
-    accuracy = [m for m, info in METRICS.items() if info.group == "accuracy"]
-    if metric not in accuracy:
-        raise ConfigError(f"primary metric {metric!r} is not an accuracy metric; valid: "
-                          f"{', '.join(accuracy)}")
-    protocol = metric.removesuffix("_top1")
+    """`metric` if it can be a primary metric: a judged metric of the catalogue
+    (JUDGED_GROUPS), and (when given) one that runs with `protocols` at `granularity` report;
+    else ConfigError."""
+    judged = [m for m, info in METRICS.items() if info.group in JUDGED_GROUPS]
+    if metric not in judged:
+        raise ConfigError(f"primary metric {metric!r} is not a probe score the verdict judges; "
+                          f"valid: {', '.join(judged)}")
+    protocol = "dense" if METRICS[metric].group == "dense" else metric.removesuffix("_top1")
     if protocols is not None and protocol in PROTOCOLS and protocol not in protocols:
         raise ConfigError(f"primary_metric={metric} needs the {protocol} protocol: add it to "
                           f"protocols (now {','.join(protocols)})")

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from bench.report.cells import COMPUTE_AXES, summary_of
-from bench.report.metrics import metric_info, metric_order
+from bench.report.metrics import judged_metrics, metric_info
 from bench.report.stats import CONFIDENCE, Summary, cis_overlap
 
 
@@ -115,7 +115,7 @@ def format_paired(r: Any, scale: float) -> str:
 
 
 def paired_table(paired: pd.DataFrame, title: str, note: str) -> Table:
-    metrics = metric_order(paired.metric.unique(), "accuracy")
+    metrics = judged_metrics(paired.metric.unique())
     labels = list(dict.fromkeys(paired.label))
     by_key = {(r.label, r.metric): r for r in paired.itertuples(index=False)}
     rows = [

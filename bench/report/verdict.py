@@ -15,7 +15,7 @@ import pandas as pd
 
 from bench.core.references import REFERENCE_ROWS
 from bench.report.cells import summary_of
-from bench.report.metrics import metric_info, metric_order
+from bench.report.metrics import judged_metrics, metric_info
 from bench.report.stats import ALPHA, MIN_PAIRED_FOR_TEST, ExampleVariance, detectable_difference
 from bench.report.tables import Cell, Table, format_summary
 
@@ -42,7 +42,7 @@ def verdict(paired: pd.DataFrame, baseline: str, primary: str,
     if rows.empty:
         return [f"no verdict: no strategy besides the baseline {baseline} in this section "
                 "(reference rows are not judged)"]
-    metrics = metric_order(rows.metric.unique(), "accuracy")
+    metrics = judged_metrics(rows.metric.unique())
     lines = [family_line(rows, primary, metrics)]
     for metric in sorted(metrics, key=lambda m: m != primary):  # the primary first
         lines.append(_metric_line(rows[rows.metric == metric], baseline, metric,

@@ -220,7 +220,8 @@ def test_primary_from_the_runs_and_from_bench_report(tmp_path, capsys):
     capsys.readouterr()
     assert main(["report", str(tmp_path / "res"), "--out", str(tmp_path / "c"),
                  "--primary", "recon_loss"]) == 2
-    assert "primary metric 'recon_loss' is not an accuracy metric" in capsys.readouterr().err
+    assert ("primary metric 'recon_loss' is not a probe score the verdict judges"
+            in capsys.readouterr().err)
     assert not (tmp_path / "c").exists()
 
 
@@ -239,5 +240,32 @@ def test_primary_metric_is_a_report_setting_not_part_of_the_run():
     assert run.primary_metric == "knn_top1" and run.run_id == expand({"dataset": "digits"})[0].run_id
     with pytest.raises(ConfigError, match="needs the tran1 protocol"):
         expand({"dataset": "digits", "primary_metric": "tran1_top1"})
-    with pytest.raises(ConfigError, match="not an accuracy metric"):
+    with pytest.raises(ConfigError, match="not a probe score the verdict judges"):
         expand({"dataset": "digits", "primary_metric": "pretrain_loss"})
+    with pytest.raises(ConfigError, match="needs the dense protocol"):
+        expand({"dataset": "fashion-mosaic", "primary_metric": "dense_miou"})
+    (dense,) = expand({"dataset": "fashion-mosaic", "primary_metric": "dense_miou",
+                       "protocols": "linear,dense"})
+    assert dense.primary_metric == "dense_miou"
+
+
+def test_a_dense_primary_is_judged_like_an_accuracy(tmp_path):
+    """Frozen localisation can be a section's headline (fashion-mosaic: dense_miou): its
+    paired comparisons are in the family, Holm-adjusted, and the verdict speaks of it first.
+    (Before, the dense metrics were never compared and could not be primary.)"""
+    from bench.report.build import write_report
+
+    for s, (miou, top1) in enumerate(((0.30, 0.70), (0.31, 0.72), (0.29, 0.69), (0.30, 0.71))):
+        _write(tmp_path / "res", f"mae{s}", "mae", s, {"dense_miou": miou, "linear_top1": top1},
+               primary_metric="dense_miou")
+        _write(tmp_path / "res", f"qb{s}", "qbheat", s,
+               {"dense_miou": miou + 0.08 + 0.002 * s, "linear_top1": top1 + 0.001 * (-1) ** s},
+               primary_metric="dense_miou")
+    write_report([tmp_path / "res"], tmp_path / "rep")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "primary metric: dense mIoU (secondary: linear top-1)" in md
+    paired = pd.read_csv(tmp_path / "rep" / "paired.csv")
+    assert set(paired.metric) == {"dense_miou", "linear_top1"} and set(paired.family) == {2}
+    verdict_lines = md.split("## Verdict")[1].split("\n## ")[0]
+    assert verdict_lines.index("dense mIoU") < verdict_lines.index("linear top-1")
+    assert "dense mIoU (primary): qbheat beats mae by 8.3 points" in verdict_lines

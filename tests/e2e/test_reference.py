@@ -1,0 +1,57 @@
+"""The committed reference results (results/reference/cpu-*/, `make reference`) stand on their
+own: the report rebuilt from the committed run files states the committed verdict, the README
+quotes it, and nothing heavy (checkpoints, samples) was committed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+PUBLISHED = sorted((ROOT / "results" / "reference").glob("cpu-*"))
+RUN_FILES = {"config.json", "summary.json", "metrics.jsonl", "outcomes.npz"}
+
+
+def verdict(report_md: str) -> list[str]:
+    """The lines of a report.md's Verdict section."""
+    section = report_md.split("\n## Verdict\n", 1)[1].split("\n## ", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("- ")]
+
+
+@pytest.fixture(scope="module")
+def published() -> Path:
+    assert PUBLISHED, "no results/reference/cpu-* folder (make reference publishes one)"
+    return PUBLISHED[-1]
+
+
+def test_rebuilding_the_report_finds_the_committed_verdict(published, tmp_path, capsys):
+    assert main(["report", str(published / "runs"), "--out", str(tmp_path), "--no-progress"]) == 0
+    capsys.readouterr()
+    committed = verdict((published / "report.md").read_text())
+    assert len(committed) >= 2  # one section per dataset at least
+    assert verdict((tmp_path / "report.md").read_text()) == committed
+
+
+def test_the_publication_is_light_and_says_where_it_ran(published):
+    machine = json.loads((published / "MACHINE.json").read_text())
+    assert {"git_sha", "cpu", "cores", "packages", "wall_s", "command"} <= set(machine)
+    runs = [d for d in (published / "runs").iterdir()]
+    assert len(runs) == machine["runs"] >= 80  # 8 rows x 5 seeds x 2 datasets
+    for run in runs:
+        assert {f.name for f in run.iterdir()} <= RUN_FILES, run
+    assert sum(f.stat().st_size for f in published.rglob("*") if f.is_file()) < 20 * 2**20
+
+
+def test_the_readme_quotes_the_committed_verdict(published):
+    readme = (ROOT / "README.md").read_text()
+    assert f"results/reference/{published.name}" in readme
+    primary = [line for line in verdict((published / "report.md").read_text())
+               if "primary metric" not in line]
+    quoted = readme.split("## Reference results", 1)[1].split("\n## ", 1)[0]
+    # Every primary-metric claim or non-claim of the report appears word for word.
+    for line in primary[:2]:
+        assert line.removeprefix("- ") in quoted, line
