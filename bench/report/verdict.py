@@ -146,11 +146,13 @@ def power_words(group: pd.DataFrame, family: int, scale: float) -> str:
             f"show {then:.1f} points")
 
 
-REFERENCE_WORDS = {"raw-input": "the input itself", "random-init": "the untrained encoder"}
+# What a reference row's features are, in the verdict's words (ReferenceRow.features).
+FEATURE_WORDS = {"input": "the input itself", "untrained-encoder": "the untrained encoder"}
 
 
 def reference_lines(references: pd.DataFrame, primary: str) -> list[str]:
-    """One line when every strategy trails `raw-input`, or none beats `random-init`, on the
+    """One line when every strategy trails a reference row that reads the input itself
+    (raw-input), or none beats one that reads an untrained encoder (random-init), on the
     primary metric. `references`: each strategy row minus each reference row on the primary
     metric (`cells.paired_rows`; `baseline` names the reference row). "Trails" with at least
     MIN_PAIRED_FOR_TEST seeds: every strategy's 95 % CI lies below 0 (an intersection-union
@@ -162,26 +164,26 @@ def reference_lines(references: pd.DataFrame, primary: str) -> list[str]:
         return []
     scale = metric_info(primary).scale
     parts = []
-    order = {"raw-input": 0, "random-init": 1}  # the stronger statement first
-    grouped = sorted(refs.groupby(["baseline_method", "baseline"], sort=False),
-                     key=lambda g: order.get(g[0][0], 2))
-    for (method, ref), group in grouped:
+    order = list(FEATURE_WORDS)  # the stronger statement (below the input) first
+    grouped = sorted(((REFERENCE_ROWS[method], ref, group) for (method, ref), group
+                      in refs.groupby(["baseline_method", "baseline"], sort=False)
+                      if method in REFERENCE_ROWS), key=lambda g: order.index(g[0].features))
+    for row, ref, group in grouped:
         best = group.loc[group.mean_diff.idxmax()]
         tested = bool((group.n >= MIN_PAIRED_FOR_TEST).all())
         where = (f"best {best.label} {best.mean_diff * scale:+.1f} points, 95 % CI "
                  f"[{best.ci_low * scale:.1f}, {best.ci_high * scale:.1f}]" if tested else
                  f"best {best.label} {best.mean_diff * scale:+.1f} points; "
                  f"{int(group.n.min())} seed(s): not tested")
-        if method == "raw-input":
+        words = FEATURE_WORDS[row.features]
+        if row.features == "input":
             if (tested and (group.ci_high < 0).all()) or (not tested and (group.mean_diff < 0).all()):
                 verb = "trails" if tested else "scores below"
-                parts.append(f"every strategy {verb} {ref} ({REFERENCE_WORDS['raw-input']}) "
-                             f"on {_title(primary)} ({where})")
-        elif method == "random-init":
-            if (tested and not (group.ci_low > 0).any()) or (not tested and (group.mean_diff <= 0).all()):
-                verb = "is shown to beat" if tested else "scores above"
-                parts.append(f"no strategy {verb} {ref} ({REFERENCE_WORDS['random-init']}) on "
-                             f"{_title(primary)} ({where})")
+                parts.append(f"every strategy {verb} {ref} ({words}) on {_title(primary)} "
+                             f"({where})")
+        elif (tested and not (group.ci_low > 0).any()) or (not tested and (group.mean_diff <= 0).all()):
+            verb = "is shown to beat" if tested else "scores above"
+            parts.append(f"no strategy {verb} {ref} ({words}) on {_title(primary)} ({where})")
     if not parts:
         return []
     text = "; ".join(parts)
