@@ -333,9 +333,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if summary["passed"] else 1  # incomplete (out of time) is not a failure
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def table_spec(sizes: Sizes, data_root: str | None) -> SweepSpec:
     """The table's sweep file at `sizes` (smoke: its methods, the reference rows, one seed)."""
@@ -344,3 +341,7 @@ def table_spec(sizes: Sizes, data_root: str | None) -> SweepSpec:
     if sizes.methods == METHODS:
         return spec
     return dataclasses.replace(spec, seeds=[0], grid={"method": [*sizes.methods, *REFERENCE_ROWS]})
+
+
+if __name__ == "__main__":
+    sys.exit(main())
