@@ -57,8 +57,8 @@ demo-sentences: setup
 	  --eval-train-limit 2000 --eval-test-limit 1000 --seeds 0 --out $(DEMO_SENTENCES_OUT) \
 	  granularity=sentence sentences=8 sentence_length=24 vocab_size=2000
 
-# The benchmark's own answer at CPU scale (sweeps/reference.toml: 80 runs, about 75 minutes on
-# an idle 2-core CPU): the sweep and its report, then the report and each run's light files
+# The benchmark's own answer at CPU scale (sweeps/reference.toml: 80 runs, 65 minutes measured on
+# a 2-core CPU, partly beside other jobs): the sweep and its report, then the report and each run's light files
 # published under results/reference/cpu-<date>/ with the machine, versions, sha and wall time.
 # Rerunning resumes (finished runs are skipped); the wall time is then the last call's.
 reference: setup
