@@ -18,16 +18,16 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
 from bench import cli
+from bench.core import store
 
 RUN_FILES = ("config.json", "summary.json", "metrics.jsonl", "outcomes.npz")
-PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "pandas", "scikit-learn")
+REPORT_PACKAGES = ("scipy", "pandas")  # beside a run's own (store.package_versions)
 
 
 def cpu_model() -> str:
@@ -44,15 +44,10 @@ def memory_gib() -> float:
     return float("nan")
 
 
-def git_sha() -> str:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
-    return done.stdout.strip() or "(no git)"
-
-
 def machine(wall_s: float | None, command: str) -> dict:
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "git_sha": git_sha(),
+        "git_sha": store.git_sha() or "(no git)",
         "command": command,
         "wall_s": wall_s,
         "cpu": cpu_model(),
@@ -61,7 +56,8 @@ def machine(wall_s: float | None, command: str) -> dict:
         "device": "cpu",
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "packages": {p: metadata.version(p) for p in PACKAGES},
+        "packages": {**store.package_versions(),
+                     **{p: metadata.version(p) for p in REPORT_PACKAGES}},
     }
 
 

@@ -38,9 +38,9 @@ def draw_subset(y: Tensor, generator: torch.Generator, per_class: int | None = N
                 share: float | None = None) -> Tensor:
     """Sorted indices of `per_class` examples of each class present in `y`, or of `share` of
     each class's examples (rounded, at least one)."""
-    picked = []
-    for c in torch.unique(y.cpu()):
-        members = (y.cpu() == c).nonzero().squeeze(1)
+    picked, y = [], y.cpu()
+    for c in torch.unique(y):
+        members = (y == c).nonzero().squeeze(1)
         take = per_class if per_class is not None else max(1, round(share * len(members)))
         picked.append(members[torch.randperm(len(members), generator=generator)[:take]])
     return torch.cat(picked).sort().values
@@ -51,12 +51,11 @@ def fewshot_draw(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tenso
     """The four few-shot figures on draw `draw` of the labelled subsets."""
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + draw)
     recipe, k = ProbeRecipe(steps=cfg.probe_steps, l2=FEWSHOT_L2), cfg.fewshot_k
-    subsets = {f"linear_{name}_top1": draw_subset(train_y, gen, share=share)
+    subsets = {f"linear_{name}_top1": draw_subset(train_y, gen, share=share).to(train_f.device)
                for share, name in SHARES}
     shots = draw_subset(train_y, gen, per_class=k).to(train_f.device)
     subsets[f"linear_{k}shot_top1"] = shots
-    out = {metric: linear_probe(train_f[idx.to(train_f.device)], train_y[idx.to(train_f.device)],
-                                test_f, test_y, cfg.seed, recipe)
+    out = {metric: linear_probe(train_f[idx], train_y[idx], test_f, test_y, cfg.seed, recipe)
            for metric, idx in subsets.items()}
     out[f"knn_{k}shot_top1"] = knn_top1(train_f[shots], train_y[shots], test_f, test_y,
                                         cfg.knn_k, cfg.knn_temperature)
