@@ -57,8 +57,8 @@ class Section:
 
 
 def build_section(a: Analysis, dataset: str, encoder: str, first: bool) -> Section:
-    """Main, fairness, paired, compute-matched, compute and task tables of one section, its
-    verdict and its fairness warnings."""
+    """Main, fairness, gate, paired, factorial, compute-matched, compute and task tables of
+    one section, its verdict (gate first) and its fairness warnings."""
     where = lambda f: f[(f.dataset == dataset) & (f.encoder == encoder)]  # noqa: E731
     cells, stats = where(a.cells), where(a.stats)
     primary = a.primary.get((dataset, encoder), DEFAULT_PRIMARY)
@@ -68,11 +68,12 @@ def build_section(a: Analysis, dataset: str, encoder: str, first: bool) -> Secti
     usual = a.usual.get((dataset, encoder))
     settings = (" Rows without [brackets] have " + ", ".join(f"{k}={v}" for k, v in usual.items())
                 + "." if usual else "")
+    main = accuracy + [m for m in MAIN_COMPUTE if m in metrics]
     tables: list[Table | str] = [stat_table(
-        stats, cells, accuracy + [m for m in MAIN_COMPUTE if m in metrics], f"{name}: main table",
+        stats, cells, main, f"{name}: main table",
         "Bold: best row of a column whose CI does not overlap the runner-up's (reference rows "
         "are not ranked; descriptive, not a tested claim: the verdict's claims are the tested "
-        f"ones). {MACHINE_NOTE}." + settings, MAIN_TABLE_ID if first else "")]
+        f"ones).{_machine_note(main)}" + settings, MAIN_TABLE_ID if first else "")]
     runs = _run_labels(a, cells)
     rules = {label: a.rules.get(run_dir, "") for label, run_dir in runs}
     fair, warnings = fairness(stats, cells, rules, f"{name}: setup of each row (fairness)")
@@ -118,7 +119,7 @@ def build_section(a: Analysis, dataset: str, encoder: str, first: bool) -> Secti
     compute = metric_order(metrics, "compute")
     if compute:
         table = stat_table(stats, cells, compute, f"{name}: compute",
-                           f"{MACHINE_NOTE}. {THROUGHPUT_NOTE}.")
+                           f"{_machine_note(compute).strip()} {THROUGHPUT_NOTE}.".strip())
         devices = _row_devices(a, runs)
         if len(set().union(*devices.values())) > 1:
             table = with_column(table, "device",
@@ -210,8 +211,15 @@ def _recipes(a: Analysis, cells: pd.DataFrame, runs: list[tuple[str, str]],
 THROUGHPUT_NOTE = ("samples/s and seconds were measured on each run's machine under the load "
                    "it had then: they are not comparable across runs measured on different "
                    "machines or under different loads")
-MACHINE_NOTE = ("samples/s, seconds and load: median [min–max] over seeds, machine figures "
-                "with no CI; reference rows pretrain nothing ('–')")
+
+
+def _machine_note(metrics: list[str]) -> str:
+    """' Machine figures: ...' where `metrics` hold one (throughput, seconds), else ''."""
+    machine = [metric_info(m).title for m in metrics if metric_info(m).machine]
+    if not machine:
+        return ""
+    return (f" {', '.join(machine)}: median [min–max] over seeds, machine figures with no CI; "
+            "reference rows pretrain nothing ('–').")
 
 
 def _absent_matched(gaps: pd.DataFrame, metric: str | None) -> list[str]:
