@@ -5,6 +5,7 @@ conftest.py."""
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
 import time
@@ -18,6 +19,7 @@ import pytest
 import torch
 
 from bench.core.config import RunConfig
+from bench.core.references import REFERENCE_ROWS
 from bench.core.spec import DataSpec
 from bench.data import streaming as S
 from bench.run.hooks import Hook, StepAt, watching
@@ -181,6 +183,43 @@ def assert_compiles_as_one_graph(model: torch.nn.Module, x: torch.Tensor) -> Non
 TINY = ["--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--train-limit", "256",
         "--eval-train-limit", "512", "--eval-test-limit", "128", "--no-progress",
         "probe_steps=30", "decoder_dim=64", "decoder_depth=1", "decoder_heads=2", "device=cpu"]
+
+
+def write_run(root: Path, name: str, method: str, seed: int, metrics: dict | None = None, *,
+              options: dict | None = None, encoder: str = "vit-micro", status: str = "ok",
+              train_s: float = 6.0, setup: dict | None = None, periodic: bool = True,
+              compute: dict | None = None, curve: dict[int, float] | None = None,
+              dataset: str = "fashion-mnist", **config) -> Path:
+    """A run folder as bench.run.train writes it (what a report reads), with a 3-epoch curve
+    ending at the final kNN: kNN at epochs 1 and 2 too unless not `periodic` (`curve`: its
+    values by epoch, else the final kNN - 0.1 per epoch before the end); `compute` adds to
+    summary's (1,000 samples/s for `train_s` s by default)."""
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    is_ref = method in REFERENCE_ROWS
+    cfg = {"method": method, "options": {} if is_ref else options or {"mask_ratio": 0.75},
+           "dataset": dataset, "encoder": encoder, "seed": seed,
+           "epochs": 0 if is_ref else 3, "git_sha": "abc123", "versions": {"torch": "2.4"},
+           **config}
+    (run_dir / "config.json").write_text(json.dumps(cfg))
+    metrics = metrics or {}
+    compute = {"pretrain_flops_per_sample": 0.0 if is_ref else 2e9, "wall_s": 10.0,
+               "train_samples_per_s": None if is_ref else 1000.0, "device": "cpu (test)",
+               **({} if is_ref else {"train_s": train_s}), **(compute or {})}
+    summary = {"run_id": name, "method": method, "dataset": dataset, "encoder": encoder,
+               "seed": seed, "status": status, "metrics": metrics, "compute": compute,
+               **({"setup": setup} if setup else {})}
+    if status == "failed":
+        summary |= {"error": "RuntimeError: CUDA out of memory", "metrics": {}, "compute": {}}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    if not is_ref and status == "ok":
+        knn = metrics.get("knn_top1", 0.5)
+        knn_at = curve or {e: knn - 0.1 * (3 - e) for e in (1, 2)}
+        lines = [{"epoch": e, "loss": 1.0 / e, "lr": 1e-3,
+                  **({"knn_top1": knn_at[e]} if e in knn_at and e < 3 and periodic else {})}
+                 for e in (1, 2, 3)]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return run_dir
 
 
 def run_dirs(out: Path) -> list[Path]:

@@ -107,8 +107,7 @@ def finish(launch) -> int:
         print(f"error: run {summary['run_id']} stopped: {summary.get('error')}", file=sys.stderr)
         return EXIT_FAILED_RUNS
     if launch.report is not None:
-        print(f"report: {launch.report}")
-        print(main_tables(launch.report), end="")
+        print_report(launch.report)
     if launch.job_id is not None:
         print(f"submitted {len(launch.todo)} runs as SLURM job {launch.job_id}; follow them "
               f"with: python -m bench status {launch.out}")
@@ -117,6 +116,20 @@ def finish(launch) -> int:
               f"python -m bench status {launch.out}", file=sys.stderr)
         return EXIT_FAILED_RUNS
     return 0
+
+
+def print_report(report_html: Path) -> None:
+    """The report's path and main tables on stdout, in one write: a terminal whose encoding
+    cannot show them (PYTHONIOENCODING=ascii: ±, ·) gets one line saying so, and the report,
+    already written, stays as it is."""
+    text = f"report: {report_html}\n{main_tables(report_html)}"
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except UnicodeEncodeError as err:
+        raise BenchError(f"the report is written ({report_html}), but stdout's encoding "
+                         f"({err.encoding}) cannot print its tables: read report.md there, or "
+                         "set PYTHONIOENCODING=utf-8") from None
 
 
 def main_tables(report_html: Path) -> str:
@@ -185,10 +198,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not d.is_dir():
             raise BenchError(f"no such results folder: {d}")
     out = args.out or args.dirs[0] / "report"
-    html = write_report(args.dirs, out, baseline=args.baseline, primary=args.primary,
-                        option_defaults=option_defaults())
-    print(f"report: {html}")
-    print(main_tables(html), end="")
+    print_report(write_report(args.dirs, out, baseline=args.baseline, primary=args.primary,
+                              option_defaults=option_defaults()))
     return 0
 
 

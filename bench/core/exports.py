@@ -24,8 +24,10 @@ def export_name(to: str) -> str:
 
 
 def run_folder_of(path: Path) -> Path | None:
-    """The run folder (a folder holding config.json or summary.json) that `path` lies in."""
-    for folder in Path(path).absolute().parents:
+    """The run folder (a folder holding config.json or summary.json) that `path` is or lies
+    in."""
+    absolute = Path(path).absolute()
+    for folder in (absolute, *absolute.parents):
         if (folder / CONFIG).is_file() or (folder / SUMMARY).is_file():
             return folder
     return None

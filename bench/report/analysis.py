@@ -1,6 +1,7 @@
 """Aggregated run folders -> the `Analysis` every view of the report reads: cells over seeds,
-paired comparisons with the baseline and the reference rows, the primary metric per section,
-accuracy at equal compute. Computed once per report; no file is written here."""
+paired comparisons with the baseline and the reference rows, the factorial's effects, all
+adjusted in one Holm family per section, the primary metric per section, accuracy at equal
+compute. Computed once per report; no file is written here."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ from bench.report.cells import (
     row_labels,
     usual_settings,
 )
+from bench.report.factorial import Factorial, factorial_effects
+from bench.report.family import Family, one_family
 from bench.report.metrics import (
     DEFAULT_PRIMARY,
     check_primary,
@@ -69,6 +72,11 @@ class Analysis:
     references: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PAIRED_COLUMNS))
     outcomes: Outcomes = no_outcomes
     tunings: Tunings = field(default_factory=lambda: Tunings([]))  # bench tune's choices
+    factorials: dict[tuple[str, str], Factorial] = field(default_factory=dict)  # per section
+    # Every hypothesis the verdict words, one Holm family per section: `paired`, `references`
+    # and the factorial effects, adjusted (bench.report.family).
+    family: Family = field(default_factory=lambda: one_family(
+        pd.DataFrame(columns=PAIRED_COLUMNS)))
 
 
 def primary_metrics(ok: pd.DataFrame, configs: dict[str, dict], chosen: str | None,
@@ -174,7 +182,8 @@ def analyse(dirs: Sequence[Path], baseline: str | None = None,
         notes.append("runs ran on several devices (see Provenance): wall times, samples/s and "
                      "the time axis of the compute view compare hardware as well as methods")
     rules = {d: str(c.get("weight_decay_rule") or "") for d, c in agg.configs.items()}
-    return Analysis(agg, ok, cells, stats, paired, points, matched, gaps, curve, prov,
+    factorials, effects = factorial_effects(ok, cells, primaries, outcomes)
+    family = one_family(paired, reference_stats(ok, cells, primaries, outcomes), effects)
+    return Analysis(agg, ok, cells, stats, family.paired, points, matched, gaps, curve, prov,
                     usual_settings(ok), baseline, compute_metric, notes, rules, primaries,
-                    reference_stats(ok, cells, primaries, outcomes), outcomes,
-                    read_tunings(dirs))
+                    family.references, outcomes, read_tunings(dirs), factorials, family)

@@ -19,8 +19,8 @@ from typing import Any
 import pandas as pd
 
 from bench.core import store
-from bench.core.errors import DataNotFoundError
-from bench.core.exports import export_command, export_format
+from bench.core.errors import DataNotFoundError, OutputError
+from bench.core.exports import export_command, export_format, run_folder_of
 from bench.report import figures
 from bench.report.analysis import Analysis, analyse
 from bench.report.cells import (
@@ -67,6 +67,20 @@ FILL_NOTE = (
     "recon_loss, not comparable across methods, and a bin mixes distance with content (on "
     "centred objects the far positions are mostly blank border, which any fill predicts "
     "well). Final epoch; also in metrics.jsonl at --eval-every points.")
+
+
+VERDICT_NOTE = (
+    "Per section, first the pretraining gate: each pretrained row against random-init (the "
+    "untrained encoder) on the primary metric, paired by seed; where pretraining moved no row, "
+    "comparing strategies compares noise, and the first line says so. Then each row against "
+    "the baseline {baseline}, paired by seed, on the primary metric, then on the secondary "
+    "ones, and the mask shape x fill effects where the rows cross them. Every claim is made "
+    "inside one Holm-Bonferroni family per section (the gate, the baseline comparisons with at "
+    "least 3 shared seeds, the claim that every strategy trails raw-input, the factorial "
+    "effects: family.csv), so the chance of any false claim in a section is at most 5 %; "
+    "nothing else in the report is worded as a finding. The smallest difference the primary "
+    "comparisons could detect with 80 % power at the family's first Holm step (exact, from "
+    "the noncentral t) is stated beside them.")
 
 
 TUNING_NOTE = (
@@ -173,14 +187,8 @@ def _blocks(a: Analysis, dirs: Sequence[Path], section_of: dict[tuple[str, str],
         )),
     ]
     if section_of:
-        blocks += [Heading("Verdict", 2, "verdict"), Paragraph(
-            f"Per section, each row against the baseline {a.baseline!r}, paired by seed, first "
-            "on the primary metric, then on the secondary ones. A row beats or trails the "
-            "baseline where its Holm-adjusted p is below 0.05: Holm-Bonferroni over the "
-            "section's family (its non-reference rows x metrics with at least 3 shared seeds), "
-            "so the chance of any false claim in a section is at most 5 %. The smallest "
-            "difference the primary comparisons could detect (80 % power) is stated beside "
-            "them.")]
+        blocks += [Heading("Verdict", 2, "verdict"), Paragraph(VERDICT_NOTE.format(
+            baseline=repr(a.baseline)))]
         blocks.append(Bullets(tuple(f"{dataset} · {encoder}: {line}"
                                     for (dataset, encoder), s in section_of.items()
                                     for line in s.verdict)))
@@ -237,11 +245,18 @@ def write_report(dirs: Sequence[Path], out: Path, *, baseline: str | None = None
     """Aggregate every run under `dirs`, write the report into `out`, return report.html
     (report.md beside it says the same). `baseline`, `option_defaults`: see `analyse`.
 
-    Nothing is written when there is nothing to report. Every file is built in a temporary
+    Nothing is written when there is nothing to report, nor into a run folder (`out` one, or
+    inside one: OutputError, as `bench export` refuses). Every file is built in a temporary
     folder inside `out` and moved into place one by one (os.replace), report.html last: a
-    reader, or another report written at the same time, never sees a torn file."""
+    reader, or another report written at the same time, never sees a torn file; a write that
+    fails (a full disk) leaves the previous report as it was (OutputError)."""
     out = Path(out)
     dirs = [Path(d) for d in dirs]
+    owner = run_folder_of(out)
+    if owner is not None:
+        raise OutputError(f"{out} is {'' if owner == out.absolute() else 'inside '}the run "
+                          f"folder {owner}: a report never writes into a run folder; choose "
+                          "another --out (e.g. the results folder's report/)")
     a = analyse(dirs, baseline, option_defaults, primary)
     if not a.agg.configs and not a.agg.problems:
         raise DataNotFoundError(
@@ -254,10 +269,12 @@ def write_report(dirs: Sequence[Path], out: Path, *, baseline: str | None = None
 def _write_files(a: Analysis, dirs: Sequence[Path], out: Path) -> None:
     a.agg.to_csv(out / "runs.csv")
     stats_cols = ["dataset", "encoder", "label", "method", "options", "variant", "metric",
-                  "mean", "std", "n", "ci_low", "ci_high", "test_var", "test_examples"]
+                  "mean", "std", "n", "ci_low", "ci_high", "test_var", "test_examples",
+                  "median", "min", "max"]
     a.stats.reindex(columns=stats_cols).to_csv(out / "stats.csv", index=False)
     a.paired.to_csv(out / "paired.csv", index=False)
     a.references.to_csv(out / "references.csv", index=False)
+    a.family.hypotheses.to_csv(out / "family.csv", index=False)
     a.matched.to_csv(out / "compute_matched.csv", index=False)
     section_of = {sec: build_section(a, *sec, first=i == 0)
                   for i, sec in enumerate(sections(a.cells))}

@@ -24,7 +24,6 @@ from bench.report.stats import (
     ExampleVariance,
     Summary,
     example_variance,
-    holm,
     paired_difference,
     summarize,
 )
@@ -175,18 +174,21 @@ def cell_stats(ok: pd.DataFrame, cells: pd.DataFrame,
     """Mean, std, n and Student-t CI of every cell x metric: CELL + label + is_reference +
     metric, mean, std, n, ci_low, ci_high (unscaled units), test_var and test_examples (the
     test set's share of the variance where the runs recorded per-example outcomes, then in
-    the CI; NaN / 0 where not)."""
+    the CI; NaN / 0 where not), and median, min and max over seeds (what a machine figure,
+    such as throughput, is shown as)."""
     runs = seed_runs(ok)
     rows = []
     for key, group in ok.groupby([*CELL, "metric"], sort=False):
         cell, metric = tuple(key[:-1]), key[-1]
         seeds = sorted(group.seed)
         test = contrast_variance([(1.0, [runs[cell][s] for s in seeds])], metric, outcomes)
-        s = summarize(group.sort_values("seed").value.to_numpy(), test=test)
+        values = group.sort_values("seed").value.to_numpy()
+        s = summarize(values, test=test)
         rows.append((*key, s.mean, s.std, s.n, s.ci_low, s.ci_high,
-                     math.nan if test is None else test.var, 0 if test is None else test.examples))
+                     math.nan if test is None else test.var, 0 if test is None else test.examples,
+                     float(np.median(values)), float(values.min()), float(values.max())))
     stats = pd.DataFrame(rows, columns=[*CELL, "metric", "mean", "std", "n", "ci_low", "ci_high",
-                                        "test_var", "test_examples"])
+                                        "test_var", "test_examples", "median", "min", "max"])
     return cells.merge(stats, on=list(CELL), how="inner")
 
 
@@ -237,27 +239,13 @@ def paired_rows(ok: pd.DataFrame, pairs: Sequence[tuple[Any, Any]],
 
 def paired_stats(ok: pd.DataFrame, cells: pd.DataFrame, baseline: str,
                  outcomes: Outcomes = no_outcomes) -> pd.DataFrame:
-    """Every non-baseline cell minus its section's baseline cell, per accuracy metric, on the
-    seeds both have (`paired_rows`), with each section's family adjustment (`adjust_families`)."""
+    """Every non-baseline cell minus its section's baseline cell, per judged metric, on the
+    seeds both have (`paired_rows`); bench.report.family adjusts them in the section's one
+    family."""
     base = baseline_cells(cells, ok, baseline)
     pairs = [(row, b) for row in cells.itertuples(index=False)
              if (b := base.get((row.dataset, row.encoder))) is not None and b != row]
-    return adjust_families(paired_rows(ok, pairs, outcomes))
-
-
-def adjust_families(paired: pd.DataFrame) -> pd.DataFrame:
-    """`paired` with `family` (how many comparisons the section judges: its non-reference rows
-    x accuracy metrics with a test, i.e. at least MIN_PAIRED_FOR_TEST shared seeds) and
-    `p_adjusted` (Holm-Bonferroni over that family; NaN for rows not judged: reference rows,
-    too few seeds)."""
-    out = paired.assign(family=0, p_adjusted=math.nan)
-    if out.empty:
-        return out
-    judged = ~out.method.isin(REFERENCE_ROWS) & ~out.too_few.astype(bool) & out.p_value.notna()
-    for _, index in out[judged].groupby(list(SECTION)).groups.items():
-        out.loc[index, "p_adjusted"] = holm(out.loc[index, "p_value"].tolist())
-        out.loc[index, "family"] = len(index)
-    return out
+    return paired_rows(ok, pairs, outcomes)
 
 
 # ---------------------------------------------------------------------------------------------

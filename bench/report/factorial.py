@@ -23,7 +23,7 @@ from bench.report.cells import (
     summary_of,
 )
 from bench.report.metrics import metric_info
-from bench.report.stats import contrast_test, holm
+from bench.report.stats import contrast_test
 from bench.report.tables import Cell, Table, format_summary
 
 SHAPE_KEYS = ("visible", "block_position", "position")  # the options that say the mask shape
@@ -113,14 +113,14 @@ def effects(f: Factorial) -> list[Effect]:
 
 
 EFFECT_COLUMNS = ["dataset", "encoder", "effect", "metric", "estimate", "ci_low", "ci_high", "n",
-                  "p_value", "p_adjusted", "test_examples"]
+                  "p_value", "p_adjusted", "family", "test_examples"]
 
 
 def effect_stats(ok: pd.DataFrame, f: Factorial, metric: str, outcomes: Outcomes
                  ) -> pd.DataFrame:
     """Each effect's per-seed contrast on the seeds every cell in it has: mean, t CI (with the
-    test set's variance where every run recorded per-example outcomes), p, and Holm-adjusted p
-    over the section's effects (EFFECT_COLUMNS)."""
+    test set's variance where every run recorded per-example outcomes) and p (EFFECT_COLUMNS;
+    p_adjusted and family: bench.report.family, in the section's one family)."""
     by_seed, runs = seed_values(ok), seed_runs(ok)
     rows = []
     for effect in effects(f):
@@ -133,11 +133,9 @@ def effect_stats(ok: pd.DataFrame, f: Factorial, metric: str, outcomes: Outcomes
         p = contrast_test(per_seed, seeds, test=test)
         any_cell = f.cells[effect.terms[0][1]]
         rows.append((any_cell.dataset, any_cell.encoder, effect.name, metric, p.mean_diff,
-                     p.ci_low, p.ci_high, p.n, p.p_value, math.nan,
+                     p.ci_low, p.ci_high, p.n, p.p_value, math.nan, 0,
                      0 if test is None else test.examples))
-    out = pd.DataFrame(rows, columns=EFFECT_COLUMNS)
-    out["p_adjusted"] = holm(out.p_value.tolist())
-    return out
+    return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
 
 
 def factorial_tables(stats: pd.DataFrame, f: Factorial, found: pd.DataFrame, metric: str,
@@ -154,8 +152,8 @@ def factorial_tables(stats: pd.DataFrame, f: Factorial, found: pd.DataFrame, met
             row.append(Cell("–" if r is None else _summary(r, info.scale)))
         rows.append(row)
     grid = Table(f"{title}: mask shape x fill, {info.title}", ["mask shape", *f.fills], rows,
-                 "Each cell: mean ± 95 % CI half-width over seeds (n); '–': not run. The fill "
-                 "is the method; the shape is what its encoder sees, at equal visible counts.")
+                 "'–': not run. The fill is the method; the shape is what its encoder sees, "
+                 "at equal visible counts.")
     effect_rows = [[Cell(e.effect), Cell(_signed(e, info.scale)),
                     Cell("–" if e.p_value is None or pd.isna(e.p_value) else f"{e.p_value:.2g}"),
                     Cell("–" if pd.isna(e.p_adjusted) else f"{e.p_adjusted:.2g}")]
@@ -163,10 +161,11 @@ def factorial_tables(stats: pd.DataFrame, f: Factorial, found: pd.DataFrame, met
     return [grid, Table(f"{title}: effects of mask shape and fill, {info.title}",
                         ["effect", "estimate (points)", "p", "Holm p"], effect_rows,
                         "Per-seed contrasts of the cell values on the seeds all their cells "
-                        "have, mean ± 95 % CI half-width (n); main effects average over the "
-                        "other factor's levels; an interaction is the difference of the shape "
-                        "effect between two fills. Holm: over this table's effects. With "
-                        "per-example outcomes the CIs also hold the test set's variance.")]
+                        "have; main effects average over the other factor's levels; an "
+                        "interaction is the difference of the shape effect between two fills. "
+                        "Holm p: adjusted in the section's one family (the verdict's), beside "
+                        "its pretraining gate and baseline comparisons. With per-example "
+                        "outcomes the CIs also hold the test set's variance.")]
 
 
 def _summary(r: Any, scale: float) -> str:
@@ -182,12 +181,16 @@ def _signed(e: Any, scale: float) -> str:
     return f"{e.estimate * scale:+.2f} ± {half:.2f} (n={e.n})"
 
 
-def section_factorial(ok: pd.DataFrame, cells: pd.DataFrame, stats: pd.DataFrame, metric: str,
-                      outcomes: Outcomes, title: str) -> tuple[list[Table], pd.DataFrame]:
-    """The factorial tables of one section and its effects frame (empty: no factorial)."""
-    f = find_factorial(cells)
-    if f is None:
-        return [], pd.DataFrame(columns=EFFECT_COLUMNS)
-    found = effect_stats(ok, f, metric, outcomes)
-    return factorial_tables(stats, f, found, metric, title), found
-
+def factorial_effects(ok: pd.DataFrame, cells: pd.DataFrame, primary: dict[tuple[str, str], str],
+                      outcomes: Outcomes) -> tuple[dict[tuple[str, str], Factorial], pd.DataFrame]:
+    """Per section, its factorial (if its rows cross mask shape and fill) and the effects on
+    the section's primary metric (EFFECT_COLUMNS, not yet adjusted)."""
+    found: dict[tuple[str, str], Factorial] = {}
+    frames = []
+    for section, group in cells.groupby(["dataset", "encoder"], sort=False):
+        f = find_factorial(group)
+        if f is not None and section in primary:
+            found[section] = f
+            frames.append(effect_stats(ok, f, primary[section], outcomes))
+    return found, (pd.concat(frames, ignore_index=True) if frames
+                   else pd.DataFrame(columns=EFFECT_COLUMNS))

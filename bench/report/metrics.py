@@ -23,12 +23,17 @@ SENTENCE_METRICS = ("next_sentence_top1", "next_sentence_same_doc_top1",
 @dataclass(frozen=True)
 class MetricInfo:
     """How a metric is titled and scaled, whether higher is better (None: no best), and which
-    table it belongs to: accuracy (main), compute, or task (the pretext task's own numbers)."""
+    table it belongs to: accuracy (main), compute, or task (the pretext task's own numbers).
+    `machine`: a figure of the machine and its load (throughput, seconds), shown as median
+    and range over seeds, never with a CI; `pretraining`: a figure of pretraining itself,
+    which reference rows (nothing pretrained) show as '–'."""
 
     title: str
     scale: float = 1.0
     higher_is_better: bool | None = None
     group: str = "task"
+    machine: bool = False
+    pretraining: bool = False
 
 
 METRICS: dict[str, MetricInfo] = {
@@ -42,13 +47,20 @@ METRICS: dict[str, MetricInfo] = {
     "previous_sentence_same_doc_top1": MetricInfo(
         "previous-sentence, same-doc distractors top-1 %", 100.0, True, "accuracy"),
     "linear_l2": MetricInfo("linear-probe L2 (chosen on validation)", 1.0, None, "probe"),
-    "compute.pretrain_flops_per_sample": MetricInfo("GFLOPs/sample", 1e-9, False, "compute"),
-    "compute.train_samples_per_s": MetricInfo("samples/s", 1.0, True, "compute"),
-    "compute.train_s": MetricInfo("pretrain s", 1.0, False, "compute"),
-    "compute.wall_s": MetricInfo("wall s", 1.0, False, "compute"),
+    "dense_l2": MetricInfo("dense-probe L2 (chosen on validation)", 1.0, None, "probe"),
+    "compute.pretrain_flops_per_sample": MetricInfo("GFLOPs/sample", 1e-9, False, "compute",
+                                                    pretraining=True),
+    "compute.train_samples_per_s": MetricInfo("samples/s", 1.0, True, "compute", machine=True,
+                                              pretraining=True),
+    "compute.train_s": MetricInfo("pretrain s", 1.0, False, "compute", machine=True,
+                                  pretraining=True),
+    "compute.wall_s": MetricInfo("wall s", 1.0, False, "compute", machine=True),
     "compute.peak_mem_bytes": MetricInfo("peak mem GiB", 2.0**-30, False, "compute"),
     "compute.processes": MetricInfo("processes", 1.0, None, "compute"),
-    "compute.load_avg": MetricInfo("load avg (1 min)", 1.0, None, "compute"),
+    "compute.load_avg": MetricInfo("load avg (1 min)", 1.0, None, "compute", machine=True),
+    # CPU threads of the run's float reductions (bitwise equality holds per thread count):
+    # a column of the setup table where a section's runs differ in it.
+    "compute.threads": MetricInfo("threads", 1.0, None, "execution"),
     "setup.visible_tokens": MetricInfo("visible tokens", 1.0, None, "setup"),
     "setup.scored_positions": MetricInfo("scored positions", 1.0, None, "setup"),
     "setup.encoder_params": MetricInfo("encoder params M", 1e-6, None, "setup"),
@@ -70,6 +82,7 @@ METRICS: dict[str, MetricInfo] = {
     # Dense probe (bench/eval/dense.py), few-shot probes (fewshot.py; the k-shot names are
     # `PATTERNS`), the per-layer probe (layers.py) and linear predictability (linpred.py).
     "dense_miou": MetricInfo("dense mIoU %", 100.0, True, "dense"),
+    "dense_miou_fg": MetricInfo("dense foreground mIoU %", 100.0, True, "dense"),
     "dense_pixel_acc": MetricInfo("dense pixel acc %", 100.0, True, "dense"),
     "linear_1pct_top1": MetricInfo("linear 1 % labels top-1 %", 100.0, True, "fewshot"),
     "linear_10pct_top1": MetricInfo("linear 10 % labels top-1 %", 100.0, True, "fewshot"),
@@ -86,9 +99,16 @@ METRICS: dict[str, MetricInfo] = {
 
 # Metric families with a number in the name: (pattern, info from its groups). Higher linear
 # predictability is not better in itself (it is the hypothesis tested), so it has no direction.
-LINPRED_KINDS = {"r2": "linpred R²", "mean_r2": "position-mean R²", "identity_r2": "identity R²",
-                 "heat_r2": "(I+A)^d R²", "heat_gap": "‖M−(I+A)^d‖/‖M‖"}
+# content_r2: ridge from (position one-hot, the input's mean token) alone, no neighbour;
+# composed_r2: the fitted d = 1 map applied d times (the seed's one map M, z(x + d) = M^d z(x)).
+LINPRED_KINDS = {"r2": "linpred R²", "content_r2": "content-baseline R²",
+                 "composed_r2": "M₁^d R² (d = 1 map composed)", "mean_r2": "position-mean R²",
+                 "identity_r2": "identity R²", "heat_r2": "(I+A)^d R²",
+                 "heat_gap": "‖M−(I+A)^d‖/‖M‖"}
 PATTERNS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], MetricInfo]], ...] = (
+    # The dense probe's IoU of each label k (bench/eval/dense.py; names: `dense_class_names`).
+    (re.compile(r"dense_iou_(\d+)"),
+     lambda m: MetricInfo(f"IoU label {m[1]} %", 100.0, None, "dense_classes")),
     (re.compile(r"linear_(\d+)shot_top1"),
      lambda m: MetricInfo(f"linear {m[1]}-shot top-1 %", 100.0, True, "fewshot")),
     (re.compile(r"knn_(\d+)shot_top1"),

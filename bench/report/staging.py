@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.core import store
+from bench.core.errors import BenchError, OutputError
 
 STAGE_PREFIX = ".report-"  # OUT/.report-*: a report being written (see `staged`)
 STAGE_LOCK = ".lock"  # inside a stage, flock()ed by the process writing it
@@ -26,15 +27,26 @@ def staged(out: Path) -> Iterator[Path]:
 
     The writing process holds an flock on the stage's lock file; the kernel drops it when the
     process dies, so a stage whose lock is free was left by a killed report and is removed
-    here, while another report writing into the same folder keeps its stage."""
+    here, while another report writing into the same folder keeps its stage.
+
+    An OSError while writing (a full disk: Errno 28) is an OutputError naming the folder:
+    nothing of `out` has been replaced then, so the previous report stays whole."""
     created = not out.exists()
     store.ensure_writable(out)
     _remove_abandoned_stages(out)
-    stage = Path(tempfile.mkdtemp(dir=out, prefix=STAGE_PREFIX))
+    try:
+        stage = Path(tempfile.mkdtemp(dir=out, prefix=STAGE_PREFIX))
+    except OSError as err:
+        raise _unwritten(out, err) from err
     lock = os.open(stage / STAGE_LOCK, os.O_CREAT | os.O_RDWR, 0o644)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        yield stage
+        try:
+            yield stage
+        except BenchError:
+            raise
+        except OSError as err:
+            raise _unwritten(out, err) from err
         files = sorted((f for f in stage.iterdir() if f.name != STAGE_LOCK),
                        key=lambda f: (f.name == "report.html", f.name))
         for f in files:
@@ -44,6 +56,11 @@ def staged(out: Path) -> Iterator[Path]:
         os.close(lock)
         if created and not any(out.iterdir()):
             out.rmdir()
+
+
+def _unwritten(out: Path, err: OSError) -> OutputError:
+    return OutputError(f"cannot write the report into {out}: {err.strerror or err}; the "
+                       "previous report there (if any) is unchanged")
 
 
 def _remove_abandoned_stages(out: Path) -> None:

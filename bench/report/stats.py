@@ -197,16 +197,38 @@ def holm(p_values: Sequence[float | None]) -> list[float]:
     return out
 
 
+def t_test_power(shift: float, df: float, level: float) -> float:
+    """Power of a two-sided t-test at `level` with `df` degrees of freedom when the true
+    difference is `shift` standard errors: the probability that the noncentral t (noncentrality
+    `shift`) falls beyond either critical value."""
+    import scipy.stats
+
+    crit = t_quantile(df, 1 - level / 2)  # the lower tail by symmetry: nct.cdf is NaN far out
+    return float(scipy.stats.nct.sf(crit, df, shift) + scipy.stats.nct.sf(crit, df, -shift))
+
+
 def detectable_difference(std: float, n: int, test: ExampleVariance | None = None,
                           family: int = 1, power: float = POWER, alpha: float = ALPHA) -> float:
     """The smallest true difference a two-sided paired t-test at level alpha / family (the
     first step of Holm's procedure over `family` tests: the level one true effect among nulls
     must pass) finds with probability `power`, at `n` seeds with per-seed spread `std` and the
-    test set's variance `test`: (t_{1 - a/2} + t_{power}) x the standard error."""
+    test set's variance `test`: the noncentrality at which the noncentral t reaches `power`
+    (`t_test_power`), times the standard error. The shortcut (t_{1 - a/2} + t_power) x SE
+    overstates the power (72-77 % instead of 80 % at 5 seeds and a family of 10-20)."""
     if n < 2 or math.isnan(std):
         return math.nan
+    import scipy.optimize
+
     var, df = _variance(std, n, test)
-    return (t_quantile(df, 1 - alpha / (2 * family)) + t_quantile(df, power)) * math.sqrt(var)
+    level = alpha / family
+    if var == 0:
+        return 0.0
+    high = t_quantile(df, 1 - level / 2) + t_quantile(df, power)  # the shortcut: a bracket
+    while t_test_power(high, df, level) < power:
+        high *= 2
+    shift = scipy.optimize.brentq(lambda s: t_test_power(s, df, level) - power, 0.0, high,
+                                  xtol=1e-10)
+    return shift * math.sqrt(var)
 
 
 class _Interval(Protocol):

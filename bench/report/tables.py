@@ -50,6 +50,29 @@ def format_summary(s: Summary, scale: float, signed: bool = False) -> str:
     return f"{mean:{sign}.{d}f} ± {s.half_width * abs(scale):.{d}f} (n={s.n})"
 
 
+def format_range(r: Any, scale: float) -> str:
+    """A machine figure (throughput, seconds: `MetricInfo.machine`): 'median [min–max] (n=k)',
+    the spread the machine and its load gave, not a confidence interval."""
+    if r.n == 0 or math.isnan(r.median):
+        return "–"
+    low, mid, high = (v * scale for v in (r.min, r.median, r.max))
+    d = _digits(max(abs(low), abs(high)))
+    if r.n == 1:
+        return f"{mid:.{d}f} (n=1)"
+    return f"{mid:.{d}f} [{low:.{d}f}–{high:.{d}f}] (n={r.n})"
+
+
+def format_cell(r: Any, metric: str) -> str:
+    """One cell of a stat table (`r`: a row of `cells.cell_stats`): mean ± CI, a machine
+    figure's median and range, or '–' for a pretraining figure of a reference row."""
+    info = metric_info(metric)
+    if r is None or (info.pretraining and r.is_reference):
+        return "–"
+    if info.machine:
+        return format_range(r, info.scale)
+    return format_summary(summary_of(r), info.scale)
+
+
 def best_rows(stats: pd.DataFrame, metric: str) -> set[str]:
     """Labels to bold in `metric`'s column: the best non-reference cell, when its CI does not
     overlap the runner-up's. Metrics without a direction are never bolded."""
@@ -77,9 +100,7 @@ def stat_table(stats: pd.DataFrame, cells: pd.DataFrame, metrics: list[str], tit
             continue
         row = [Cell(label)]
         for m in metrics:
-            r = by_key.get((label, m))
-            text = "–" if r is None else format_summary(summary_of(r), metric_info(m).scale)
-            row.append(Cell(text, label in bold[m]))
+            row.append(Cell(format_cell(by_key.get((label, m)), m), label in bold[m]))
         rows.append(row)
     return Table(title, ["row", *(metric_info(m).title for m in metrics)], rows, note, anchor)
 
@@ -95,9 +116,7 @@ def series_table(stats: pd.DataFrame, cells: pd.DataFrame, measures: dict[str, d
             found = [by_key.get((label, metric_of.get(c))) for c in columns]
             if any(r is not None for r in found):
                 rows.append([Cell(f"{label} · {measure}"), *(
-                    Cell("–" if r is None else format_summary(summary_of(r),
-                                                              metric_info(r.metric).scale))
-                    for r in found)])
+                    Cell("–" if r is None else format_cell(r, r.metric)) for r in found)])
     return Table(title, ["row · measure", *columns], rows, note)
 
 

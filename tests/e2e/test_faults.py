@@ -258,6 +258,11 @@ def no_staging_left(out: Path, existing: Path) -> None:
     assert not list((out / "report").glob(".report-*"))
 
 
+def nothing_in_the_run_folder(out: Path, existing: Path) -> None:
+    run = out / finished_mae_run().run_id
+    assert not [f for f in run.iterdir() if f.name.startswith(("report", ".report", "stats"))]
+
+
 SWEEP_BAD_TOML = write("bad.toml", "epochs = = 2\n")
 SWEEP_UNKNOWN_KEY = write("unknown.toml", 'dataset = "digits"\nepochz = 2\n')
 SWEEP_UNUSED_OPTION = write("unused.toml", '[grid]\nmethod = ["mae"]\n"interp.mask_ratio" = [0.5, 0.6]\n')
@@ -466,6 +471,9 @@ ROWS = [
     Fault("`bench report --baseline maee` (no such row)", "name a row of the report",
           ("report", "OUT", "--baseline", "maee"), 2,
           "baseline 'maee' is not a row of this report; its rows: mae, raw-input"),
+    Fault("`bench report OUT --out RUN` (a run folder)", "choose another --out (the results "
+          "folder's report/ by default)", ("report", "OUT", "--out", "FINISHED"), 2,
+          "a report never writes into a run folder", check=nothing_in_the_run_folder),
 ]
 
 

@@ -95,7 +95,7 @@ def test_no_factorial_without_two_shapes_of_two_fills(tmp_path):
             write(tmp_path / "runs", f"{method}{seed}", method, seed, {"linear_top1": 0.8},
                   _options(method, "block" if method == "qbheat" else "random"))
     write_report([tmp_path / "runs"], tmp_path / "report")
-    assert "mask shape x fill" not in (tmp_path / "report" / "report.md").read_text()
+    assert ": mask shape x fill" not in (tmp_path / "report" / "report.md").read_text()
     assert not (tmp_path / "report" / "factorial.csv").exists()
 
 

@@ -22,42 +22,10 @@ from bench.report.build import write_report
 from bench.report.cells import engineering
 from bench.report.sections import build_section
 from bench.report.tables import best_rows, stat_table, to_latex, to_markdown
+from tests.helpers import write_run
 
 T_975_2 = 4.302652729749464  # t_{0.975, 2} from tables
 FIGURES = ("metrics", "curves", "compute", "mask_ratio")
-
-
-def write_run(root: Path, name: str, method: str, seed: int, metrics: dict | None = None, *,
-              options: dict | None = None, encoder: str = "vit-micro", status: str = "ok",
-              train_s: float = 6.0, setup: dict | None = None, periodic: bool = True,
-              compute: dict | None = None, **config) -> Path:
-    """A run folder as bench.run.train writes it, with a 3-epoch curve ending at the final kNN
-    (kNN at epochs 1 and 2 too unless not `periodic`); `compute` adds to summary's."""
-    run_dir = root / name
-    run_dir.mkdir(parents=True)
-    is_ref = method in REFERENCE_ROWS
-    cfg = {"method": method, "options": {} if is_ref else options or {"mask_ratio": 0.75},
-           "dataset": "fashion-mnist", "encoder": encoder, "seed": seed,
-           "epochs": 0 if is_ref else 3, "git_sha": "abc123", "versions": {"torch": "2.4"},
-           **config}
-    (run_dir / "config.json").write_text(json.dumps(cfg))
-    metrics = metrics or {}
-    compute = {"pretrain_flops_per_sample": 0.0 if is_ref else 2e9, "wall_s": 10.0,
-               "train_samples_per_s": None if is_ref else 1000.0, "device": "cpu (test)",
-               **({} if is_ref else {"train_s": train_s}), **(compute or {})}
-    summary = {"run_id": name, "method": method, "dataset": "fashion-mnist", "encoder": encoder,
-               "seed": seed, "status": status, "metrics": metrics, "compute": compute,
-               **({"setup": setup} if setup else {})}
-    if status == "failed":
-        summary |= {"error": "RuntimeError: CUDA out of memory", "metrics": {}, "compute": {}}
-    (run_dir / "summary.json").write_text(json.dumps(summary))
-    if not is_ref and status == "ok":
-        knn = metrics.get("knn_top1", 0.5)
-        lines = [{"epoch": e, "loss": 1.0 / e, "lr": 1e-3,
-                  **({"knn_top1": knn - 0.1 * (3 - e)} if e < 3 and periodic else {})}
-                 for e in (1, 2, 3)]
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    return run_dir
 
 
 MAE = [0.80, 0.82, 0.84]
@@ -155,9 +123,15 @@ def test_verdict_says_who_wins_in_words(synthetic_report):
             "distinguishable from mae; at 3 seeds a difference under") in verdict
     assert ("secondary, kNN top-1: qbheat beats mae by 2.0 points, 95 % CI [2.0, 2.0], "
             "Holm-adjusted p = 0, 3 seeds") in verdict
-    assert ("family of 2 comparisons (1 row(s) x 2 metric(s))" in verdict
+    assert ("one Holm-Bonferroni family of 4 hypotheses for the section (2 pretraining-gate "
+            "comparisons, 2 baseline comparisons (1 row(s) x 2 metric(s)))" in verdict
             and "intervals hold seed variance only" in verdict)
-    assert "raw-input" not in verdict and "random-init" not in verdict  # not strategies
+    assert ("fashion-mnist · vit-micro: Pretraining gate: pretraining moved 2 of 2 pretrained "
+            "rows away from random-init (the untrained encoder) on linear top-1 (2 more with "
+            "fewer than 3 shared seeds: not tested)") in verdict
+    judged = [line for line in verdict.splitlines()
+              if line.startswith("- ") and "Pretraining gate" not in line]
+    assert not any("raw-input" in x or "random-init" in x for x in judged)  # not strategies
     assert "fashion-mnist · vit-tiny: no verdict: the baseline 'mae'" not in verdict
 
 
@@ -314,7 +288,7 @@ def test_equal_compute_view_absent_without_periodic_evaluation(plain):
 def test_equal_compute_view_shown_when_every_run_reaches_the_budget(synthetic_report):
     md = (synthetic_report / "report.md").read_text()
     assert "| row | at 6 TFLOP of pretraining | at 3 s of pretraining |" in md
-    assert "is not shown" not in md
+    assert "Accuracy at equal pretraining" not in md
 
 
 def test_compute_table_has_processes_load_and_devices(plain):
@@ -322,8 +296,8 @@ def test_compute_table_has_processes_load_and_devices(plain):
     compute = section.split("vit-micro: compute**")[1].split("\n\n**")[0]
     assert ("| row | GFLOPs/sample | samples/s | pretrain s | wall s | processes | "
             "load avg (1 min) | device |") in compute
-    assert "| 1.00 ± 0.00 (n=3) | 0.50 ± 0.00 (n=3) | cpu (test) |" in compute
-    assert "| 1.00 ± 0.00 (n=3) | 3.00 ± 0.00 (n=3) | cuda:0 (H200) |" in compute
+    assert "| 1.00 ± 0.00 (n=3) | 0.50 [0.50–0.50] (n=3) | cpu (test) |" in compute
+    assert "| 1.00 ± 0.00 (n=3) | 3.00 [3.00–3.00] (n=3) | cuda:0 (H200) |" in compute
     assert ("not comparable across runs measured on different machines or under different "
             "loads") in compute
     task = section.split("pretext-task metrics**")[1].split("\n\n")[1]

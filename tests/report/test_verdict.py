@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.report.cells import adjust_families, paired_rows, paired_stats, row_labels
+from bench.report.cells import PAIRED_COLUMNS, paired_rows, paired_stats, row_labels
+from bench.report.family import one_family
 from bench.report.stats import detectable_difference, holm
 from bench.report.verdict import reference_lines, verdict
 
@@ -47,6 +48,11 @@ def claims(lines: list[str]) -> bool:
     return any(" beats " in line or " trails " in line for line in lines)
 
 
+def judge(ok: pd.DataFrame, primary: str = "linear_top1") -> list[str]:
+    """The verdict of one simulated section, as a report words it."""
+    return verdict(one_family(paired_stats(ok, row_labels(ok, "mae"), "mae")), "mae", primary)
+
+
 def claim_rate(rows: int, metrics: tuple[str, ...], seeds: int, draws: int, seed: int,
                effect: float = 0.0) -> float:
     """Share of simulated sections whose verdict words a claim (through paired_stats and
@@ -57,7 +63,8 @@ def claim_rate(rows: int, metrics: tuple[str, ...], seeds: int, draws: int, seed
     hits = 0
     for _ in range(draws):
         data = draw(ok, rng, effect)
-        hits += claims(verdict(paired_stats(data, cells, "mae"), "mae", "linear_top1"))
+        hits += claims(verdict(one_family(paired_stats(data, cells, "mae")), "mae",
+                               "linear_top1"))
     return hits / draws
 
 
@@ -93,7 +100,8 @@ def test_a_real_3_point_effect_at_8_seeds_is_found():
     cells = row_labels(ok, "mae")
     found = 0
     for _ in range(10):
-        lines = verdict(paired_stats(draw(ok, rng, 0.03), cells, "mae"), "mae", "linear_top1")
+        lines = verdict(one_family(paired_stats(draw(ok, rng, 0.03), cells, "mae")), "mae",
+                        "linear_top1")
         primary = next(line for line in lines if "(primary)" in line)
         found += "qbheat k=1 beats mae by" in primary
     assert found >= 9
@@ -109,20 +117,22 @@ def test_holm_adjusted_p_values():
 
 def test_family_size_and_adjusted_p_in_paired_csv():
     ok = draw(layout(3, TWO, 3), np.random.default_rng(0))
-    paired = paired_stats(ok, row_labels(ok, "mae"), "mae")
-    assert set(paired.family) == {6}  # 3 rows x 2 metrics
-    assert (paired.p_adjusted >= paired.p_value).all()
-    lines = verdict(paired, "mae", "linear_top1")
-    assert "family of 6 comparisons (3 row(s) x 2 metric(s))" in lines[0]
-    assert lines[0].startswith("primary metric: linear top-1 (secondary: kNN top-1)")
-    assert "(primary)" in lines[1] and lines[2].startswith("secondary, kNN top-1")
+    family = one_family(paired_stats(ok, row_labels(ok, "mae"), "mae"))
+    assert set(family.paired.family) == {6}  # 3 rows x 2 metrics
+    assert (family.paired.p_adjusted >= family.paired.p_value).all()
+    lines = verdict(family, "mae", "linear_top1")
+    assert lines[0].startswith("⚠ Pretraining gate: no random-init row in this section")
+    assert ("one Holm-Bonferroni family of 6 hypotheses for the section (6 baseline "
+            "comparisons (3 row(s) x 2 metric(s)))") in lines[1]
+    assert lines[1].startswith("primary metric: linear top-1 (secondary: kNN top-1)")
+    assert "(primary)" in lines[2] and lines[3].startswith("secondary, kNN top-1")
 
 
 def test_primary_metric_orders_the_verdict():
     ok = draw(layout(2, TWO, 3), np.random.default_rng(1))
-    lines = verdict(paired_stats(ok, row_labels(ok, "mae"), "mae"), "mae", "knn_top1")
-    assert lines[0].startswith("primary metric: kNN top-1 (secondary: linear top-1)")
-    assert "kNN top-1 (primary)" in lines[1]
+    lines = judge(ok, "knn_top1")
+    assert lines[1].startswith("primary metric: kNN top-1 (secondary: linear top-1)")
+    assert "kNN top-1 (primary)" in lines[2]
 
 
 def test_what_could_have_been_seen():
@@ -130,7 +140,7 @@ def test_what_could_have_been_seen():
     and what 8 seeds would show, from the observed paired spread and the family size."""
     ok = draw(layout(16, TWO, 3), np.random.default_rng(5))
     paired = paired_stats(ok, row_labels(ok, "mae"), "mae")
-    line = next(x for x in verdict(paired, "mae", "linear_top1") if "(primary)" in x)
+    line = next(x for x in verdict(one_family(paired), "mae", "linear_top1") if "(primary)" in x)
     primary = paired[paired.metric == "linear_top1"]
     sd = math.sqrt((primary.seed_sd ** 2).mean())
     now, at_8 = (100 * detectable_difference(sd, n, None, 32) for n in (3, 8))
@@ -141,9 +151,9 @@ def test_what_could_have_been_seen():
 
 def test_one_seed_says_nothing_can_be_told():
     ok = draw(layout(2, TWO, 1), np.random.default_rng(2))
-    lines = verdict(paired_stats(ok, row_labels(ok, "mae"), "mae"), "mae", "linear_top1")
-    assert "no comparison has 3 shared seeds" in lines[0]
-    assert "at 1 seed(s) nothing can be told apart" in lines[1]
+    lines = judge(ok)
+    assert "no comparison has 3 shared seeds" in lines[1]
+    assert "at 1 seed(s) nothing can be told apart" in lines[2]
 
 
 def _with_references(values: dict[str, list[float]]) -> pd.DataFrame:
@@ -158,7 +168,8 @@ def _reference_lines(ok: pd.DataFrame) -> list[str]:
     refs = cells[cells.is_reference]
     pairs = [(r, ref) for r in cells[~cells.is_reference].itertuples(index=False)
              for ref in refs.itertuples(index=False)]
-    return reference_lines(paired_rows(ok, pairs), "linear_top1")
+    family = one_family(pd.DataFrame(columns=PAIRED_COLUMNS), paired_rows(ok, pairs))
+    return reference_lines(family, "linear_top1")
 
 
 def test_every_strategy_trails_raw_input_in_one_line():
@@ -172,8 +183,9 @@ def test_every_strategy_trails_raw_input_in_one_line():
                               "raw-input": [0.795, 0.796, 0.794],
                               "random-init": [0.78, 0.76, 0.77]})
     [line] = _reference_lines(three)
-    assert "Every strategy trails raw-input" in line
-    assert "no strategy is shown to beat random-init (the untrained encoder)" in line
+    assert line.startswith("⚠ Every strategy trails raw-input (the input itself) on linear "
+                           "top-1 (best mae -3.0 points, 95 % CI [-4.1, -1.9]")
+    assert "Holm-adjusted p = " in line and "random-init" not in line  # that is the gate's
     beaten = _with_references({"mae": [0.80, 0.81, 0.82], "raw-input": [0.70, 0.71, 0.72],
                                "random-init": [0.60, 0.61, 0.60]})
     assert _reference_lines(beaten) == []
@@ -182,7 +194,7 @@ def test_every_strategy_trails_raw_input_in_one_line():
 def test_reference_rows_are_not_in_the_family():
     ok = _with_references({"mae": [0.76, 0.77, 0.765], "qbheat": [0.77, 0.765, 0.76],
                            "raw-input": [0.795, 0.796, 0.794]})
-    paired = adjust_families(paired_stats(ok, row_labels(ok, "mae"), "mae"))
+    paired = one_family(paired_stats(ok, row_labels(ok, "mae"), "mae")).paired
     assert paired.set_index("method").family.to_dict() == {"qbheat": 1, "raw-input": 0}
 
 
