@@ -63,8 +63,9 @@ def evaluate_encoder(cfg: RunConfig, data, encoder, device: torch.device,
     predictability of neighbouring features (`steps`: the fill's one-step maps, compared with
     the fitted ones); `knn_only`: the kNN probe alone (the --eval-every points). `outcomes`,
     when given, receives each metric's per-example scores on the test split
-    (bench.core.outcomes records them). The per-layer and dense probes reuse the penalty the
-    linear probe chose on this encoder's training features (`linear_l2`)."""
+    (bench.core.outcomes records them). The per-layer probe reuses the penalty the linear
+    probe chose on this encoder's pooled training features (`linear_l2`); the dense probe,
+    reading single tokens, chooses its own (`dense_l2`)."""
     extra = {}
     if not knn_only and cfg.val_fraction is None:  # a tuning trial reads no held-out data
         extra = linpred_metrics(cfg, data, encoder, device, steps)
@@ -81,12 +82,12 @@ def evaluate_encoder(cfg: RunConfig, data, encoder, device: torch.device,
                                      cfg.knn_k, cfg.knn_temperature)}
     correct: dict[str, torch.Tensor] = {}
     metrics = probe_metrics(train_f, train.y, test_f, test.y, cfg, protocols, correct)
-    l2 = metrics.get("linear_l2")  # None: each auxiliary probe chooses its own
     if "fewshot" in protocols:
         metrics.update(fewshot_metrics(train_f, train.y, test_f, test.y, cfg))
     if "dense" in protocols:
-        metrics.update(dense_metrics(cfg, data, encoder, device, l2))
+        metrics.update(dense_metrics(cfg, data, encoder, device, outcomes))
     if cfg.probe_layers == "all" and has_layers(encoder):
+        l2 = metrics.get("linear_l2")  # None: the per-layer probe chooses its own
         metrics.update(layer_metrics(cfg, data, encoder, train, test, device, l2))
     if encoder is not None:
         metrics.update(encoder_protocols(encoder, data, train, test, cfg, device, protocols,
