@@ -6,6 +6,8 @@ encoder's, or the raw input's)."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 
 from bench.core.config import RunConfig
@@ -27,6 +29,9 @@ def split_features(cfg: RunConfig, data, encoder, split, device: torch.device, d
         x, pad = split.x.to(device), _to(split.pad_mask, device)
         return data.raw_features(x, pad).float()
     return extract_features(encoder, data, split, cfg.eval_batch_size, device, desc)
+
+
+T = TypeVar("T")
 
 
 def next_sentence_metrics(cfg: RunConfig, data, encoder, device: torch.device,
@@ -67,7 +72,7 @@ def evaluate_encoder(cfg: RunConfig, data, encoder, device: torch.device,
     probe chose on this encoder's pooled training features (`linear_l2`); the dense probe,
     reading single tokens, chooses its own (`dense_l2`)."""
     extra = {}
-    if not knn_only and cfg.val_fraction is None:  # a tuning trial reads no held-out data
+    if not knn_only:
         extra = linpred_metrics(cfg, data, encoder, device, steps)
         if cfg.granularity == "sentence":
             extra.update(next_sentence_metrics(cfg, data, encoder, device, outcomes))
@@ -97,10 +102,10 @@ def evaluate_encoder(cfg: RunConfig, data, encoder, device: torch.device,
     return {**metrics, **extra}
 
 
-def scored_names(cfg: RunConfig, metrics: dict[str, float]) -> dict[str, float]:
-    """`metrics` as a run records them: a tuning trial's (`val_fraction` set) are scored on
-    the validation split of the training data, so they are named `val_<metric>`; an ordinary
-    run's keep their names (scored on the test split)."""
+def scored_names(cfg: RunConfig, metrics: dict[str, T]) -> dict[str, T]:
+    """`metrics` (or their per-example outcomes) as a run records them: a tuning trial's
+    (`val_fraction` set) are scored on the validation split of the training data, so they
+    are named `val_<metric>`; an ordinary run's keep their names (scored on the test split)."""
     if cfg.val_fraction is None:
         return metrics
     return {f"val_{k}": v for k, v in metrics.items()}
