@@ -149,3 +149,18 @@ def test_dense_probe_on_vit_cnn_and_raw_input(mosaic):
     assert results["raw"]["dense_pixel_acc"] > all_background["dense_pixel_acc"] + 0.02
     assert results["raw"]["dense_miou"] > all_background["dense_miou"] + 0.1
     assert dense_metrics(cfg, mosaic, None, CPU) == results["raw"]  # seeded: repeatable
+
+
+def test_a_run_records_the_dense_figures_names_and_per_image_outcomes(mosaic, tmp_path):
+    from bench.plan.sweep import resolve_run
+    from bench.run.train import train_run
+
+    cfg = resolve_run(tiny_config(method="random-init", dataset="fashion-mosaic",
+                                  protocols="linear,dense", eval_train_limit=64,
+                                  eval_test_limit=32, probe_steps=10))
+    summary = train_run(cfg, tmp_path, progress=False, data=mosaic)
+    assert summary["data"]["dense_classes"] == ["0", "1", "2", "background"]
+    metrics, outcomes = summary["metrics"], read_outcomes(tmp_path)
+    assert {"dense_l2", "dense_miou_fg", "linear_l2"} <= set(metrics)
+    for name in ("dense_miou", "dense_miou_fg", "dense_pixel_acc"):
+        assert outcomes[name].scores.mean() == pytest.approx(metrics[name], rel=0, abs=1e-12)
