@@ -42,6 +42,7 @@ baseline adds D x D products per input, not per pair: its sums are assembled by 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -57,8 +58,21 @@ PENALTIES = tuple(10.0**e for e in range(-6, 2))  # x the mean variance of the i
 VALIDATION_SHARE = 0.2
 
 
+def _zeros(device: torch.device):
+    """A maker of float64 zeros on `device`: what every sum starts from."""
+    return lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=device)
+
+
+class _Sums:
+    """Sums over pairs, added field by field (the fit part + the validation part)."""
+
+    def __add__(self, other):
+        return type(self)(*(getattr(self, f.name) + getattr(other, f.name)
+                            for f in dataclasses.fields(self)))
+
+
 @dataclass
-class Moments:
+class Moments(_Sums):
     """Sums over pairs (x -> y) of one axis and distance: what ridge fits and R^2 need.
     `pos_sy [H, W, D]`, `pos_n [H, W]`: sum and count of the targets by target position."""
 
@@ -73,7 +87,7 @@ class Moments:
 
     @classmethod
     def zeros(cls, dim: int, grid: tuple[int, int], device: torch.device) -> Moments:
-        z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=device)  # noqa: E731
+        z = _zeros(device)
         return cls(0, z(dim), z(dim), z(dim, dim), z(dim, dim), z(()), z(*grid, dim), z(*grid))
 
     def add(self, x: Tensor, y: Tensor) -> None:
@@ -87,10 +101,6 @@ class Moments:
         self.sxx += x.T @ x
         self.sxy += x.T @ y
         self.syy += y.square().sum(dtype=torch.float64)
-
-    def __add__(self, other: Moments) -> Moments:
-        return Moments(*(getattr(self, f) + getattr(other, f) for f in
-                         ("n", "sx", "sy", "sxx", "sxy", "syy", "pos_sy", "pos_n")))
 
     def ridge(self, penalty: float) -> tuple[Tensor, Tensor]:
         """Map `M [D, D]` and intercept `b [D]` minimising the mean of ||x M + b - y||^2 plus
@@ -135,7 +145,7 @@ class Moments:
 
 
 @dataclass
-class ContentSums:
+class ContentSums(_Sums):
     """The content baseline's sums beyond a pair set's `Moments`, whose regressors are the
     target position's one-hot and the input's mean token m: `sm` = sum over pairs of m [D],
     `smm` of m m^T [D, D], `smy` of m y^T [D, D], `spm [H, W, D]` of m by target position.
@@ -148,7 +158,7 @@ class ContentSums:
 
     @classmethod
     def zeros(cls, dim: int, grid: tuple[int, int], device: torch.device) -> ContentSums:
-        z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=device)  # noqa: E731
+        z = _zeros(device)
         return cls(z(dim), z(dim, dim), z(dim, dim), z(*grid, dim))
 
     def add(self, mean: Tensor, keep: Tensor, targets: Tensor, at: tuple) -> None:
@@ -161,10 +171,6 @@ class ContentSums:
         self.smm += (mean * counts.unsqueeze(1)).T @ mean
         self.smy += mean.T @ target_sums
         self.spm[at] += torch.einsum("bhw,bd->hwd", keep, mean)
-
-    def __add__(self, other: ContentSums) -> ContentSums:
-        return ContentSums(*(getattr(self, f) + getattr(other, f)
-                             for f in ("sm", "smm", "smy", "spm")))
 
     def moments(self, pairs: Moments) -> Moments:
         """The `Moments` of regressors [one-hot of the target position, m] -> target on

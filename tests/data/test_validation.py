@@ -54,6 +54,21 @@ def test_every_split_a_protocol_reads_comes_from_the_training_split():
         chosen].tolist()
 
 
+def test_streamed_images_are_divided_and_decoded_afresh(image_folder, monkeypatch):
+    from bench.data import streaming
+
+    monkeypatch.setenv("MASKBENCH_DATA_WORKERS", "0")
+    data = streaming.load_imagefolder(str(image_folder), image_size=32, patch_size=4)
+    whole = data.eval_split("train")
+    view = ValidationData(data, 0.25)
+    n = len(whole)
+    chosen = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED))[: n // 4]
+    assert torch.equal(view.eval_split("test").x, whole.x[chosen])
+    others = sorted(set(range(n)) - set(chosen.tolist()))
+    assert torch.equal(view.eval_split("train").y, whole.y[others])
+    assert view.n_pretrain() == data.n_pretrain()
+
+
 def test_texts_blocks_and_documents_are_divided_by_unit(tmp_path):
     texts = text_data(tiny_text_corpus(), vocab_size=60, block_length=8, cache_dir=tmp_path)
     view = ValidationData(texts, 0.2)
