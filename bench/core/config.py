@@ -165,8 +165,9 @@ class RunConfig:
     decoder: DecoderKind = "transformer"
     # Images: pixels per patch side (None: the dataset card's), so the grid is image / patch.
     patch_size: int | None = None
-    # Tuning trials (bench tune): hold out this share of the probes' training split and score
-    # the protocols on it as val_* metrics; the test split is not read (None: an ordinary run).
+    # Tuning trials (bench tune): hold out this share of the training split (one fixed subset)
+    # and score every protocol on it as val_* metrics; the test split is not read (None: an
+    # ordinary run).
     val_fraction: float | None = None
     augment: bool = True
     train_limit: int | None = None  # pretrain on N training samples drawn once from the seed
