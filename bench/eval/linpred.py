@@ -164,9 +164,9 @@ class ContentSums(_Sums):
     def add(self, mean: Tensor, keep: Tensor, targets: Tensor, at: tuple) -> None:
         """Inputs' mean tokens `mean [B, D]` (float64), where their pairs are `keep [B, h, w]`
         (at target positions `at` of the grid) and those pairs' targets `[B, h, w, D]`."""
+        target_sums = torch.einsum("bhw,bhwd->bd", keep.to(targets.dtype), targets).double()
         keep = keep.double()
         counts = keep.sum((1, 2))
-        target_sums = (targets * keep.unsqueeze(-1)).sum((1, 2), dtype=torch.float64)
         self.sm += counts @ mean
         self.smm += (mean * counts.unsqueeze(1)).T @ mean
         self.smy += mean.T @ target_sums
@@ -207,7 +207,7 @@ class PairSums:
         dim = maps.shape[-1]
         real = (torch.ones(maps.shape[:3], dtype=torch.bool, device=maps.device)
                 if valid is None else valid)
-        mean = ((maps * real.unsqueeze(-1)).sum((1, 2), dtype=torch.float64)
+        mean = (torch.einsum("bhw,bhwd->bd", real.to(maps.dtype), maps).double()
                 / real.sum((1, 2)).clamp_min(1).unsqueeze(-1))
         for (axis, d), m in self.moments.items():
             src = (slice(None), slice(None), slice(None, -d)) if axis == "x" else (
