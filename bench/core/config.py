@@ -123,6 +123,7 @@ _LOWER_BOUNDS = {
     "eval_test_limit": 1, "probe_steps": 1, "knn_k": 1, "eval_every": 0, "log_every": 0,
     "checkpoint_every_min": 0, "checkpoint_poll_steps": 1, "vocab_size": 5, "block_length": 1, "eval_batch_size": 1,
     "tran1_epochs": 1, "tran1_batch_size": 1, "finetune_epochs": 1, "finetune_batch_size": 1,
+    "tran1_min_steps": 0, "finetune_min_steps": 0,
     "fewshot_k": 1, "fewshot_draws": 1, "patch_size": 1,
 }
 _BOUND_NOTES = {"eval_every": " (0: only at the end)", "log_every": " (0: off)",
@@ -164,8 +165,9 @@ class RunConfig:
     decoder: DecoderKind = "transformer"
     # Images: pixels per patch side (None: the dataset card's), so the grid is image / patch.
     patch_size: int | None = None
-    # Tuning trials (bench tune): hold out this share of the probes' training split and score
-    # the protocols on it as val_* metrics; the test split is not read (None: an ordinary run).
+    # Tuning trials (bench tune): hold out this share of the training split (one fixed subset)
+    # and score every protocol on it as val_* metrics; the test split is not read (None: an
+    # ordinary run).
     val_fraction: float | None = None
     augment: bool = True
     train_limit: int | None = None  # pretrain on N training samples drawn once from the seed
@@ -200,9 +202,11 @@ class RunConfig:
     protocols: str = "linear,knn"
     eval_batch_size: int = 256  # feature extraction, reconstruction and masked-token metrics
     tran1_epochs: int = 10  # tran1: one transformer block + linear head on frozen tokens
+    tran1_min_steps: int = 1000  # ... trained for tran1_epochs, but at least this many steps
     tran1_batch_size: int = 256
     tran1_lr: float = 1e-3  # at batch 256: trains at tran1_lr x tran1_batch_size / 256
     finetune_epochs: int = 5  # finetune: end to end, linear head on pooled features
+    finetune_min_steps: int = 1000  # ... for finetune_epochs, but at least this many steps
     finetune_batch_size: int = 256
     finetune_lr: float = 5e-4  # MAE's fine-tuning base lr at batch 256 (x batch / 256)
     finetune_layer_decay: float = 0.75  # lr x decay^(depth - layer) per ViT block (1: none)
@@ -229,7 +233,8 @@ class RunConfig:
     REPORT_KEYS = ("primary_metric",)
     HASHED_UNLESS_DEFAULT = ("hf_text", "hf_image", "hf_label", "granularity", "sentences",
                              "sentence_length", "fewshot_k", "fewshot_draws", "probe_layers",
-                             "warmup", "decoder", "patch_size", "val_fraction")
+                             "warmup", "decoder", "patch_size", "val_fraction",
+                             "tran1_min_steps", "finetune_min_steps")
 
     def __post_init__(self) -> None:
         protocol_list(self.protocols)

@@ -2,10 +2,12 @@
 what lets a report add the test set's own sampling variance to the seed variance, and pair two
 runs example by example where they scored the same examples. Plain numpy, no torch.
 
-Each metric `m` is stored as `m` (0/1 correctness bit-packed, or per-example scores in [0, 1]
-as float16 where an example can earn a fraction, as a next-sentence tie does) with `m.n` (how
-many examples) and `m.key` (a hash of what was scored: the test labels in order, so two runs
-are paired only on the same examples)."""
+Each metric `m` is stored as `m` (0/1 correctness bit-packed, or any other per-example scores
+as float64: a next-sentence tie's fraction, the dense probe's linearised per-image scores,
+which leave [0, 1] and must average to the metric exactly) with `m.n` (how many examples;
+negative for float64 scores) and `m.key` (a hash of what was scored: the test labels in order,
+so two runs are paired only on the same examples). Files of older runs that stored fractions
+as float16 still read."""
 
 from __future__ import annotations
 
@@ -36,12 +38,12 @@ def examples_key(labels: np.ndarray) -> str:
 
 
 def encode(outcomes: Mapping[str, Outcome]) -> bytes:
-    """The `outcomes.npz` bytes: 0/1 scores bit-packed, fractional ones as float16."""
+    """The `outcomes.npz` bytes: 0/1 scores bit-packed, any others as float64."""
     arrays: dict[str, np.ndarray] = {}
     for name, o in outcomes.items():
         s = np.asarray(o.scores, dtype=np.float64)
         binary = bool(np.isin(s, (0.0, 1.0)).all())
-        arrays[name] = np.packbits(s.astype(bool)) if binary else s.astype(np.float16)
+        arrays[name] = np.packbits(s.astype(bool)) if binary else s
         arrays[f"{name}.n"] = np.array(len(s) if binary else -len(s), dtype=np.int64)
         arrays[f"{name}.key"] = np.array(o.key)
     buffer = io.BytesIO()

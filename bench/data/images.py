@@ -10,6 +10,7 @@ import zlib
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from bench.core.errors import DataNotFoundError
 from bench.core.spec import DataSpec
 from bench.data.cards import load_card
 from bench.data.fingerprint import fingerprint
-from bench.data.protocol import EvalSplit
+from bench.data.protocol import EvalSplit, recut
 
 
 class StandardisedImages:
@@ -57,6 +58,7 @@ class ImageData(StandardisedImages):
     patch_size: int
     fingerprint: str
     modality: str = "image"
+    split_fields: ClassVar[tuple[str, ...]] = ("x", "y")  # train_<f> / test_<f>: the splits
 
     @property
     def spec(self) -> DataSpec:
@@ -79,6 +81,13 @@ class ImageData(StandardisedImages):
     def eval_split(self, split: str, limit: int | None = None) -> EvalSplit:
         x, y = (self.train_x, self.train_y) if split == "train" else (self.test_x, self.test_y)
         return EvalSplit(x[:limit], y[:limit])
+
+    def validation_units(self) -> int:
+        return len(self.train_y)
+
+    def divided(self, val: Tensor) -> ImageData:
+        """Training images `val` as the test split, the others as the training split."""
+        return replace(self, **recut(self, self.split_fields, val))
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -13,6 +13,7 @@ bench/datasets/fashion-mosaic.toml.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -63,6 +64,7 @@ class DenseImageData(ImageData):
 
     train_masks: Tensor | None = None
     test_masks: Tensor | None = None
+    split_fields: ClassVar[tuple[str, ...]] = ("x", "y", "masks")
 
     @property
     def dense_classes(self) -> list[str]:

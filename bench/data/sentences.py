@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -43,7 +43,7 @@ from bench.data.corpora import (
 from bench.data.fingerprint import digest, in_test_split, split_fingerprint
 from bench.data.geometry import DEFAULT_SENTENCES
 from bench.data.packing import pad_ids
-from bench.data.protocol import EvalSplit
+from bench.data.protocol import EvalSplit, complement
 from bench.data.text import PaddedTexts
 from bench.data.tokenizer import DEFAULT_VOCAB_SIZE, get_tokenizer, special_ids, tokenize
 
@@ -235,6 +235,28 @@ class SentenceData(PaddedTexts):
     def pretrain_batch(self, idx: Tensor, generator: torch.Generator, aug: bool) -> Tensor:
         """Windows `[B, sentences, length]` of token ids; no augmentation (generator unused)."""
         return self.train_x[self.train_windows[idx]]
+
+    def validation_units(self) -> int:
+        """Validation takes whole documents: no document is in both parts."""
+        return len(self.train_offsets) - 1
+
+    def divided(self, val: Tensor) -> SentenceData:
+        """Training documents `val` (in that order) as the test split and the other training
+        documents as the training split: their sentences in sentence-hash order (as the
+        probes read them), their document order and offsets. Pretraining keeps its own
+        windows (`train_windows` still indexes the whole training split)."""
+        parts = {}
+        for side, docs in (("train", complement(val, self.validation_units())), ("test", val)):
+            docs = docs.to(self.train_offsets.device)
+            starts, ends = self.train_offsets[docs], self.train_offsets[docs + 1]
+            by_doc = torch.cat([self.train_docs[a:b] for a, b in zip(starts.tolist(),
+                                                                     ends.tolist())])
+            rows = by_doc.sort().values
+            parts |= {f"{side}_x": self.train_x[rows], f"{side}_len": self.train_len[rows],
+                      f"{side}_y": None if self.train_y is None else self.train_y[rows],
+                      f"{side}_docs": torch.searchsorted(rows, by_doc),
+                      f"{side}_offsets": torch.cat([ends.new_zeros(1), (ends - starts).cumsum(0)])}
+        return replace(self, **parts)
 
     def test_documents(self, limit: int | None, split: str = "test") -> int:
         """How many documents of `split` (hash order) the document metrics use: as many as hold

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from bench.core.errors import ConfigError, DataNotFoundError
 from bench.core.spec import DataSpec
@@ -29,7 +29,7 @@ from bench.data.cards import TORCHVISION_SETS, load_card
 from bench.data.fingerprint import fingerprint, stable_hash
 from bench.data.image_scan import unreadable
 from bench.data.images import StandardisedImages, apply_affine, crop_flip_params
-from bench.data.protocol import EvalSplit
+from bench.data.protocol import EvalSplit, complement
 from bench.runtime import progress, stopping
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,16 @@ class StreamingImageData(StandardisedImages):
         for x in loader:
             yield self._prepare(x, generator, aug, index_batches.shape[1], rows)
 
+    def validation_units(self) -> int:
+        return len(self.train_set)
+
+    def divided(self, val: Tensor) -> StreamingImageData:
+        """Training images `val` (in that order) as the test split, the others as the
+        training split; decoded afresh (pretraining keeps its own set)."""
+        fit = complement(val, len(self.train_set)).tolist()
+        return replace(self, train_set=Subset(self.train_set, fit),
+                       test_set=Subset(self.train_set, val.tolist()), decoded={})
+
     def eval_split(self, split: str, limit: int | None = None) -> EvalSplit:
         """The first `limit` images of a split as uint8 on the host, decoded once."""
         key = (split, limit)
@@ -178,7 +188,7 @@ class StreamingImageData(StandardisedImages):
             source = self.train_set if split == "train" else self.test_set
             n = len(source) if limit is None else min(limit, len(source))
             loader = DataLoader(
-                torch.utils.data.Subset(source, range(n)),
+                Subset(source, range(n)),
                 batch_size=EVAL_DECODE_BATCH,
                 num_workers=self.workers,
                 collate_fn=_collate,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from tokenizers import Tokenizer
@@ -20,7 +21,7 @@ from bench.data.corpora import TextCorpus, check_splits, hash_ordered, load_corp
 from bench.data.fingerprint import digest
 from bench.data.geometry import DEFAULT_BLOCK_LENGTH
 from bench.data.packing import bag_of_words, blocks_upto, pack_blocks, pad_ids, real_positions
-from bench.data.protocol import EvalSplit
+from bench.data.protocol import EvalSplit, recut
 from bench.data.tokenizer import DEFAULT_VOCAB_SIZE, get_tokenizer, special_ids, tokenize
 
 TENSORS_FORMAT = 1  # part of the tensor cache's file name: bump when what it stores changes
@@ -60,6 +61,7 @@ class PaddedTexts:
     classes: list[str] | None
     vocab_size: int
     pad_id: int
+    split_fields: ClassVar[tuple[str, ...]] = ("x", "len", "y")
 
     @property
     def length(self) -> int:
@@ -84,6 +86,18 @@ class PaddedTexts:
         if y is None:
             raise ConfigError(f"{self.name} is unlabelled: it has no probes, only pretraining")
         return EvalSplit(x[:limit], y[:limit], self.pad_mask(n[:limit]))
+
+    def validation_units(self) -> int:
+        return len(self.train_x)
+
+    def divided(self, val: Tensor):
+        """Training texts `val` as the test split, the others as the training split."""
+        return replace(self, **recut(self, self.split_fields, val))
+
+    def texts(self, split: str) -> list[list[int]]:
+        """Each text of a split as its (truncated) token ids, padding dropped."""
+        x, n = (self.train_x, self.train_len) if split == "train" else (self.test_x, self.test_len)
+        return [row[:k].tolist() for row, k in zip(x.cpu(), n.tolist())]
 
     def pad_mask(self, lengths: Tensor) -> Tensor:
         """BoolTensor[N, length] of real tokens. A text with no token is read as one [PAD]:
@@ -111,7 +125,19 @@ class TextData(PaddedTexts):
     test_blocks: Tensor  # int64 [m, length]: the held-out blocks
     test_blocks_upto: Tensor  # int64 [n_test]: see `blocks_upto`
     fingerprint: str
+    sep_id: int  # what joins texts in a block
     modality: str = "text"
+
+    def divided(self, val: Tensor) -> TextData:
+        """Training texts `val` as the test split and the others as the training split, each
+        also packed into blocks (linear predictability reads blocks). Packed from the texts
+        as the probes read them, truncated to `length`; pretraining keeps its own blocks."""
+        cut = super().divided(val)
+        device = self.train_blocks.device
+        fit, held = cut.texts("train"), cut.texts("test")
+        return replace(cut, train_blocks=pack_blocks(fit, self.length, self.sep_id).to(device),
+                       test_blocks=pack_blocks(held, self.length, self.sep_id).to(device),
+                       test_blocks_upto=blocks_upto(held, self.length).to(device))
 
     def n_pretrain(self) -> int:
         return len(self.train_blocks)
@@ -177,5 +203,6 @@ def text_data(
         classes=corpus.classes,
         vocab_size=tokenizer.get_vocab_size(),
         pad_id=special_ids(tokenizer).pad,
+        sep_id=special_ids(tokenizer).sep,
         fingerprint=digest(corpus.fingerprint, tok_digest, str(length))[:12],
     )

@@ -15,6 +15,16 @@ position mean (the target position's mean feature over the training inputs: what
 alone predicts; a single global mean would score about 0 by construction). Metrics are the
 mean over the grid's axes (x and y; text has one).
 
+Two more on the same pairs, for what the R^2 says about the hypothesis:
+- the content baseline (`content_r2`): ridge from [the target position's one-hot, the input's
+  mean token (over its real positions)] to z(x + d), penalty chosen and scored as the maps
+  are. It holds no neighbour information at all: what position and the input's overall
+  content alone predict. The map's gain over it is what the neighbour adds.
+- composition (`composed_r2`): the fitted d = 1 affine map z -> z M + b applied d times,
+  z M^d + b (I + M + ... + M^(d-1)), scored as the predictor at distance d. One linear map
+  whose powers give every distance is what the seed claims; fitted maps that predict well
+  at each d but do not compose are a different (weaker) property.
+
 For a fill that is itself a linear step map on the encoder's features
 (`MaskingMethod.neighbour_maps`: QB-Heat at the encoder, one step per token, no
 normalisation), also how close its d-th power is to the fitted map: the R^2 of (I + A)^d
@@ -26,11 +36,13 @@ vectors measured here, so there is no comparison.
 Images and text blocks: at most `GRID_INPUTS` per split (each gives many pairs per axis and
 distance: 500 images of an 8x8 grid give 28,000 pairs for a 128 x 128 map).
 Every sum is accumulated over batches in float64 (no feature map is held in memory), so the
-cost is one forward pass over those inputs plus D x D products per pair.
+cost is one forward pass over those inputs plus D x D products per pair (the content
+baseline adds D x D products per input, not per pair: its sums are assembled by blocks).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -46,8 +58,21 @@ PENALTIES = tuple(10.0**e for e in range(-6, 2))  # x the mean variance of the i
 VALIDATION_SHARE = 0.2
 
 
+def _zeros(device: torch.device):
+    """A maker of float64 zeros on `device`: what every sum starts from."""
+    return lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=device)
+
+
+class _Sums:
+    """Sums over pairs, added field by field (the fit part + the validation part)."""
+
+    def __add__(self, other):
+        return type(self)(*(getattr(self, f.name) + getattr(other, f.name)
+                            for f in dataclasses.fields(self)))
+
+
 @dataclass
-class Moments:
+class Moments(_Sums):
     """Sums over pairs (x -> y) of one axis and distance: what ridge fits and R^2 need.
     `pos_sy [H, W, D]`, `pos_n [H, W]`: sum and count of the targets by target position."""
 
@@ -62,23 +87,20 @@ class Moments:
 
     @classmethod
     def zeros(cls, dim: int, grid: tuple[int, int], device: torch.device) -> Moments:
-        z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=device)  # noqa: E731
+        z = _zeros(device)
         return cls(0, z(dim), z(dim), z(dim, dim), z(dim, dim), z(()), z(*grid, dim), z(*grid))
 
     def add(self, x: Tensor, y: Tensor) -> None:
         """Pairs `x, y [M, D]`: one batch's products in float32 (as fast as the forward
-        pass), summed across batches in float64."""
-        x, y = x.float(), y.float()
+        pass; features in float64 keep float64), summed across batches in float64."""
+        if x.dtype != torch.float64:
+            x, y = x.float(), y.float()
         self.n += len(x)
         self.sx += x.sum(0, dtype=torch.float64)
         self.sy += y.sum(0, dtype=torch.float64)
         self.sxx += x.T @ x
         self.sxy += x.T @ y
         self.syy += y.square().sum(dtype=torch.float64)
-
-    def __add__(self, other: Moments) -> Moments:
-        return Moments(*(getattr(self, f) + getattr(other, f) for f in
-                         ("n", "sx", "sy", "sxx", "sxy", "syy", "pos_sy", "pos_n")))
 
     def ridge(self, penalty: float) -> tuple[Tensor, Tensor]:
         """Map `M [D, D]` and intercept `b [D]` minimising the mean of ||x M + b - y||^2 plus
@@ -122,32 +144,84 @@ class Moments:
         return 1.0 - sse.item() / sst if sst > 0 else math.nan
 
 
+@dataclass
+class ContentSums(_Sums):
+    """The content baseline's sums beyond a pair set's `Moments`, whose regressors are the
+    target position's one-hot and the input's mean token m: `sm` = sum over pairs of m [D],
+    `smm` of m m^T [D, D], `smy` of m y^T [D, D], `spm [H, W, D]` of m by target position.
+    Each is a sum over inputs (m is one vector per input), never a product per pair."""
+
+    sm: Tensor
+    smm: Tensor
+    smy: Tensor
+    spm: Tensor
+
+    @classmethod
+    def zeros(cls, dim: int, grid: tuple[int, int], device: torch.device) -> ContentSums:
+        z = _zeros(device)
+        return cls(z(dim), z(dim, dim), z(dim, dim), z(*grid, dim))
+
+    def add(self, mean: Tensor, keep: Tensor, targets: Tensor, at: tuple) -> None:
+        """Inputs' mean tokens `mean [B, D]` (float64), where their pairs are `keep [B, h, w]`
+        (at target positions `at` of the grid) and those pairs' targets `[B, h, w, D]`."""
+        target_sums = torch.einsum("bhw,bhwd->bd", keep.to(targets.dtype), targets).double()
+        keep = keep.double()
+        counts = keep.sum((1, 2))
+        self.sm += counts @ mean
+        self.smm += (mean * counts.unsqueeze(1)).T @ mean
+        self.smy += mean.T @ target_sums
+        self.spm[at] += torch.einsum("bhw,bd->hwd", keep, mean)
+
+    def moments(self, pairs: Moments) -> Moments:
+        """The `Moments` of regressors [one-hot of the target position, m] -> target on
+        `pairs` (the same pairs' sums), assembled by blocks."""
+        positions = self.spm.shape[0] * self.spm.shape[1]
+        pos_n = pairs.pos_n.flatten()
+        spm = self.spm.reshape(positions, -1)
+        sxx = torch.cat([torch.cat([torch.diag(pos_n), spm], 1),
+                         torch.cat([spm.T, self.smm], 1)])
+        sxy = torch.cat([pairs.pos_sy.reshape(positions, -1), self.smy])
+        return Moments(pairs.n, torch.cat([pos_n, self.sm]), pairs.sy, sxx, sxy, pairs.syy,
+                       pairs.pos_sy, pairs.pos_n)
+
+
 class PairSums:
-    """The moments of every (axis, distance) pair set, filled from batches of feature maps
-    `[B, H, W, D]` (text: H = 1) with an optional validity mask `[B, H, W]`: a pair counts
-    where both ends are valid. Axis x pairs (r, c) -> (r, c + d), axis y (r, c) -> (r + d, c)."""
+    """The moments of every (axis, distance) pair set (and the content baseline's sums),
+    filled from batches of feature maps `[B, H, W, D]` (text: H = 1) with an optional validity
+    mask `[B, H, W]`: a pair counts where both ends are valid, an input's mean token is over
+    its valid positions. Axis x pairs (r, c) -> (r, c + d), axis y (r, c) -> (r + d, c)."""
 
     def __init__(self, axes: tuple[str, ...], grid: tuple[int, int], dim: int,
                  device: torch.device):
         self.grid = tuple(grid)
         size = {"x": grid[1], "y": grid[0]}
-        self.moments = {(a, d): Moments.zeros(dim, self.grid, device)
-                        for a in axes for d in DISTANCES if d < size[a]}
+        keys = [(a, d) for a in axes for d in DISTANCES if d < size[a]]
+        self.moments = {k: Moments.zeros(dim, self.grid, device) for k in keys}
+        self.content = {k: ContentSums.zeros(dim, self.grid, device) for k in keys}
+
+    def content_moments(self, key: tuple[str, int]) -> Moments:
+        """The content baseline's moments of pair set `key`."""
+        return self.content[key].moments(self.moments[key])
 
     def add(self, maps: Tensor, valid: Tensor | None = None) -> None:
         dim = maps.shape[-1]
+        real = (torch.ones(maps.shape[:3], dtype=torch.bool, device=maps.device)
+                if valid is None else valid)
+        mean = (torch.einsum("bhw,bhwd->bd", real.to(maps.dtype), maps).double()
+                / real.sum((1, 2)).clamp_min(1).unsqueeze(-1))
         for (axis, d), m in self.moments.items():
             src = (slice(None), slice(None), slice(None, -d)) if axis == "x" else (
                 slice(None), slice(None, -d))
             dst = (slice(None), slice(None), slice(d, None)) if axis == "x" else (
                 slice(None), slice(d, None))
             targets = maps[dst]
+            keep = real[src] & real[dst]
+            self.content[(axis, d)].add(mean, keep, targets, dst[1:])
             if valid is None:  # every position real (images): no masking to pay for
                 m.add(maps[src].reshape(-1, dim), targets.reshape(-1, dim))
                 m.pos_sy[dst[1:]] += targets.sum(0, dtype=torch.float64)
                 m.pos_n[dst[1:]] += len(maps)
                 continue
-            keep = valid[src] & valid[dst]
             m.add(maps[src][keep], targets[keep])
             m.pos_sy[dst[1:]] += (targets * keep.unsqueeze(-1)).sum(0, dtype=torch.float64)
             m.pos_n[dst[1:]] += keep.sum(0)
@@ -155,25 +229,34 @@ class PairSums:
 
 @dataclass
 class PairFit:
-    """One (axis, distance): the chosen penalty, the map fitted on all training pairs and
-    the test R^2 of it and of the two baselines."""
+    """One (axis, distance): the chosen penalty, the map and intercept fitted on all training
+    pairs, and the test R^2 of it, of the two baselines and of the content baseline."""
 
     penalty: float
     map: Tensor
+    intercept: Tensor
     r2: float
     identity_r2: float
     mean_r2: float
+    content_r2: float
 
 
-def fit_pairs(fit: Moments, val: Moments, test: Moments) -> PairFit:
-    """Penalty by validation R^2 (ties: the larger), refit on fit + val, scored on test."""
+def ridge_by_validation(fit: Moments, val: Moments) -> tuple[float, Tensor, Tensor]:
+    """Penalty by validation R^2 (ties: the larger); map and intercept refitted on fit + val."""
     scores = {p: val.r2(*fit.ridge(p)) for p in PENALTIES}
     penalty = max(sorted(scores, reverse=True), key=lambda p: _finite(scores[p]))
-    full = fit + val
-    m, b = full.ridge(penalty)
+    return (penalty, *(fit + val).ridge(penalty))
+
+
+def fit_pairs(fit: Moments, val: Moments, test: Moments,
+              content: tuple[Moments, Moments, Moments]) -> PairFit:
+    """The map (penalty chosen on val, refitted on fit + val) scored on test, beside the
+    baselines on the same test pairs; `content`: the content baseline's (fit, val, test)."""
+    penalty, m, b = ridge_by_validation(fit, val)
+    _, cm, cb = ridge_by_validation(*content[:2])
     eye = torch.eye(len(m), dtype=m.dtype, device=m.device)
-    return PairFit(penalty, m, test.r2(m, b), test.r2(eye),
-                   test.position_mean_r2(full.position_means()))
+    return PairFit(penalty, m, b, test.r2(m, b), test.r2(eye),
+                   test.position_mean_r2((fit + val).position_means()), content[2].r2(cm, cb))
 
 
 def _finite(x: float) -> float:
@@ -181,16 +264,29 @@ def _finite(x: float) -> float:
 
 
 def fit_all(fit: PairSums, val: PairSums, test: PairSums) -> dict[tuple[str, int], PairFit]:
-    return {k: fit_pairs(fit.moments[k], val.moments[k], test.moments[k]) for k in fit.moments}
+    return {k: fit_pairs(fit.moments[k], val.moments[k], test.moments[k],
+                         (fit.content_moments(k), val.content_moments(k),
+                          test.content_moments(k)))
+            for k in fit.moments}
+
+
+def composed(step: PairFit, d: int) -> tuple[Tensor, Tensor]:
+    """The affine one-step map z -> z M + b applied `d` times: (M^d, b (I + M + ... + M^(d-1)))."""
+    power = torch.linalg.matrix_power(step.map, d)
+    shift = step.intercept @ sum(torch.linalg.matrix_power(step.map, k) for k in range(d))
+    return power, shift
 
 
 def summarise(fits: dict[tuple[str, int], PairFit], test: PairSums,
               steps: dict[str, Tensor] | None = None) -> dict[str, float]:
-    """summary.json metrics: per distance the mean over axes of each R^2 (and, given the
-    method's one-step maps `steps`, of their powers' R^2 and distance to the fitted map)."""
+    """summary.json metrics: per distance the mean over axes of each R^2, the content
+    baseline's and the composed one-step map's (and, given the method's one-step maps
+    `steps`, of their powers' R^2 and distance to the fitted map)."""
     out: dict[str, list[float]] = {}
     for (axis, d), f in fits.items():
-        values = {"r2": f.r2, "identity_r2": f.identity_r2, "mean_r2": f.mean_r2}
+        values = {"r2": f.r2, "identity_r2": f.identity_r2, "mean_r2": f.mean_r2,
+                  "content_r2": f.content_r2,
+                  "composed_r2": test.moments[(axis, d)].r2(*composed(fits[(axis, 1)], d))}
         if steps is not None and axis in steps:
             power = torch.linalg.matrix_power(steps[axis].to(f.map), d)
             values["heat_r2"] = test.moments[(axis, d)].r2(power)

@@ -6,6 +6,7 @@ probe's L2 penalty) is chosen on a share of the training split, never on the tes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -134,24 +135,47 @@ def _fit(x: Tensor, y: Tensor, num_classes: int, l2: float, steps: int, seed: in
 
 
 @torch.no_grad()
+def _predict(head: nn.Linear, x: Tensor) -> Tensor:
+    return head(x).argmax(1)
+
+
 def _correct(head: nn.Linear, x: Tensor, y: Tensor) -> Tensor:
-    return head(x).argmax(1) == y
+    return _predict(head, x) == y
+
+
+def validation_rows(n: int, share: float, seed: int) -> tuple[Tensor, Tensor]:
+    """(fitting, validation) indices of `n` rows: a seeded `share` of them (at least one, and
+    never all) held out."""
+    n_val = min(n - 1, max(1, round(n * share)))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[n_val:], order[:n_val]
+
+
+# What a penalty is chosen by: a score of (predicted labels, true labels), higher is better.
+Score = Callable[[Tensor, Tensor], float]
+
+
+def top1(pred: Tensor, truth: Tensor) -> float:
+    return (pred == truth).float().mean().item()
 
 
 def choose_l2(train_f: Tensor, train_y: Tensor, num_classes: int, seed: int,
-              recipe: ProbeRecipe) -> tuple[float, dict[float, float]]:
-    """The penalty of `recipe.l2_grid` with the best top-1 on a seeded `recipe.validation`
-    share of the training split, fitted on the rest (ties: the larger penalty). Only the
-    training split is read."""
-    n = len(train_f)
-    n_val = min(n - 1, max(1, round(n * recipe.validation)))
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(train_f.device)
-    fit_idx, val_idx = order[n_val:], order[:n_val]
+              recipe: ProbeRecipe, held_out: Tensor | None = None, score: Score = top1
+              ) -> tuple[float, dict[float, float]]:
+    """The penalty of `recipe.l2_grid` with the best `score` (default top-1) on a validation
+    share of the training split, fitted on the rest (ties: the larger penalty). The share is
+    the rows `held_out` marks (bool `[N]`: e.g. whole images of the dense probe's tokens),
+    else a seeded `recipe.validation` of them. Only the training split is read."""
+    if held_out is None:
+        fit_idx, val_idx = (i.to(train_f.device) for i in
+                            validation_rows(len(train_f), recipe.validation, seed))
+    else:
+        fit_idx, val_idx = (~held_out).nonzero().squeeze(1), held_out.nonzero().squeeze(1)
     xfit, xval = _standardise(train_f[fit_idx], train_f[val_idx])
     scores = {}
     for l2 in sorted(recipe.l2_grid):
         head = _fit(xfit, train_y[fit_idx], num_classes, l2, recipe.steps, seed)
-        scores[l2] = _correct(head, xval, train_y[val_idx]).float().mean().item()
+        scores[l2] = score(_predict(head, xval), train_y[val_idx])
     best = max(scores.items(), key=lambda kv: (kv[1], kv[0]))[0]
     return best, scores
 
@@ -165,7 +189,7 @@ class LinearHead:
     mean: Tensor
     std: Tensor
     l2: float
-    validation_top1: dict[float, float]
+    validation_scores: dict[float, float]
 
     @torch.no_grad()
     def logits(self, features: Tensor) -> Tensor:
@@ -177,14 +201,16 @@ class LinearHead:
 
 
 def linear_head(train_f: Tensor, train_y: Tensor, num_classes: int, seed: int,
-                recipe: ProbeRecipe | None = None) -> LinearHead:
+                recipe: ProbeRecipe | None = None, held_out: Tensor | None = None,
+                score: Score = top1) -> LinearHead:
     """The recipe's classifier on frozen training features: its penalty chosen on a share of
-    them (`choose_l2`) unless the recipe fixes it, then fitted on all of them."""
+    them (`choose_l2`, with `held_out` and `score`) unless the recipe fixes it, then fitted
+    on all of them."""
     recipe = recipe or ProbeRecipe()
     if recipe.l2 is not None:
         l2, scores = recipe.l2, {}
     else:
-        l2, scores = choose_l2(train_f, train_y, num_classes, seed, recipe)
+        l2, scores = choose_l2(train_f, train_y, num_classes, seed, recipe, held_out, score)
     mean, std = _standardiser(train_f)
     head = _fit((train_f - mean) / std, train_y, num_classes, l2, recipe.steps, seed)
     return LinearHead(head, mean, std, l2, scores)
@@ -202,7 +228,7 @@ def fit_linear_probe(
     (`choose_l2`) unless the recipe fixes it; the test split is scored once, at the end."""
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     head = linear_head(train_f, train_y, num_classes, seed, recipe)
-    return LinearProbeResult(head.correct(test_f, test_y), head.l2, head.validation_top1)
+    return LinearProbeResult(head.correct(test_f, test_y), head.l2, head.validation_scores)
 
 
 def linear_probe(

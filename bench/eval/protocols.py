@@ -6,6 +6,8 @@ encoder's, or the raw input's)."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 
 from bench.core.config import RunConfig
@@ -27,6 +29,9 @@ def split_features(cfg: RunConfig, data, encoder, split, device: torch.device, d
         x, pad = split.x.to(device), _to(split.pad_mask, device)
         return data.raw_features(x, pad).float()
     return extract_features(encoder, data, split, cfg.eval_batch_size, device, desc)
+
+
+T = TypeVar("T")
 
 
 def next_sentence_metrics(cfg: RunConfig, data, encoder, device: torch.device,
@@ -63,10 +68,11 @@ def evaluate_encoder(cfg: RunConfig, data, encoder, device: torch.device,
     predictability of neighbouring features (`steps`: the fill's one-step maps, compared with
     the fitted ones); `knn_only`: the kNN probe alone (the --eval-every points). `outcomes`,
     when given, receives each metric's per-example scores on the test split
-    (bench.core.outcomes records them). The per-layer and dense probes reuse the penalty the
-    linear probe chose on this encoder's training features (`linear_l2`)."""
+    (bench.core.outcomes records them). The per-layer probe reuses the penalty the linear
+    probe chose on this encoder's pooled training features (`linear_l2`); the dense probe,
+    reading single tokens, chooses its own (`dense_l2`)."""
     extra = {}
-    if not knn_only and cfg.val_fraction is None:  # a tuning trial reads no held-out data
+    if not knn_only:
         extra = linpred_metrics(cfg, data, encoder, device, steps)
         if cfg.granularity == "sentence":
             extra.update(next_sentence_metrics(cfg, data, encoder, device, outcomes))
@@ -81,12 +87,12 @@ def evaluate_encoder(cfg: RunConfig, data, encoder, device: torch.device,
                                      cfg.knn_k, cfg.knn_temperature)}
     correct: dict[str, torch.Tensor] = {}
     metrics = probe_metrics(train_f, train.y, test_f, test.y, cfg, protocols, correct)
-    l2 = metrics.get("linear_l2")  # None: each auxiliary probe chooses its own
     if "fewshot" in protocols:
         metrics.update(fewshot_metrics(train_f, train.y, test_f, test.y, cfg))
     if "dense" in protocols:
-        metrics.update(dense_metrics(cfg, data, encoder, device, l2))
+        metrics.update(dense_metrics(cfg, data, encoder, device, outcomes))
     if cfg.probe_layers == "all" and has_layers(encoder):
+        l2 = metrics.get("linear_l2")  # None: the per-layer probe chooses its own
         metrics.update(layer_metrics(cfg, data, encoder, train, test, device, l2))
     if encoder is not None:
         metrics.update(encoder_protocols(encoder, data, train, test, cfg, device, protocols,
@@ -96,10 +102,10 @@ def evaluate_encoder(cfg: RunConfig, data, encoder, device: torch.device,
     return {**metrics, **extra}
 
 
-def scored_names(cfg: RunConfig, metrics: dict[str, float]) -> dict[str, float]:
-    """`metrics` as a run records them: a tuning trial's (`val_fraction` set) are scored on
-    the validation split of the training data, so they are named `val_<metric>`; an ordinary
-    run's keep their names (scored on the test split)."""
+def scored_names(cfg: RunConfig, metrics: dict[str, T]) -> dict[str, T]:
+    """`metrics` (or their per-example outcomes) as a run records them: a tuning trial's
+    (`val_fraction` set) are scored on the validation split of the training data, so they
+    are named `val_<metric>`; an ordinary run's keep their names (scored on the test split)."""
     if cfg.val_fraction is None:
         return metrics
     return {f"val_{k}": v for k, v in metrics.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -22,17 +23,28 @@ from bench.runtime.optim import decay_groups, no_decay_names
 class SupervisedRecipe:
     """A fixed supervised recipe (never tuned on test data): AdamW (0.9, 0.999) at `lr` on
     batches of `batch_size`, cosine decay to zero over every step, no warm-up, no
-    augmentation; the score is the final epoch's test top-1. Its own batch size and lr, stated
+    augmentation; the score is the final step's test top-1. Its own batch size and lr, stated
     as run keys (`tran1_*`, `finetune_*`), so how a run is evaluated never depends on how it
     was pretrained (pretraining batch, number of processes). The run keys give the lr at
     batch 256 and it scales linearly with the recipe's own batch (`scaled_lr`), MAE's and
-    BEiT's fine-tuning convention: a recipe run at another batch keeps its step per sample."""
+    BEiT's fine-tuning convention: a recipe run at another batch keeps its step per sample.
+
+    Its length is a number of optimiser steps (`steps`): `epochs` passes over the labelled
+    examples, but never fewer than `min_steps`. Counted in epochs alone, a few labels get a
+    handful of steps (1,000 labels, 5 epochs at batch 256: 20), and a fine-tuned encoder
+    then scores below the linear probe for want of training, not of features."""
 
     epochs: int
     lr: float
     batch_size: int
     weight_decay: float = 0.05
     layer_decay: float = 1.0  # lr x layer_decay^(depth + 1 - layer) (BEiT / MAE fine-tuning)
+    min_steps: int = 0
+
+    def steps(self, examples: int) -> int:
+        """Optimiser steps on `examples` labelled examples: `epochs` passes of batches of
+        `batch_size` (the last one of each pass smaller), at least `min_steps`."""
+        return max(self.epochs * math.ceil(examples / self.batch_size), self.min_steps)
 
 
 def scaled_lr(lr_at_256: float, batch_size: int) -> float:
@@ -141,6 +153,20 @@ def _test_correct(model: nn.Module, data, split: EvalSplit, batch_size: int, dev
     return torch.cat(correct)
 
 
+def batch_order(examples: int, batch_size: int, steps: int, seed: int) -> Iterator[Tensor]:
+    """The indices of each of `steps` batches: passes over the examples in a seeded random
+    order (a new one per pass), the last pass cut where the steps end."""
+    gen = torch.Generator().manual_seed(seed)
+    done = 0
+    while True:
+        perm = torch.randperm(examples, generator=gen)
+        for i in range(0, examples, batch_size):
+            if done == steps:
+                return
+            yield perm[i : i + batch_size]
+            done += 1
+
+
 def train_classifier(
     model: Tran1Probe | FinetuneClassifier,
     data,
@@ -151,24 +177,22 @@ def train_classifier(
     seed: int,
     desc: str,
 ) -> Tensor:
-    """Train `model` on `train` with `recipe` (seeded batch order), then whether it classifies
-    each test example right (bool `[N]`; its mean is the test top-1)."""
+    """Train `model` on `train` for `recipe.steps` steps (seeded batch order), then whether it
+    classifies each test example right (bool `[N]`; its mean is the test top-1)."""
     lr, batch_size = recipe.lr, recipe.batch_size
     opt = torch.optim.AdamW(model.param_groups(recipe, lr), lr=lr, betas=(0.9, 0.999))
-    steps = recipe.epochs * math.ceil(len(train) / batch_size)
+    steps = recipe.steps(len(train))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    gen = torch.Generator().manual_seed(seed)
     model.train()
-    for _ in progress.bar(range(recipe.epochs), desc=desc, leave=False, unit="epoch"):
-        perm = torch.randperm(len(train), generator=gen)
-        for i in range(0, len(train), batch_size):
-            x, pad, y = _batch(data, train, perm[i : i + batch_size], device)
-            with precision.autocast(device):
-                loss = F.cross_entropy(model(x, pad).float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            schedule.step()
+    for idx in progress.bar(batch_order(len(train), batch_size, steps, seed), total=steps,
+                            desc=desc, leave=False, unit="step"):
+        x, pad, y = _batch(data, train, idx, device)
+        with precision.autocast(device):
+            loss = F.cross_entropy(model(x, pad).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
     return _test_correct(model, data, test, batch_size, device)
 
 
@@ -182,10 +206,11 @@ def encoder_protocols(
     builders = {
         "tran1": (Tran1Probe, SupervisedRecipe(
             cfg.tran1_epochs, scaled_lr(cfg.tran1_lr, cfg.tran1_batch_size),
-            cfg.tran1_batch_size)),
+            cfg.tran1_batch_size, min_steps=cfg.tran1_min_steps)),
         "finetune": (FinetuneClassifier, SupervisedRecipe(
             cfg.finetune_epochs, scaled_lr(cfg.finetune_lr, cfg.finetune_batch_size),
-            cfg.finetune_batch_size, layer_decay=cfg.finetune_layer_decay)),
+            cfg.finetune_batch_size, layer_decay=cfg.finetune_layer_decay,
+            min_steps=cfg.finetune_min_steps)),
     }
     out = {}
     with evaluating(encoder):  # back in its mode afterwards, whatever the probes set

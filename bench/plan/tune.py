@@ -7,13 +7,14 @@ weight_decay, decoder_depth, warm-up) and how trials are scored:
     base_lr = [1.5e-4, 5e-4, 1.5e-3]
     warmup = [0.05, 0.2]
     metric = "linear_top1"   # the primary metric, scored on the validation split: val_linear_top1
-    val_fraction = 0.1       # share of the probes' training split held out (bench.data.validation)
+    val_fraction = 0.1       # share of the training split held out (bench.data.validation)
     seeds = [0]              # trial seeds (default: the sweep's first)
 
 Every row of the comparison (a run of the sweep at one seed; reference rows are not tuned)
 gets one trial per grid point and trial seed: an ordinary run with `val_fraction` set (so it
-resumes, is skipped when finished and goes to SLURM as an array like any other), whose probes
-fit on the rest of the training split and report `val_*` scores. A row's recipe is the grid
+resumes, is skipped when finished and goes to SLURM as an array like any other), whose
+protocols fit on the training split less one fixed validation subset and report `val_*` scores
+on that subset. A row's recipe is the grid
 point with the best mean score over trial seeds (ties: the first in grid order); the
 comparison then runs at the sweep's seeds with each row at its chosen recipe. `tuning.json`
 in the results folder records every trial, score and choice, and the report shows them.

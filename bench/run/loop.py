@@ -193,7 +193,7 @@ def pretrain(ctx: RunContext, model: MaskedPretrainer) -> dict[str, Any]:
             if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
                 record.update(scored_names(cfg, evaluate_encoder(
                     cfg, data, model.encoder, device, ("knn",), knn_only=True)))
-                if cfg.val_fraction is None:  # a tuning trial reads no test data
+                if cfg.val_fraction is None:  # a tuning trial: its probes' figures only
                     record.update(fill_diagnostics(model, data, cfg.eval_test_limit,
                                                    cfg.eval_batch_size, device, cfg.seed))
             store.append_jsonl(metrics_path, record)

@@ -87,9 +87,14 @@ def data_spec_record(data) -> dict[str, Any]:
 
 
 def data_record(data: Any) -> dict[str, Any]:
-    """What the run's data left out: files that do not decode (skipped and counted)."""
+    """What the run's data left out (files that do not decode: skipped and counted) and, for
+    data with per-pixel labels, the names of the dense probe's labels (`dense_iou_<k>` is the
+    IoU of `dense_classes[k]`)."""
     skipped = list(getattr(data, "skipped", ()))
-    return {"skipped": len(skipped), "skipped_files": skipped[:20]}
+    record = {"skipped": len(skipped), "skipped_files": skipped[:20]}
+    if (classes := getattr(data, "dense_classes", None)) is not None:
+        record["dense_classes"] = list(classes)
+    return record
 
 
 def _parameters(module: nn.Module | None) -> int:

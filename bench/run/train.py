@@ -73,7 +73,7 @@ def _train_and_evaluate(
     device = resolve_device(cfg.device)
     run_dir.mkdir(parents=True, exist_ok=True)
     data = (data if data is not None else load_dataset(*dataset_key(cfg))).to(device)
-    if cfg.val_fraction is not None:  # a tuning trial: probes on a split of the training data
+    if cfg.val_fraction is not None:  # a tuning trial: evaluated on a split of the training data
         data = ValidationData(data, cfg.val_fraction)
     reference = REFERENCE_ROWS.get(cfg.method)
     if dist.is_main:
@@ -116,7 +116,8 @@ def _train_and_evaluate(
                                                  steps=model.method.neighbour_maps())),
             "pretrain_loss": store.read_jsonl(run_dir / files.METRICS)[-1]["loss"],
         }
-        if cfg.val_fraction is None:  # held-out pretext figures read the test split
+        if cfg.val_fraction is None:  # a tuning trial: its probes' figures only (no recipe
+            # is chosen by the pretext task's own numbers)
             metrics |= {
                 **pretext_metrics(cfg, model, data, device),
                 **fill_contribution(cfg, model, data, device),
@@ -128,7 +129,8 @@ def _train_and_evaluate(
     compute["wall_s"] = time.perf_counter() - wall_start
     summary = summary_record(cfg, "ok", metrics=metrics, compute=compute, setup=setup,
                              data=data_record(data))
-    write_outcomes(run_dir, outcomes)  # before summary.json: a finished run has both
+    # before summary.json (a finished run has both), named as the metrics are (val_*)
+    write_outcomes(run_dir, scored_names(cfg, outcomes))
     store.write_json(run_dir / files.SUMMARY, summary)
     tracker.log_result(summary)
     return summary

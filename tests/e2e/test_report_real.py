@@ -33,7 +33,7 @@ from tests.helpers import require_fashion_mnist, tiny_config, tiny_text_corpus, 
 def real_report(tmp_path_factory, digits) -> Path:
     root = tmp_path_factory.mktemp("real")
     small = dict(epochs=2, eval_every=1, train_limit=128, eval_train_limit=64, eval_test_limit=32,
-                 probe_steps=10, protocols="linear,knn,tran1", tran1_epochs=1)
+                 probe_steps=10, protocols="linear,knn,tran1", tran1_epochs=1, tran1_min_steps=0)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # models this small only lose to thread contention on a busy CPU
     try:

@@ -49,13 +49,13 @@ def test_l2_is_chosen_on_validation_and_beats_the_old_fixed_penalty():
 def test_the_test_split_is_scored_once_after_the_choice(monkeypatch):
     xtr, ytr, xte, yte = _noisy_task(1, n_train=120, dims=20)
     seen = []
-    real = probes._correct
+    real = probes._predict
 
-    def spy(head, x, y):
+    def spy(head, x):
         seen.append(x.shape[0])
-        return real(head, x, y)
+        return real(head, x)
 
-    monkeypatch.setattr(probes, "_correct", spy)
+    monkeypatch.setattr(probes, "_predict", spy)
     a = fit_linear_probe(xtr, ytr, xte, yte, seed=0, recipe=FAST)
     assert seen == [24] * len(L2_GRID) + [2000]  # 20 % of 120 per candidate, then the test
     # The choice never depends on the test split: other test features, the same penalty.

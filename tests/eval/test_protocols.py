@@ -10,10 +10,12 @@ from bench.cli import main
 from bench.core.config import PROTOCOLS, RunConfig, apply_overrides, protocol_list
 from bench.core.errors import ConfigError
 from bench.data.protocol import EvalSplit
+from bench.eval.probes import ProbeRecipe, extract_features, linear_probe
 from bench.eval.supervised import (
     FinetuneClassifier,
     SupervisedRecipe,
     Tran1Probe,
+    batch_order,
     encoder_protocols,
     train_classifier,
 )
@@ -81,6 +83,48 @@ def test_classifier_learns_and_leaves_the_encoder_unchanged(digits, small_encode
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_schedules_count_steps_with_a_minimum_for_few_labels():
+    recipe = SupervisedRecipe(epochs=5, lr=1e-3, batch_size=256, min_steps=1000)
+    assert recipe.steps(1000) == 1000  # 5 epochs of 4 batches would be 20 steps
+    assert recipe.steps(60000) == 5 * 235  # many labels: the epochs already give more
+    assert SupervisedRecipe(5, 1e-3, 256).steps(1000) == 20  # min_steps=0: epochs alone
+    # seeded passes over the examples, a new order each, the last cut where the steps end:
+    # with as many steps as whole epochs, exactly the batches the epoch loop took
+    batches = list(batch_order(10, 4, 7, seed=0))
+    assert [len(b) for b in batches] == [4, 4, 2, 4, 4, 2, 4]
+    gen = torch.Generator().manual_seed(0)
+    passes = torch.cat([torch.randperm(10, generator=gen) for _ in range(3)])
+    assert torch.equal(torch.cat(batches), passes[:24])
+    cfg = tiny_config()
+    assert (cfg.tran1_min_steps, cfg.finetune_min_steps) == (1000, 1000)
+    assert RunConfig(finetune_min_steps=1000).run_id == RunConfig().run_id  # ids stay
+
+
+def test_few_labels_fine_tune_long_enough_to_pass_the_linear_probe(digits):
+    """200 labels at batch 64: five epochs are 20 steps, after which a fine-tuned (tiny,
+    random-init) ViT is near chance, far below the linear probe on its own frozen features:
+    a lack of steps, not of features. With at least 300 steps it passes the linear probe."""
+    torch.manual_seed(0)
+    encoder = TransformerEncoder(digits.spec, 32, 1, 2)
+    train, test = digits.eval_split("train", 200), digits.eval_split("test", 200)
+    features = [extract_features(encoder, digits, s, 256, CPU, "f") for s in (train, test)]
+    linear = linear_probe(features[0], train.y, features[1], test.y, 0, ProbeRecipe(steps=100))
+
+    def finetuned(min_steps: int) -> float:
+        cfg = tiny_config(protocols="finetune", finetune_batch_size=64, finetune_lr=0.02,
+                          finetune_min_steps=min_steps)
+        return encoder_protocols(encoder, digits, train, test, cfg, CPU,
+                                 ("finetune",))["finetune_top1"]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small only loses to thread contention on a busy CPU
+    try:
+        assert finetuned(0) < linear - 0.3  # 8 % against 72.5 %
+        assert finetuned(300) > linear  # 80.5 %
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_tran1_trains_only_its_block_and_head(digits, small_encoder):
     probe = Tran1Probe(small_encoder, 10).train()
     assert not probe.encoder.training  # frozen encoder stays in eval mode
@@ -111,7 +155,8 @@ def test_finetune_dense_encoder_is_one_group(digits):
 
 
 def test_protocols_select_what_a_run_reports(tmp_path, digits):
-    small = dict(eval_train_limit=64, eval_test_limit=32, tran1_epochs=1, finetune_epochs=1)
+    small = dict(eval_train_limit=64, eval_test_limit=32, tran1_epochs=1, finetune_epochs=1,
+                 tran1_min_steps=0, finetune_min_steps=0)
     cfg = resolve_run(tiny_config(method="random-init", protocols="knn,tran1,finetune", **small))
     metrics = train_run(cfg, tmp_path / "a", progress=False, data=digits)["metrics"]
     probes = {m: v for m, v in metrics.items() if not m.startswith("linpred_")}
@@ -126,7 +171,7 @@ def test_protocols_select_what_a_run_reports(tmp_path, digits):
 
 def test_encoder_protocols_restore_training_mode(digits, small_encoder):
     small_encoder.train()
-    cfg = tiny_config(protocols="tran1", tran1_epochs=1)
+    cfg = tiny_config(protocols="tran1", tran1_epochs=1, tran1_min_steps=0)
     out = encoder_protocols(small_encoder, digits, two_class_split(32, 0), two_class_split(16, 1),
                             cfg, CPU, ("tran1",))
     assert set(out) == {"tran1_top1"} and small_encoder.training
@@ -136,6 +181,7 @@ def test_evaluation_does_not_depend_on_the_pretraining_batch(digits, small_encod
     """tran1 and finetune train with their own fixed batch size and lr: two runs that differ
     only in the pretraining batch (or process count) score the same encoder identically."""
     small = dict(protocols="tran1,finetune", tran1_epochs=1, finetune_epochs=1,
+                 tran1_min_steps=0, finetune_min_steps=0,
                  tran1_batch_size=16, finetune_batch_size=16)
     train, test = digits.eval_split("train", 96), digits.eval_split("test", 48)
     scores = [encoder_protocols(small_encoder, digits, train, test,

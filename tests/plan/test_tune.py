@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from bench.cli import main
 from bench.core.config import RunConfig
 from bench.core.errors import ConfigError
-from bench.data.protocol import EvalSplit
-from bench.data.validation import VAL_SEED, ValidationData, split_sizes
+from bench.data.validation import split_sizes
 from bench.plan.sweep import spec_from_dict
 from bench.plan.tune import choose, final_runs, plan_rows, tune_spec
 
@@ -100,33 +98,14 @@ def test_a_grid_point_a_row_cannot_run_is_refused():
 
 
 def test_an_empty_validation_split_is_refused_when_planning():
+    """The validation split is a share of the whole training split (digits: 1,437 images),
+    whatever eval_train_limit: only a share too small for one image leaves none."""
     assert split_sizes(100, 0.1) == (90, 10)
-    raw = {**SWEEP, "eval_train_limit": 4}
-    with pytest.raises(ConfigError, match="val_fraction=0.2 of 4 training samples leaves no "
-                                          "validation sample"):
+    _plan({**SWEEP, "eval_train_limit": 4})  # fitting on 4 images, validating on 287
+    raw = {**SWEEP, "tune": {**SWEEP["tune"], "val_fraction": 0.0005}}
+    with pytest.raises(ConfigError, match="val_fraction=0.0005 of 1437 training samples leaves "
+                                          "no validation sample"):
         _plan(raw)
-
-
-class _Data:
-    """Labelled splits whose test split must never be read."""
-
-    def __init__(self, n: int):
-        self.x, self.y = torch.arange(n).float().view(n, 1), torch.arange(n)
-
-    def eval_split(self, split: str, limit: int | None = None) -> EvalSplit:
-        if split != "train":
-            raise AssertionError("a trial read the test split")
-        return EvalSplit(self.x[:limit], self.y[:limit])
-
-
-def test_validation_split_is_held_out_of_the_training_split_the_same_for_every_trial():
-    data = ValidationData(_Data(50), 0.2)
-    fit, val = data.eval_split("train", 40), data.eval_split("val", 40)
-    assert (len(fit), len(val)) == (32, 8)
-    assert sorted(fit.y.tolist() + val.y.tolist()) == list(range(40))  # disjoint, all of it
-    order = torch.randperm(40, generator=torch.Generator().manual_seed(VAL_SEED))
-    assert val.y.tolist() == sorted(order[:8].tolist())
-    assert torch.equal(ValidationData(_Data(50), 0.2).eval_split("test", 40).y, val.y)
 
 
 def test_warmup_as_a_share_keeps_the_schedules_shape_at_any_length():
@@ -148,7 +127,7 @@ def test_cli_bad_input_one_line_exit_2_nothing_written(tmp_path, capsys):
     for body, message in (
         ('dataset = "digits"\n[tune]\nlr = [1e-3]\n', "unknown key tune.lr"),
         ('dataset = "digits"\n', "no [tune] table"),
-        ('dataset = "digits"\neval_train_limit = 3\n[tune]\nbase_lr = [1e-3]\n',
+        ('dataset = "digits"\n[tune]\nbase_lr = [1e-3]\nval_fraction = 0.0001\n',
          "leaves no validation sample"),
     ):
         path = tmp_path / "s.toml"
@@ -175,9 +154,9 @@ def test_tune_end_to_end_then_resume_skips_everything(tmp_path, capsys):
     (row,) = tuning["rows"]
     trials = [json.loads((out / "tune" / t["run_ids"][0] / "summary.json").read_text())
               for t in row["trials"]]
-    for t in trials:
-        assert set(t["metrics"]) == {"val_linear_top1", "val_linear_l2", "val_knn_top1",
-                                     "pretrain_loss"}
+    for t in trials:  # every protocol on the validation split, nothing else
+        assert {m for m in t["metrics"] if not m.startswith("val_linpred_")} == {
+            "val_linear_top1", "val_linear_l2", "val_knn_top1", "pretrain_loss"}
     best = max(row["trials"], key=lambda t: t["score"])
     assert row["chosen"] == best["recipe"] and f"mae: base_lr={best['recipe']['base_lr']}" in printed
     (final,) = row["runs"]

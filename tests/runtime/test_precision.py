@@ -81,6 +81,7 @@ def test_every_protocol_runs_under_the_runs_precision(tmp_path, digits, monkeypa
         calls.clear()
         cfg = resolve_run(tiny_config(epochs=1, precision=p, protocols="linear,knn,tran1,finetune",
                                       train_limit=64, tran1_epochs=1, finetune_epochs=1,
+                                      tran1_min_steps=0, finetune_min_steps=0,
                                       probe_steps=5, eval_train_limit=64, eval_test_limit=32))
         summaries[p] = train_run(cfg, tmp_path / p, progress=False, data=digits)
         sites = {}
