@@ -5,11 +5,13 @@ protocols rank the strategies alike (bench.report.agreement); and their two figu
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pandas as pd
 
+from bench.core.files import SUMMARY
 from bench.data.cards import load_card
 from bench.report import figures
 from bench.report.agreement import against_base, agreement_table
@@ -85,7 +87,7 @@ def probe_views(ok: pd.DataFrame, stats: pd.DataFrame, cells: pd.DataFrame, metr
             out.append(stat_table(stats, cells, present, f"{name}: {what}",
                                   f"{note} {versus}".strip()))
         if group == "dense" and (per_label := metric_order(metrics, "dense_classes")):
-            out.append(dense_classes_table(stats, cells, per_label, name))
+            out.append(dense_classes_table(ok, stats, cells, per_label, name))
     linpred = metric_order(metrics, "linpred")
     if linpred:
         measures = linpred_measures(linpred)
@@ -127,9 +129,17 @@ def probe_figures(ok: pd.DataFrame, cells: pd.DataFrame, out: Path) -> list[figu
     return [f for f in made if f is not None]
 
 
-def dense_class_names(dataset: str) -> list[str] | None:
-    """The dense labels' names in label order, from the dataset card (a list under
-    `dense_class_names` or `dense_classes`), or None where the card gives none."""
+def dense_class_names(ok: pd.DataFrame, dataset: str) -> list[str] | None:
+    """The dense labels' names in label order: as the runs' data named them (summary.json's
+    `data.dense_classes`, bench.run.records), else from the dataset card (a list under
+    `dense_class_names` or `dense_classes`; runs from before the record), or None."""
+    for run_dir in dict.fromkeys(ok.run_dir):
+        try:
+            names = json.loads((Path(run_dir) / SUMMARY).read_text())["data"]["dense_classes"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            return names
     try:
         card = load_card(dataset)
     except (OSError, ValueError):  # no card (a folder or Hugging Face set), or unreadable
@@ -141,11 +151,12 @@ def dense_class_names(dataset: str) -> list[str] | None:
     return None
 
 
-def dense_classes_table(stats: pd.DataFrame, cells: pd.DataFrame, metrics: list[str],
-                        name: str) -> Table:
-    """Per row, the dense probe's IoU of each label (`dense_iou_<k>`), columns named by the
-    dataset card where it names the labels, else 'class k'."""
-    names = dense_class_names(str(cells.dataset.iloc[0])) or []
+def dense_classes_table(ok: pd.DataFrame, stats: pd.DataFrame, cells: pd.DataFrame,
+                        metrics: list[str], name: str) -> Table:
+    """Per row, the dense probe's IoU of each label (`dense_iou_<k>`), columns named as the
+    runs' data named the labels (`dense_class_names`), else 'class k'."""
+    dataset = str(cells.dataset.iloc[0])
+    names = dense_class_names(ok[ok.dataset == dataset], dataset) or []
     labels = [int(m.rsplit("_", 1)[1]) for m in metrics]
     table = stat_table(stats, cells, metrics, f"{name}: dense probe, IoU % of each label",
                        DENSE_CLASSES_NOTE)

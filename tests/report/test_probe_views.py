@@ -4,6 +4,7 @@ predictability tables per section, and the R²-by-distance and accuracy-by-depth
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -161,7 +162,9 @@ def test_the_dense_probe_shows_its_l2_foreground_miou_and_each_label(dense_repor
     assert miou.ci_high - miou["mean"] > 1.96 * math.sqrt(miou.test_var)
 
 
-def test_label_names_come_from_the_dataset_card(tmp_path, monkeypatch):
+def test_label_names_come_from_the_runs_record_else_the_dataset_card(tmp_path, monkeypatch):
+    """summary.json's data.dense_classes (what bench.run.records writes) names the columns;
+    runs without it (older ones) fall back to a list in the dataset card."""
     import bench.report.spatial as spatial
 
     monkeypatch.setattr(spatial, "load_card",
@@ -171,6 +174,11 @@ def test_label_names_come_from_the_dataset_card(tmp_path, monkeypatch):
     write_report([tmp_path / "runs"], tmp_path / "report")
     md = (tmp_path / "report" / "report.md").read_text()
     assert "| row | T-shirt/top | Trouser | Bag |" in md
+    for summary in (tmp_path / "runs").glob("*/summary.json"):
+        record = json.loads(summary.read_text())
+        summary.write_text(json.dumps({**record, "data": {"dense_classes": ["a", "b", "bg"]}}))
+    write_report([tmp_path / "runs"], tmp_path / "report2")
+    assert "| row | a | b | bg |" in (tmp_path / "report2" / "report.md").read_text()
 
 
 def _linpred_run(root: Path, method: str, seed: int, gain: float, loss: float) -> None:
